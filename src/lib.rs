@@ -4,4 +4,5 @@
 pub mod auth;
 pub mod config;
 pub mod http;
+pub mod ids;
 pub mod route;

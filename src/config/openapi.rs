@@ -1,0 +1,650 @@
+//! Reads one API definition (OpenAPI 3.x or Swagger 2.0, YAML or JSON) with the `x-wso2-*`
+//! extensions and fallbacks of BEHAVIOUR.md 1.3, into an [`ApiSpec`]: base path, resources
+//! and the endpoint objects that apply to each, after precedence has been resolved.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use serde_yaml::{Mapping, Value};
+
+use super::cors::{read_wso2_cors, CorsSpec};
+use super::document::{untagged, Document, Reader};
+use super::endpoint::{
+    read_endpoint, read_named_endpoints, EndpointSpec, GroupKind, NamedEndpoints,
+};
+use super::error::{ConfigError, ConfigWarning, FieldPath};
+use super::locate::line_of;
+use super::url::{parse_url, Scheme, UpstreamUrl};
+use crate::http::Method;
+
+/// One API, ready to be compiled into the snapshot.
+#[derive(Clone, Debug)]
+pub struct ApiSpec {
+    pub file: PathBuf,
+    pub name: String,
+    pub version: String,
+    /// `/` or a path without trailing slash; requests under it belong to this API.
+    pub base_path: String,
+    /// Where the base path came from, for errors that involve two APIs.
+    pub base_path_origin: ConfigError,
+    /// The header that carries the token (`x-wso2-auth-header`).
+    pub auth_header: String,
+    pub cors: Option<CorsSpec>,
+    pub resources: Vec<ResourceSpec>,
+}
+
+/// One operation: a path template and a method, with its endpoints resolved.
+#[derive(Clone, Debug)]
+pub struct ResourceSpec {
+    /// As written in the definition, minus a trailing slash (`/` stays `/`).
+    pub template: String,
+    pub method: Method,
+    pub production: Option<EndpointSpec>,
+    pub sandbox: Option<EndpointSpec>,
+    pub secured: bool,
+}
+
+/// What an apictl project's `api.yaml` contributes; the definition's extensions win.
+#[derive(Clone, Debug, Default)]
+pub struct ProjectDefaults {
+    pub name: Option<String>,
+    pub context: Option<String>,
+    pub version: Option<String>,
+    pub production: Option<EndpointSpec>,
+    pub sandbox: Option<EndpointSpec>,
+}
+
+const DEFAULT_AUTH_HEADER: &str = "Authorization";
+
+/// The `x-wso2-*` keys shardgate reads; others are kept and ignored with a warning.
+const KNOWN_API_EXTENSIONS: &[&str] = &[
+    "x-wso2-basePath",
+    "x-wso2-production-endpoints",
+    "x-wso2-sandbox-endpoints",
+    "x-wso2-endpoints",
+    "x-wso2-disable-security",
+    "x-wso2-auth-header",
+    "x-wso2-cors",
+];
+const KNOWN_RESOURCE_EXTENSIONS: &[&str] = &[
+    "x-wso2-production-endpoints",
+    "x-wso2-sandbox-endpoints",
+    "x-wso2-disable-security",
+];
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Flavor {
+    OpenApi3,
+    Swagger2,
+}
+
+/// Endpoint objects found at one level (API, path item or operation).
+#[derive(Default)]
+struct LevelEndpoints {
+    production: Option<EndpointSpec>,
+    sandbox: Option<EndpointSpec>,
+    /// `servers` at this level (OpenAPI 3), as the production fallback.
+    servers: Option<EndpointSpec>,
+    disable_security: Option<bool>,
+}
+
+/// Reads a definition; `Err` carries every problem found.
+pub fn read_definition(
+    doc: &Document,
+    project: Option<&ProjectDefaults>,
+) -> (Result<ApiSpec, Vec<ConfigError>>, Vec<ConfigWarning>) {
+    let r = Reader::new(doc);
+    let api = read_api(&r, project);
+    let (errors, warnings) = r.finish();
+    match api {
+        Some(api) if errors.is_empty() => (Ok(api), warnings),
+        _ if errors.is_empty() => {
+            // Every path that returns None records an error; keep that promise visible.
+            let error = ConfigError::file(&doc.file, "could not be read as an API definition");
+            (Err(vec![error]), warnings)
+        }
+        _ => (Err(errors), warnings),
+    }
+}
+
+fn read_api(r: &Reader<'_>, project: Option<&ProjectDefaults>) -> Option<ApiSpec> {
+    let root_path = FieldPath::root();
+    let root = r.mapping(&r.doc.root, &root_path)?;
+    let flavor = flavor(r, root)?;
+
+    let named = match root.get("x-wso2-endpoints") {
+        Some(value) => read_named_endpoints(r, value, &root_path.key("x-wso2-endpoints")),
+        None => NamedEndpoints::new(),
+    };
+    warn_unknown_extensions(r, root, &root_path, KNOWN_API_EXTENSIONS);
+
+    let mut api_level = read_level(r, root, &root_path, flavor, &named);
+    let auth_header = match root.get("x-wso2-auth-header") {
+        Some(value) => read_header_name(r, value, &root_path.key("x-wso2-auth-header"))?,
+        None => DEFAULT_AUTH_HEADER.to_owned(),
+    };
+    let cors = root
+        .get("x-wso2-cors")
+        .and_then(|v| read_wso2_cors(r, v, &root_path.key("x-wso2-cors")));
+
+    // apictl's api.yaml endpoints stand in for absent API-level extensions.
+    if let Some(project) = project {
+        if api_level.production.is_none() {
+            api_level.production = project.production.clone();
+        }
+        if api_level.sandbox.is_none() {
+            api_level.sandbox = project.sandbox.clone();
+        }
+    }
+    // A root that names only sandbox endpoints gets no production endpoint from fallbacks.
+    let root_sandbox_only = root.contains_key("x-wso2-sandbox-endpoints")
+        && !root.contains_key("x-wso2-production-endpoints");
+    let fallbacks_allowed = !root_sandbox_only;
+    let api_fallback = if flavor == Flavor::Swagger2 {
+        swagger2_endpoint(r, root)
+    } else {
+        api_level.servers.take()
+    };
+
+    let (base_path, base_path_field) = base_path(r, root, flavor, project)?;
+    let base_path_origin = ConfigError::new(&r.doc.file, &base_path_field, "").at_line(line_of(
+        &r.doc.text,
+        r.doc.syntax,
+        base_path_field.segments(),
+    ));
+
+    let info = root.get("info").and_then(|v| untagged(v).as_mapping());
+    let text_of = |key: &str| {
+        info.and_then(|i| i.get(key))
+            .and_then(|v| match untagged(v) {
+                Value::String(s) => Some(s.clone()),
+                Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            })
+    };
+    let name = project
+        .and_then(|p| p.name.clone())
+        .or_else(|| text_of("title"))
+        .unwrap_or_else(|| {
+            r.doc
+                .file
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        });
+    let version = text_of("version")
+        .or_else(|| project.and_then(|p| p.version.clone()))
+        .unwrap_or_default();
+
+    let context = Context {
+        api: &api_level,
+        api_fallback: api_fallback.as_ref().filter(|_| fallbacks_allowed),
+        fallbacks_allowed,
+        flavor,
+        named: &named,
+    };
+    let resources = read_paths(r, root, &context);
+
+    Some(ApiSpec {
+        file: r.doc.file.clone(),
+        name,
+        version,
+        base_path,
+        base_path_origin,
+        auth_header,
+        cors,
+        resources,
+    })
+}
+
+struct Context<'a> {
+    api: &'a LevelEndpoints,
+    api_fallback: Option<&'a EndpointSpec>,
+    fallbacks_allowed: bool,
+    flavor: Flavor,
+    named: &'a NamedEndpoints,
+}
+
+fn flavor(r: &Reader<'_>, root: &Mapping) -> Option<Flavor> {
+    let version_text = |key: &str| {
+        root.get(key).map(|v| match untagged(v) {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            _ => String::new(),
+        })
+    };
+    if let Some(version) = version_text("openapi") {
+        if version.starts_with("3.") {
+            return Some(Flavor::OpenApi3);
+        }
+        r.error(
+            &FieldPath::root().key("openapi"),
+            format!("unsupported OpenAPI version '{version}'; expected 3.x"),
+        );
+        return None;
+    }
+    if let Some(version) = version_text("swagger") {
+        if version == "2.0" {
+            return Some(Flavor::Swagger2);
+        }
+        r.error(
+            &FieldPath::root().key("swagger"),
+            format!("unsupported Swagger version '{version}'; expected 2.0"),
+        );
+        return None;
+    }
+    r.error(
+        &FieldPath::root(),
+        "not an OpenAPI 3.x or Swagger 2.0 definition (no 'openapi' or 'swagger' field)",
+    );
+    None
+}
+
+fn warn_unknown_extensions(r: &Reader<'_>, map: &Mapping, field: &FieldPath, known: &[&str]) {
+    for (key, _) in map {
+        if let Some(key) = key.as_str() {
+            if key.starts_with("x-wso2-") && !known.contains(&key) {
+                r.warn(
+                    &field.key(key),
+                    "extension not supported by shardgate; kept and ignored",
+                );
+            }
+        }
+    }
+}
+
+/// The x-wso2 endpoint extensions, `servers` and `x-wso2-disable-security` of one level.
+fn read_level(
+    r: &Reader<'_>,
+    map: &Mapping,
+    field: &FieldPath,
+    flavor: Flavor,
+    named: &NamedEndpoints,
+) -> LevelEndpoints {
+    let endpoint = |key: &str| {
+        map.get(key)
+            .and_then(|value| read_endpoint(r, value, &field.key(key), named))
+    };
+    LevelEndpoints {
+        production: endpoint("x-wso2-production-endpoints"),
+        sandbox: endpoint("x-wso2-sandbox-endpoints"),
+        servers: match (flavor, map.get("servers")) {
+            (Flavor::OpenApi3, Some(servers)) => {
+                servers_endpoint(r, servers, &field.key("servers"))
+            }
+            _ => None,
+        },
+        disable_security: map
+            .get("x-wso2-disable-security")
+            .and_then(|v| r.boolean(v, &field.key("x-wso2-disable-security"))),
+    }
+}
+
+/// OpenAPI 3 `servers`: every absolute URL, as one load_balance group. Relative URLs name
+/// no upstream and are skipped.
+fn servers_endpoint(r: &Reader<'_>, value: &Value, field: &FieldPath) -> Option<EndpointSpec> {
+    let items = r.sequence(value, field)?;
+    let mut urls = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let path = field.index(i);
+        let Some(url) = absolute_server_url(r, item, &path) else {
+            continue;
+        };
+        match parse_url(&url) {
+            Ok(url) => urls.push(url),
+            Err(e) => r.error(&path.key("url"), format!("'{url}' {e}")),
+        }
+    }
+    (!urls.is_empty()).then(|| EndpointSpec {
+        kind: GroupKind::LoadBalance,
+        urls,
+        timeout_ms: None,
+        retry: None,
+        circuit_breakers: None,
+        basic_auth: None,
+    })
+}
+
+/// A server object's URL with `{variables}` replaced by their defaults, when it is absolute.
+fn absolute_server_url(r: &Reader<'_>, item: &Value, field: &FieldPath) -> Option<String> {
+    let server = r.mapping(item, field)?;
+    let url = r.string(server.get("url")?, &field.key("url"))?;
+    if !url.contains("://") {
+        return None;
+    }
+    let mut resolved = url.to_owned();
+    if let Some(Value::Mapping(variables)) = server.get("variables").map(untagged) {
+        for (name, variable) in variables {
+            let (Some(name), Some(default)) = (
+                name.as_str(),
+                untagged(variable)
+                    .get("default")
+                    .and_then(|d| untagged(d).as_str()),
+            ) else {
+                continue;
+            };
+            resolved = resolved.replace(&format!("{{{name}}}"), default);
+        }
+    }
+    if resolved.contains('{') {
+        r.error(
+            &field.key("url"),
+            format!("'{url}' has a variable without a default"),
+        );
+        return None;
+    }
+    Some(resolved)
+}
+
+/// Swagger 2 `schemes` + `host` + `basePath` as a one-URL group (https wins if listed).
+fn swagger2_endpoint(r: &Reader<'_>, root: &Mapping) -> Option<EndpointSpec> {
+    let host = root.get("host").and_then(|h| untagged(h).as_str())?;
+    let schemes: Vec<String> = root
+        .get("schemes")
+        .and_then(|s| untagged(s).as_sequence())
+        .map(|s| {
+            s.iter()
+                .filter_map(|v| v.as_str().map(str::to_ascii_lowercase))
+                .collect()
+        })
+        .unwrap_or_default();
+    let scheme = if schemes.iter().any(|s| s == "https")
+        || (!schemes.is_empty() && !schemes.iter().any(|s| s == "http"))
+    {
+        Scheme::Https
+    } else {
+        Scheme::Http
+    };
+    let base = root
+        .get("basePath")
+        .and_then(|b| untagged(b).as_str())
+        .unwrap_or("");
+    let text = format!("{}://{host}{base}", scheme.as_str());
+    match parse_url(&text) {
+        Ok(url) => Some(EndpointSpec {
+            kind: GroupKind::LoadBalance,
+            urls: vec![url],
+            timeout_ms: None,
+            retry: None,
+            circuit_breakers: None,
+            basic_auth: None,
+        }),
+        Err(e) => {
+            r.error(
+                &FieldPath::root().key("host"),
+                format!("'{text}' (from host, basePath and schemes) {e}"),
+            );
+            None
+        }
+    }
+}
+
+/// The gateway base path and the field it came from.
+fn base_path(
+    r: &Reader<'_>,
+    root: &Mapping,
+    flavor: Flavor,
+    project: Option<&ProjectDefaults>,
+) -> Option<(String, FieldPath)> {
+    let root_path = FieldPath::root();
+    if let Some(value) = root.get("x-wso2-basePath") {
+        let field = root_path.key("x-wso2-basePath");
+        let text = r.string(value, &field)?;
+        return normalize_base_path(r, text, &field).map(|b| (b, field));
+    }
+    if flavor == Flavor::Swagger2 {
+        if let Some(value) = root.get("basePath") {
+            let field = root_path.key("basePath");
+            let text = r.string(value, &field)?;
+            return normalize_base_path(r, text, &field).map(|b| (b, field));
+        }
+    } else if let Some(Value::Sequence(servers)) = root.get("servers").map(untagged) {
+        for (i, server) in servers.iter().enumerate() {
+            let field = root_path.key("servers").index(i);
+            let Some(url) = absolute_server_url(r, server, &field) else {
+                continue;
+            };
+            let Ok(url) = parse_url(&url) else { break };
+            if url.path.is_empty() {
+                break;
+            }
+            return normalize_base_path(r, &url.path, &field.key("url"))
+                .map(|b| (b, field.key("url")));
+        }
+    }
+    if let Some(context) = project.and_then(|p| p.context.as_deref()) {
+        let version = project.and_then(|p| p.version.as_deref()).unwrap_or("");
+        let joined = if context.contains("{version}") {
+            context.replace("{version}", version)
+        } else if version.is_empty() {
+            context.to_owned()
+        } else {
+            format!("{}/{version}", context.trim_end_matches('/'))
+        };
+        return normalize_base_path(r, &joined, &root_path).map(|b| (b, root_path));
+    }
+    r.error(
+        &root_path,
+        "no base path: set x-wso2-basePath (or Swagger 2 basePath, or an absolute OpenAPI 3 server URL with a path)",
+    );
+    None
+}
+
+fn normalize_base_path(r: &Reader<'_>, text: &str, field: &FieldPath) -> Option<String> {
+    if !text.starts_with('/') {
+        r.error(field, format!("base path '{text}' must start with '/'"));
+        return None;
+    }
+    if text
+        .bytes()
+        .any(|b| b <= b' ' || b"?#{}*".contains(&b) || b == 0x7f)
+        || text.contains("//")
+    {
+        r.error(
+            field,
+            format!("base path '{text}' must be plain path segments"),
+        );
+        return None;
+    }
+    let trimmed = text.trim_end_matches('/');
+    Some(if trimmed.is_empty() {
+        "/".to_owned()
+    } else {
+        trimmed.to_owned()
+    })
+}
+
+fn read_header_name(r: &Reader<'_>, value: &Value, field: &FieldPath) -> Option<String> {
+    let name = r.string(value, field)?;
+    let token = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if !token {
+        r.error(field, format!("'{name}' is not a valid header name"));
+        return None;
+    }
+    Some(name.to_owned())
+}
+
+fn read_paths(r: &Reader<'_>, root: &Mapping, cx: &Context<'_>) -> Vec<ResourceSpec> {
+    let paths_field = FieldPath::root().key("paths");
+    let Some(paths_value) = root.get("paths") else {
+        r.error(&FieldPath::root(), "the definition has no 'paths'");
+        return Vec::new();
+    };
+    let Some(paths) = r.mapping(paths_value, &paths_field) else {
+        return Vec::new();
+    };
+    let mut resources = Vec::new();
+    // Canonical template + method -> first field that defined it.
+    let mut seen: HashMap<(String, Method), FieldPath> = HashMap::new();
+    for (template, field, item) in r.entries(paths, &paths_field) {
+        if template.starts_with("x-") {
+            continue;
+        }
+        let Some(canonical) = check_template(r, &template, &field) else {
+            continue;
+        };
+        let Some(item) = r.mapping(item, &field) else {
+            continue;
+        };
+        if item.contains_key("$ref") {
+            r.warn(
+                &field.key("$ref"),
+                "path item references are not followed; define the operations inline",
+            );
+        }
+        warn_unknown_extensions(r, item, &field, KNOWN_RESOURCE_EXTENSIONS);
+        let path_level = read_level(r, item, &field, cx.flavor, cx.named);
+        for (key, op_field, op) in r.entries(item, &field) {
+            let Some(method) = Method::from_operation_key(&key) else {
+                continue;
+            };
+            let Some(op) = r.mapping(op, &op_field) else {
+                continue;
+            };
+            warn_unknown_extensions(r, op, &op_field, KNOWN_RESOURCE_EXTENSIONS);
+            let op_level = read_level(r, op, &op_field, cx.flavor, cx.named);
+            if let Some(first) = seen.insert((canonical.clone(), method), op_field.clone()) {
+                r.error(&op_field, format!("duplicates the resource at {first} (templates differ only in parameter names)"));
+                continue;
+            }
+            if let Some(resource) =
+                resolve_resource(r, &template, method, &op_field, &op_level, &path_level, cx)
+            {
+                resources.push(resource);
+            }
+        }
+    }
+    resources
+}
+
+/// Applies the precedence rules: operation > path item > API for each environment, then the
+/// fallbacks for production only.
+fn resolve_resource(
+    r: &Reader<'_>,
+    template: &str,
+    method: Method,
+    field: &FieldPath,
+    op: &LevelEndpoints,
+    path: &LevelEndpoints,
+    cx: &Context<'_>,
+) -> Option<ResourceSpec> {
+    let explicit_production = op
+        .production
+        .as_ref()
+        .or(path.production.as_ref())
+        .or(cx.api.production.as_ref());
+    let fallback = || {
+        if !cx.fallbacks_allowed {
+            return None;
+        }
+        op.servers
+            .as_ref()
+            .or(path.servers.as_ref())
+            .or(cx.api_fallback)
+    };
+    let production = explicit_production.or_else(fallback).cloned();
+    let sandbox = op
+        .sandbox
+        .as_ref()
+        .or(path.sandbox.as_ref())
+        .or(cx.api.sandbox.as_ref())
+        .cloned();
+    if production.is_none() && sandbox.is_none() {
+        if !r.has_errors() {
+            r.error(field, "no endpoint in any environment: add x-wso2-production-endpoints (operation, path or API level) or servers");
+        }
+        return None;
+    }
+    let disabled = op
+        .disable_security
+        .or(path.disable_security)
+        .or(cx.api.disable_security)
+        .unwrap_or(false);
+    Some(ResourceSpec {
+        template: trim_template(template).to_owned(),
+        method,
+        production,
+        sandbox,
+        secured: !disabled,
+    })
+}
+
+fn trim_template(template: &str) -> &str {
+    let trimmed = template.trim_end_matches('/');
+    if trimmed.is_empty() {
+        "/"
+    } else {
+        trimmed
+    }
+}
+
+/// Validates a path template and returns its canonical form (parameter names erased), so
+/// that `/pet/{id}` and `/pet/{petId}` are known to be the same resource.
+fn check_template(r: &Reader<'_>, template: &str, field: &FieldPath) -> Option<String> {
+    if !template.starts_with('/') {
+        r.error(field, format!("path '{template}' must start with '/'"));
+        return None;
+    }
+    if template
+        .bytes()
+        .any(|b| b <= b' ' || b == b'?' || b == b'#' || b == 0x7f)
+    {
+        r.error(
+            field,
+            format!("path '{template}' contains a character not allowed in a path template"),
+        );
+        return None;
+    }
+    let trimmed = trim_template(template);
+    let segments: Vec<&str> = trimmed.split('/').skip(1).collect();
+    let mut canonical = String::with_capacity(trimmed.len());
+    for (i, segment) in segments.iter().enumerate() {
+        if trimmed == "/" {
+            break;
+        }
+        canonical.push('/');
+        if segment.is_empty() {
+            r.error(field, format!("path '{template}' has an empty segment"));
+            return None;
+        }
+        if *segment == "*" {
+            if i + 1 != segments.len() {
+                r.error(
+                    field,
+                    format!("path '{template}': '*' is only allowed as the last segment"),
+                );
+                return None;
+            }
+            canonical.push('*');
+            continue;
+        }
+        match crate::route::template::erase_params(segment) {
+            Some(erased) => canonical.push_str(&erased),
+            None => {
+                r.error(
+                    field,
+                    format!(
+                        "path '{template}': segment '{segment}' has unbalanced or empty '{{}}'"
+                    ),
+                );
+                return None;
+            }
+        }
+    }
+    if canonical.is_empty() {
+        canonical.push('/');
+    }
+    Some(canonical)
+}
+
+/// A resource-level `servers` fallback is the only thing that can give a one-URL group a
+/// non-default kind; this is here for the compile step's diagnostics.
+pub fn describe_urls(urls: &[UpstreamUrl]) -> String {
+    urls.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
