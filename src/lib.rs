@@ -6,3 +6,5 @@ pub mod config;
 pub mod http;
 pub mod ids;
 pub mod route;
+pub mod snapshot;
+pub mod upstream;

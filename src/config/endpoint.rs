@@ -74,6 +74,21 @@ pub struct EndpointSpec {
     pub basic_auth: Option<BasicAuth>,
 }
 
+impl EndpointSpec {
+    /// A round-robin group of `urls` with no advanced settings (the `servers`/`host`
+    /// fallbacks).
+    pub fn plain(urls: Vec<UpstreamUrl>) -> Self {
+        Self {
+            kind: GroupKind::LoadBalance,
+            urls,
+            timeout_ms: None,
+            retry: None,
+            circuit_breakers: None,
+            basic_auth: None,
+        }
+    }
+}
+
 /// The API's `x-wso2-endpoints` entries by name; `None` for entries that failed validation
 /// (already reported), so that references to them add no second error.
 pub type NamedEndpoints = HashMap<String, Option<EndpointSpec>>;

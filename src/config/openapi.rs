@@ -9,12 +9,10 @@ use serde_yaml::{Mapping, Value};
 
 use super::cors::{read_wso2_cors, CorsSpec};
 use super::document::{untagged, Document, Reader};
-use super::endpoint::{
-    read_endpoint, read_named_endpoints, EndpointSpec, GroupKind, NamedEndpoints,
-};
+use super::endpoint::{read_endpoint, read_named_endpoints, EndpointSpec, NamedEndpoints};
 use super::error::{ConfigError, ConfigWarning, FieldPath};
 use super::locate::line_of;
-use super::url::{parse_url, Scheme, UpstreamUrl};
+use super::url::{parse_url, Scheme};
 use crate::http::Method;
 
 /// One API, ready to be compiled into the snapshot.
@@ -295,14 +293,7 @@ fn servers_endpoint(r: &Reader<'_>, value: &Value, field: &FieldPath) -> Option<
             Err(e) => r.error(&path.key("url"), format!("'{url}' {e}")),
         }
     }
-    (!urls.is_empty()).then(|| EndpointSpec {
-        kind: GroupKind::LoadBalance,
-        urls,
-        timeout_ms: None,
-        retry: None,
-        circuit_breakers: None,
-        basic_auth: None,
-    })
+    (!urls.is_empty()).then_some(EndpointSpec::plain(urls))
 }
 
 /// A server object's URL with `{variables}` replaced by their defaults, when it is absolute.
@@ -361,14 +352,7 @@ fn swagger2_endpoint(r: &Reader<'_>, root: &Mapping) -> Option<EndpointSpec> {
         .unwrap_or("");
     let text = format!("{}://{host}{base}", scheme.as_str());
     match parse_url(&text) {
-        Ok(url) => Some(EndpointSpec {
-            kind: GroupKind::LoadBalance,
-            urls: vec![url],
-            timeout_ms: None,
-            retry: None,
-            circuit_breakers: None,
-            basic_auth: None,
-        }),
+        Ok(url) => Some(EndpointSpec::plain(vec![url])),
         Err(e) => {
             r.error(
                 &FieldPath::root().key("host"),
@@ -638,13 +622,4 @@ fn check_template(r: &Reader<'_>, template: &str, field: &FieldPath) -> Option<S
         canonical.push('/');
     }
     Some(canonical)
-}
-
-/// A resource-level `servers` fallback is the only thing that can give a one-URL group a
-/// non-default kind; this is here for the compile step's diagnostics.
-pub fn describe_urls(urls: &[UpstreamUrl]) -> String {
-    urls.iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
 }

@@ -58,7 +58,7 @@ fn pieces(segment: &str) -> Option<Vec<Piece>> {
             Some(at) if rest.as_bytes()[at] == b'}' => return None,
             Some(open) => {
                 if open > 0 {
-                    pieces.push(Piece::Literal(rest[..open].as_bytes().into()));
+                    pieces.push(Piece::Literal(rest.as_bytes()[..open].into()));
                 }
                 let after = &rest[open + 1..];
                 let close = after.find('}')?;

@@ -1,0 +1,487 @@
+//! `gateway.yaml`: listeners, workers, admin, TLS, timeouts, limits, failure handling and
+//! where the API definitions are. Plain data with defaults that work; every field is
+//! documented in `config/README.md`, and an unknown field is an error.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::cors::CorsSpec;
+use super::error::ConfigError;
+
+/// The whole gateway configuration.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    pub listeners: Listeners,
+    /// Shards (threads, one per core); 0 means one per available core.
+    pub workers: usize,
+    /// Admin listener (health, metrics, reload); `null` turns it off.
+    pub admin: Option<SocketAddr>,
+    /// API definitions: files, directories, globs or apictl project directories, relative to
+    /// this file's directory.
+    pub apis: Vec<String>,
+    pub tls: ServerTls,
+    pub upstream: Upstream,
+    pub timeouts: Timeouts,
+    pub limits: Limits,
+    pub suspension: Suspension,
+    pub health_check: HealthCheck,
+    /// The CORS policy for APIs without `x-wso2-cors`; absent means no CORS handling.
+    pub cors: Option<CorsSpec>,
+    pub access_log: AccessLog,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            listeners: Listeners::default(),
+            workers: 0,
+            admin: Some(SocketAddr::from(([127, 0, 0, 1], 9000))),
+            apis: Vec::new(),
+            tls: ServerTls::default(),
+            upstream: Upstream::default(),
+            timeouts: Timeouts::default(),
+            limits: Limits::default(),
+            suspension: Suspension::default(),
+            health_check: HealthCheck::default(),
+            cors: None,
+            access_log: AccessLog::default(),
+        }
+    }
+}
+
+/// Client-facing listeners. Each shard opens its own SO_REUSEPORT socket on every address.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Listeners {
+    /// Plain HTTP addresses.
+    pub http: Vec<SocketAddr>,
+    /// HTTPS addresses (certificates from `tls`).
+    pub https: Vec<SocketAddr>,
+    /// Accept queue length of each listening socket.
+    pub backlog: u32,
+}
+
+impl Default for Listeners {
+    fn default() -> Self {
+        Self {
+            http: vec![SocketAddr::from(([0, 0, 0, 0], 9090))],
+            https: vec![SocketAddr::from(([0, 0, 0, 0], 9095))],
+            backlog: 4096,
+        }
+    }
+}
+
+/// Certificates of the HTTPS listeners.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerTls {
+    /// Certificate chains with their keys; the SNI name picks one, the first is the default.
+    /// Empty: a self-signed certificate is generated at start.
+    pub certificates: Vec<CertificateFiles>,
+}
+
+/// A PEM certificate chain and its private key.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateFiles {
+    pub certificate_chain: PathBuf,
+    pub private_key: PathBuf,
+}
+
+/// How shardgate talks to upstreams.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Upstream {
+    /// Idle keep-alive connections kept per endpoint, per shard.
+    pub max_idle_per_endpoint: usize,
+    pub tls: UpstreamTls,
+}
+
+impl Default for Upstream {
+    fn default() -> Self {
+        Self {
+            max_idle_per_endpoint: 64,
+            tls: UpstreamTls::default(),
+        }
+    }
+}
+
+/// TLS towards `https://` endpoints.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamTls {
+    /// PEM bundle of trusted CAs; absent means the webpki (Mozilla) roots.
+    pub ca_file: Option<PathBuf>,
+    /// Skip certificate verification. For test backends only; never the default.
+    pub insecure_skip_verify: bool,
+    /// Client certificate chain for mutual TLS to backends.
+    pub client_certificate: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+}
+
+/// Timeouts in milliseconds.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    /// Reading a request head, from its first byte (408, then close).
+    pub client_head_ms: u64,
+    /// An idle keep-alive client connection between requests.
+    pub client_keepalive_ms: u64,
+    /// Silence while reading a request body or writing a response to the client.
+    pub client_io_ms: u64,
+    /// Establishing an upstream connection (a failure of the endpoint).
+    pub upstream_connect_ms: u64,
+    /// The whole upstream exchange, retries included, unless the endpoint sets
+    /// `timeoutInMillis` (504).
+    pub upstream_route_ms: u64,
+    /// How long an idle pooled upstream connection is kept.
+    pub upstream_idle_ms: u64,
+    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
+    pub drain_ms: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            client_head_ms: 30_000,
+            client_keepalive_ms: 60_000,
+            client_io_ms: 60_000,
+            upstream_connect_ms: 5_000,
+            upstream_route_ms: 60_000,
+            upstream_idle_ms: 60_000,
+            drain_ms: 30_000,
+        }
+    }
+}
+
+/// Request size limits.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Request line plus headers (431).
+    pub max_request_head_bytes: usize,
+    /// Request line (414).
+    pub max_request_line_bytes: usize,
+    /// Header count (431).
+    pub max_headers: usize,
+    /// Request body (413); absent means unlimited.
+    pub max_body_bytes: Option<u64>,
+    /// Upstream response head (502 beyond it).
+    pub max_response_head_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_request_head_bytes: 60 * 1024,
+            max_request_line_bytes: 8 * 1024,
+            max_headers: 100,
+            max_body_bytes: None,
+            max_response_head_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// Suspension of failed endpoints (the WSO2 APIM model).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Suspension {
+    /// First suspension after a failure.
+    pub initial_ms: u64,
+    /// Each consecutive failure after a probe multiplies the duration by this.
+    pub progression_factor: f64,
+    /// Upper bound of a suspension.
+    pub max_ms: u64,
+}
+
+impl Default for Suspension {
+    fn default() -> Self {
+        Self {
+            initial_ms: 2_000,
+            progression_factor: 2.0,
+            max_ms: 60_000,
+        }
+    }
+}
+
+/// Active health checks of groups with more than one URL.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthCheck {
+    pub enabled: bool,
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    /// Consecutive failed checks that mark an endpoint down.
+    pub unhealthy_threshold: u32,
+    /// Consecutive good checks that mark it up again.
+    pub healthy_threshold: u32,
+    /// `GET` this path (expecting 2xx/3xx) instead of a TCP connect check.
+    pub path: Option<String>,
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval_ms: 10_000,
+            timeout_ms: 1_000,
+            unhealthy_threshold: 2,
+            healthy_threshold: 2,
+            path: None,
+        }
+    }
+}
+
+/// The access log (off by default).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessLog {
+    pub enabled: bool,
+    /// File to append to; absent or `-` means standard output.
+    pub path: Option<PathBuf>,
+}
+
+impl GatewayConfig {
+    /// Reads `file`; relative paths inside it are made relative to its directory.
+    pub fn load(file: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| ConfigError::file(file, format!("cannot read: {e}")))?;
+        let mut config = Self::parse(file, &text)?;
+        config.resolve_paths(file.parent().unwrap_or(Path::new("")));
+        Ok(config)
+    }
+
+    /// Parses and validates the text of a gateway file (paths left as written).
+    pub fn parse(file: &Path, text: &str) -> Result<Self, ConfigError> {
+        // An empty file (or only comments) means all defaults.
+        let config: Self = if text
+            .lines()
+            .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
+        {
+            Self::default()
+        } else {
+            serde_yaml::from_str(text).map_err(|e| serde_error(file, &e))?
+        };
+        config.validate(file, text)?;
+        Ok(config)
+    }
+
+    fn validate(&self, file: &Path, text: &str) -> Result<(), ConfigError> {
+        let field_error = |field: &str, message: &str| {
+            let path = field
+                .split('.')
+                .fold(super::FieldPath::root(), |p, k| p.key(k));
+            let line = super::locate::line_of(text, super::locate::Syntax::Yaml, path.segments());
+            Err(ConfigError::new(file, &path, message).at_line(line))
+        };
+        let positive = [
+            ("timeouts.client_head_ms", self.timeouts.client_head_ms),
+            (
+                "timeouts.client_keepalive_ms",
+                self.timeouts.client_keepalive_ms,
+            ),
+            ("timeouts.client_io_ms", self.timeouts.client_io_ms),
+            (
+                "timeouts.upstream_connect_ms",
+                self.timeouts.upstream_connect_ms,
+            ),
+            (
+                "timeouts.upstream_route_ms",
+                self.timeouts.upstream_route_ms,
+            ),
+            ("timeouts.upstream_idle_ms", self.timeouts.upstream_idle_ms),
+            (
+                "limits.max_request_head_bytes",
+                self.limits.max_request_head_bytes as u64,
+            ),
+            (
+                "limits.max_request_line_bytes",
+                self.limits.max_request_line_bytes as u64,
+            ),
+            ("limits.max_headers", self.limits.max_headers as u64),
+            (
+                "limits.max_response_head_bytes",
+                self.limits.max_response_head_bytes as u64,
+            ),
+            ("suspension.initial_ms", self.suspension.initial_ms),
+            ("health_check.interval_ms", self.health_check.interval_ms),
+            ("health_check.timeout_ms", self.health_check.timeout_ms),
+            (
+                "health_check.unhealthy_threshold",
+                u64::from(self.health_check.unhealthy_threshold),
+            ),
+            (
+                "health_check.healthy_threshold",
+                u64::from(self.health_check.healthy_threshold),
+            ),
+        ];
+        for (field, value) in positive {
+            if value == 0 {
+                return field_error(field, "must be greater than 0");
+            }
+        }
+        if self.limits.max_request_line_bytes > self.limits.max_request_head_bytes {
+            return field_error(
+                "limits.max_request_line_bytes",
+                "cannot exceed limits.max_request_head_bytes",
+            );
+        }
+        if !(self.suspension.progression_factor >= 1.0
+            && self.suspension.progression_factor.is_finite())
+        {
+            return field_error("suspension.progression_factor", "must be a number >= 1.0");
+        }
+        if self.suspension.max_ms < self.suspension.initial_ms {
+            return field_error("suspension.max_ms", "must be >= suspension.initial_ms");
+        }
+        if let Some(path) = &self.health_check.path {
+            if !path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+                return field_error(
+                    "health_check.path",
+                    "must be a request path starting with '/'",
+                );
+            }
+        }
+        if self.upstream.tls.client_certificate.is_some() != self.upstream.tls.client_key.is_some()
+        {
+            return field_error(
+                "upstream.tls",
+                "client_certificate and client_key go together",
+            );
+        }
+        Ok(())
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        for pair in &mut self.tls.certificates {
+            resolve(&mut pair.certificate_chain);
+            resolve(&mut pair.private_key);
+        }
+        let tls = &mut self.upstream.tls;
+        for p in [
+            &mut tls.ca_file,
+            &mut tls.client_certificate,
+            &mut tls.client_key,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            resolve(p);
+        }
+        if let Some(p) = &mut self.access_log.path {
+            if p.as_os_str() != "-" {
+                resolve(p);
+            }
+        }
+    }
+
+    /// Shards to run: `workers`, or one per available core.
+    pub fn worker_count(&self) -> usize {
+        if self.workers > 0 {
+            self.workers
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    }
+}
+
+/// serde_yaml says `listeners: unknown field \`htp\`, expected ... at line 3 column 3`;
+/// we keep its field path and message and report the line our way.
+fn serde_error(file: &Path, error: &serde_yaml::Error) -> ConfigError {
+    let text = error.to_string();
+    let message = match text.rfind(" at line ") {
+        Some(at) => &text[..at],
+        None => &text,
+    };
+    ConfigError::file(file, message).at_line(error.location().map(|l| l.line()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<GatewayConfig, String> {
+        GatewayConfig::parse(Path::new("config/gateway.yaml"), text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn empty_file_means_defaults() {
+        let config = parse("# nothing\n").unwrap();
+        assert_eq!(config, GatewayConfig::default());
+        assert_eq!(config.listeners.http, vec!["0.0.0.0:9090".parse().unwrap()]);
+        assert_eq!(
+            config.listeners.https,
+            vec!["0.0.0.0:9095".parse().unwrap()]
+        );
+        assert_eq!(config.admin, Some("127.0.0.1:9000".parse().unwrap()));
+        assert_eq!(
+            config.suspension,
+            Suspension {
+                initial_ms: 2000,
+                progression_factor: 2.0,
+                max_ms: 60000
+            }
+        );
+        assert_eq!(config.limits.max_request_head_bytes, 61440);
+    }
+
+    #[test]
+    fn unknown_field_names_file_field_and_line() {
+        let error =
+            parse("workers: 2\nlisteners:\n  http: [\"127.0.0.1:1\"]\n  htp: []\n").unwrap_err();
+        assert!(
+            error.starts_with("config/gateway.yaml: listeners: unknown field `htp`"),
+            "{error}"
+        );
+        assert!(error.ends_with("(line 4)"), "{error}");
+    }
+
+    #[test]
+    fn unknown_top_level_field_is_an_error() {
+        let error = parse("wrokers: 2\n").unwrap_err();
+        assert!(error.contains("unknown field `wrokers`"), "{error}");
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        let error = parse("listeners:\n  http: [\"localhost\"]\n").unwrap_err();
+        assert!(error.contains("listeners.http[0]"), "{error}");
+        let error = parse("timeouts:\n  upstream_connect_ms: 0\n").unwrap_err();
+        assert_eq!(
+            error,
+            "config/gateway.yaml: timeouts.upstream_connect_ms: must be greater than 0 (line 2)"
+        );
+        let error = parse("suspension:\n  progression_factor: 0.5\n").unwrap_err();
+        assert!(error.contains("suspension.progression_factor"), "{error}");
+    }
+
+    #[test]
+    fn admin_can_be_turned_off() {
+        assert_eq!(parse("admin: null\n").unwrap().admin, None);
+    }
+
+    #[test]
+    fn relative_paths_are_resolved_against_the_config_directory() {
+        let mut config = parse(
+            "tls:\n  certificates:\n    - {certificate_chain: c.pem, private_key: /abs/k.pem}\n",
+        )
+        .unwrap();
+        config.resolve_paths(Path::new("/etc/shardgate"));
+        assert_eq!(
+            config.tls.certificates[0].certificate_chain,
+            PathBuf::from("/etc/shardgate/c.pem")
+        );
+        assert_eq!(
+            config.tls.certificates[0].private_key,
+            PathBuf::from("/abs/k.pem")
+        );
+    }
+}

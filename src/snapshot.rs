@@ -1,0 +1,392 @@
+//! The immutable, validated, compiled view of the whole configuration that every shard reads:
+//! APIs, routes, endpoint groups and endpoints in dense tables, and the router over them.
+//! Built once per load (start or reload) on the control thread, then shared read-only.
+
+use std::collections::HashMap;
+use std::net::ToSocketAddrs;
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+
+use crate::config::apictl::read_project;
+use crate::config::cors::CorsSpec;
+use crate::config::document::Document;
+use crate::config::endpoint::EndpointSpec;
+use crate::config::gateway::GatewayConfig;
+use crate::config::openapi::{read_definition, ApiSpec};
+use crate::config::sources::{discover, Source, SourceEntry};
+use crate::config::url::{Scheme, UpstreamUrl};
+use crate::config::{ConfigError, ConfigErrors, ConfigWarning, FieldPath};
+use crate::http::Method;
+use crate::ids::{ApiId, EndpointId, GroupId, RouteId};
+use crate::route::{RouteConflict, Router};
+use crate::upstream::{Endpoint, Group, GroupMember, RetryPolicy};
+
+/// One API definition, compiled.
+#[derive(Clone, Debug)]
+pub struct Api {
+    pub name: String,
+    pub version: String,
+    pub base_path: Box<str>,
+    pub file: PathBuf,
+    /// The header carrying the token, as configured (compare case-insensitively).
+    pub auth_header: Box<str>,
+    /// The API's `x-wso2-cors`, or the gateway-wide policy.
+    pub cors: Option<CorsSpec>,
+}
+
+/// One operation, compiled.
+#[derive(Clone, Debug)]
+pub struct Route {
+    pub api: ApiId,
+    pub method: Method,
+    pub template: Box<str>,
+    pub production: Option<GroupId>,
+    pub sandbox: Option<GroupId>,
+    pub secured: bool,
+}
+
+/// Everything the data path needs, immutable.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub gateway: GatewayConfig,
+    /// The gateway file this came from, if any.
+    pub config_file: Option<PathBuf>,
+    pub apis: Vec<Api>,
+    pub routes: Vec<Route>,
+    pub groups: Vec<Group>,
+    pub endpoints: Vec<Endpoint>,
+    pub router: Router,
+    /// Things worth logging that did not stop the load.
+    pub warnings: Vec<ConfigWarning>,
+}
+
+/// What to load.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// The gateway file; absent means all defaults.
+    pub config: Option<PathBuf>,
+    /// Extra definitions (`--api`), relative to the working directory.
+    pub apis: Vec<PathBuf>,
+    /// Resolve endpoint host names now (`run`); `check` leaves them alone.
+    pub resolve_hosts: bool,
+}
+
+impl Snapshot {
+    /// Reads, validates and compiles everything; every problem found is reported.
+    pub fn load(options: &LoadOptions) -> Result<Snapshot, ConfigErrors> {
+        let (gateway, entries) = match &options.config {
+            Some(file) => {
+                let gateway = GatewayConfig::load(file)?;
+                let base = file.parent().unwrap_or(Path::new(""));
+                let entries = gateway
+                    .apis
+                    .iter()
+                    .enumerate()
+                    .map(|(i, text)| SourceEntry {
+                        path: base.join(text),
+                        origin: ConfigError::new(file, &FieldPath::root().key("apis").index(i), ""),
+                    })
+                    .collect::<Vec<_>>();
+                (gateway, entries)
+            }
+            None => (GatewayConfig::default(), Vec::new()),
+        };
+        let cli = options.apis.iter().map(|path| SourceEntry {
+            path: path.clone(),
+            origin: ConfigError::file(Path::new("--api"), ""),
+        });
+        let entries: Vec<SourceEntry> = entries.into_iter().chain(cli).collect();
+        Self::build(
+            gateway,
+            options.config.clone(),
+            &entries,
+            options.resolve_hosts,
+        )
+    }
+
+    fn build(
+        gateway: GatewayConfig,
+        config_file: Option<PathBuf>,
+        entries: &[SourceEntry],
+        resolve_hosts: bool,
+    ) -> Result<Snapshot, ConfigErrors> {
+        let (sources, discover_errors) = discover(entries);
+        let mut errors = ConfigErrors(discover_errors);
+        let mut warnings = Vec::new();
+        let mut specs = Vec::new();
+        for source in &sources {
+            let (result, mut source_warnings) = read_source(source);
+            warnings.append(&mut source_warnings);
+            match result {
+                Ok(spec) => specs.push(spec),
+                Err(mut source_errors) => errors.0.append(&mut source_errors),
+            }
+        }
+        if sources.is_empty() && errors.is_empty() {
+            let origin = config_file.as_deref().unwrap_or(Path::new("shardgate"));
+            errors.push(ConfigError::file(
+                origin,
+                "no API definitions: list them under 'apis' or pass --api PATH",
+            ));
+        }
+        let mut compiler = Compiler::new(&gateway);
+        for spec in &specs {
+            if let Err(error) = compiler.add_api(spec) {
+                errors.push(error);
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let Compiler {
+            apis,
+            routes,
+            groups,
+            mut endpoints,
+            router,
+            ..
+        } = compiler;
+        if resolve_hosts {
+            for endpoint in &mut endpoints {
+                match (endpoint.host.as_ref(), endpoint.port).to_socket_addrs() {
+                    Ok(addrs) => endpoint.addrs = addrs.collect(),
+                    Err(e) => warnings.push(ConfigWarning(ConfigError::file(
+                        Path::new(&endpoint.origin()),
+                        format!("cannot resolve host: {e}; requests to it fail until it resolves"),
+                    ))),
+                }
+            }
+        }
+        Ok(Snapshot {
+            gateway,
+            config_file,
+            apis,
+            routes,
+            groups,
+            endpoints,
+            router,
+            warnings,
+        })
+    }
+
+    /// The route table as `check` prints it.
+    pub fn route_table(&self) -> String {
+        let mut rows = vec![[
+            "API".to_owned(),
+            "METHOD".to_owned(),
+            "PATH".to_owned(),
+            "ENV".to_owned(),
+            "TYPE".to_owned(),
+            "URLS".to_owned(),
+            "SECURITY".to_owned(),
+        ]];
+        for route in &self.routes {
+            let api = &self.apis[route.api.index()];
+            for (env, group) in [("production", route.production), ("sandbox", route.sandbox)] {
+                let Some(group) = group else { continue };
+                let group = &self.groups[group.index()];
+                let urls = group
+                    .members
+                    .iter()
+                    .map(|m| {
+                        let endpoint = &self.endpoints[m.endpoint.index()];
+                        format!(
+                            "{}{}",
+                            endpoint.origin(),
+                            String::from_utf8_lossy(&m.base_path)
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                rows.push([
+                    api.base_path.to_string(),
+                    route.method.as_str().to_owned(),
+                    route.template.to_string(),
+                    env.to_owned(),
+                    group.kind.as_str().to_owned(),
+                    urls,
+                    if route.secured { "on" } else { "off" }.to_owned(),
+                ]);
+            }
+        }
+        let mut widths = [0usize; 7];
+        for row in &rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.len());
+            }
+        }
+        let mut out = String::new();
+        for row in &rows {
+            let mut line = String::new();
+            for (i, (cell, w)) in row.iter().zip(widths).enumerate() {
+                if i + 1 == row.len() {
+                    line.push_str(cell);
+                } else {
+                    line.push_str(&format!("{cell:<w$}  "));
+                }
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+}
+
+fn read_source(source: &Source) -> (Result<ApiSpec, Vec<ConfigError>>, Vec<ConfigWarning>) {
+    match source {
+        Source::Definition(file) => match Document::read(file) {
+            Ok(doc) => read_definition(&doc, None),
+            Err(e) => (Err(vec![e]), Vec::new()),
+        },
+        Source::Project(dir) => match read_project(dir) {
+            (Ok(project), mut warnings) => {
+                let (result, mut more) =
+                    read_definition(&project.definition, Some(&project.defaults));
+                warnings.append(&mut more);
+                (result, warnings)
+            }
+            (Err(errors), warnings) => (Err(errors), warnings),
+        },
+    }
+}
+
+/// Assigns ids: one per API, route, (API, endpoint object) group, and distinct upstream.
+struct Compiler<'g> {
+    gateway: &'g GatewayConfig,
+    apis: Vec<Api>,
+    api_origins: Vec<ConfigError>,
+    routes: Vec<Route>,
+    groups: Vec<Group>,
+    group_ids: HashMap<(ApiId, EndpointSpec), GroupId>,
+    endpoints: Vec<Endpoint>,
+    endpoint_ids: HashMap<(Scheme, String, u16), EndpointId>,
+    router: Router,
+}
+
+impl<'g> Compiler<'g> {
+    fn new(gateway: &'g GatewayConfig) -> Self {
+        Self {
+            gateway,
+            apis: Vec::new(),
+            api_origins: Vec::new(),
+            routes: Vec::new(),
+            groups: Vec::new(),
+            group_ids: HashMap::new(),
+            endpoints: Vec::new(),
+            endpoint_ids: HashMap::new(),
+            router: Router::new(),
+        }
+    }
+
+    fn add_api(&mut self, spec: &ApiSpec) -> Result<(), ConfigError> {
+        let api = match self.router.add_api(&spec.base_path) {
+            Ok(api) => api,
+            Err(RouteConflict::BasePath(other)) => {
+                let other = &self.api_origins[other.index()];
+                let other_place = match other.line {
+                    Some(line) => format!("{}:{line}", other.file.display()),
+                    None => other.file.display().to_string(),
+                };
+                let mut error = spec.base_path_origin.clone();
+                error.message = format!(
+                    "base path '{}' is already used by {other_place}",
+                    spec.base_path
+                );
+                return Err(error);
+            }
+            Err(other) => unreachable!("add_api only reports base path conflicts, got {other:?}"),
+        };
+        self.apis.push(Api {
+            name: spec.name.clone(),
+            version: spec.version.clone(),
+            base_path: spec.base_path.as_str().into(),
+            file: spec.file.clone(),
+            auth_header: spec.auth_header.as_str().into(),
+            cors: spec.cors.clone().or_else(|| self.gateway.cors.clone()),
+        });
+        self.api_origins.push(spec.base_path_origin.clone());
+        for resource in &spec.resources {
+            let route = RouteId::next(&self.routes);
+            let production = resource.production.as_ref().map(|e| self.group(api, e));
+            let sandbox = resource.sandbox.as_ref().map(|e| self.group(api, e));
+            self.router
+                .add_route(api, &resource.template, resource.method, route)
+                .map_err(|conflict| {
+                    // The reader rejects duplicates and bad templates first; this is a guard.
+                    ConfigError::file(
+                        &spec.file,
+                        format!(
+                            "{} {}: {conflict:?}",
+                            resource.method.as_str(),
+                            resource.template
+                        ),
+                    )
+                })?;
+            self.routes.push(Route {
+                api,
+                method: resource.method,
+                template: resource.template.as_str().into(),
+                production,
+                sandbox,
+                secured: resource.secured,
+            });
+        }
+        Ok(())
+    }
+
+    fn group(&mut self, api: ApiId, spec: &EndpointSpec) -> GroupId {
+        if let Some(&id) = self.group_ids.get(&(api, spec.clone())) {
+            return id;
+        }
+        let members = spec
+            .urls
+            .iter()
+            .map(|url| GroupMember {
+                endpoint: self.endpoint(url),
+                base_path: url.path.as_bytes().into(),
+            })
+            .collect();
+        let id = GroupId::next(&self.groups);
+        self.groups.push(Group {
+            api,
+            kind: spec.kind,
+            members,
+            timeout_ms: spec
+                .timeout_ms
+                .map_or(self.gateway.timeouts.upstream_route_ms, u64::from),
+            retry: spec.retry.as_ref().map(|r| RetryPolicy {
+                count: r.count,
+                status_codes: r.status_codes.clone().into(),
+            }),
+            circuit_breakers: spec.circuit_breakers.clone(),
+            authorization: spec.basic_auth.as_ref().map(|auth| {
+                let credentials = base64::engine::general_purpose::STANDARD
+                    .encode(format!("{}:{}", auth.username, auth.password));
+                format!("Basic {credentials}").into_bytes().into()
+            }),
+        });
+        self.group_ids.insert((api, spec.clone()), id);
+        id
+    }
+
+    fn endpoint(&mut self, url: &UpstreamUrl) -> EndpointId {
+        let key = (url.scheme, url.host.clone(), url.port);
+        if let Some(&id) = self.endpoint_ids.get(&key) {
+            return id;
+        }
+        let id = EndpointId::next(&self.endpoints);
+        self.endpoints.push(Endpoint {
+            scheme: url.scheme,
+            host: url.host.as_str().into(),
+            port: url.port,
+            authority: url.authority().into(),
+            addrs: Box::default(),
+        });
+        self.endpoint_ids.insert(key, id);
+        id
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,61 @@
+//! Upstreams as the data path sees them: endpoints (where to connect) and groups (how to
+//! choose among endpoints, with their timeouts, retries and limits).
+
+use std::net::SocketAddr;
+
+use crate::config::endpoint::{CircuitBreakerSpec, GroupKind};
+use crate::config::url::Scheme;
+use crate::ids::{ApiId, EndpointId};
+
+/// A distinct upstream server.
+#[derive(Clone, Debug)]
+pub struct Endpoint {
+    pub scheme: Scheme,
+    pub host: Box<str>,
+    pub port: u16,
+    /// The `Host` header value (port omitted when default).
+    pub authority: Box<str>,
+    /// Addresses resolved at load; empty when the name did not resolve.
+    pub addrs: Box<[SocketAddr]>,
+}
+
+impl Endpoint {
+    /// `http://host:port` for logs and tables.
+    pub fn origin(&self) -> String {
+        format!("{}://{}", self.scheme.as_str(), self.authority)
+    }
+}
+
+/// One URL of a group: the endpoint and the path that prefixes the resource path.
+#[derive(Clone, Debug)]
+pub struct GroupMember {
+    pub endpoint: EndpointId,
+    pub base_path: Box<[u8]>,
+}
+
+/// Status-code retries of a group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub count: u8,
+    pub status_codes: Box<[u16]>,
+}
+
+impl RetryPolicy {
+    pub fn retries_on(&self, status: u16) -> bool {
+        self.status_codes.contains(&status)
+    }
+}
+
+/// An endpoint group: the URLs of one endpoint object and how to use them.
+#[derive(Clone, Debug)]
+pub struct Group {
+    pub api: ApiId,
+    pub kind: GroupKind,
+    pub members: Box<[GroupMember]>,
+    /// The whole upstream exchange, retries included.
+    pub timeout_ms: u64,
+    pub retry: Option<RetryPolicy>,
+    pub circuit_breakers: Option<CircuitBreakerSpec>,
+    /// `Basic ...` sent instead of the client's `Authorization` (securityConfig).
+    pub authorization: Option<Box<[u8]>>,
+}
