@@ -2,9 +2,11 @@
 //! WSO2 `x-wso2-*` endpoint extensions. The library holds everything; `main.rs` is the CLI.
 
 pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod http;
 pub mod ids;
+pub mod log;
 pub mod route;
 pub mod snapshot;
 pub mod upstream;

@@ -1,0 +1,191 @@
+//! The process logger behind the `log` facade: human-readable lines by default, one JSON
+//! object per line with `--log-format json`; level from `--log-level` or `RUST_LOG`.
+//! Control-plane and error logging only; the access log is separate and never blocks.
+
+use std::io::Write;
+use std::str::FromStr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use log::{Level, LevelFilter, Log, Metadata, Record};
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "human" | "text" => Ok(LogFormat::Human),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!(
+                "unknown log format '{other}'; expected human or json"
+            )),
+        }
+    }
+}
+
+struct Logger {
+    format: LogFormat,
+}
+
+impl Log for Logger {
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        metadata.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let line = format_line(
+            self.format,
+            now_unix_micros(),
+            record.level(),
+            record.target(),
+            &record.args().to_string(),
+        );
+        // One write per line so that lines from different shards do not interleave.
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    }
+
+    fn flush(&self) {
+        let _ = std::io::stderr().flush();
+    }
+}
+
+/// Installs the logger. `level` wins over `RUST_LOG`; the default is `info`.
+pub fn init(format: LogFormat, level: Option<LevelFilter>) {
+    let level = level
+        .or_else(|| std::env::var("RUST_LOG").ok().and_then(|v| v.parse().ok()))
+        .unwrap_or(LevelFilter::Info);
+    // The logger lives as long as the process.
+    if log::set_logger(Box::leak(Box::new(Logger { format }))).is_ok() {
+        log::set_max_level(level);
+    }
+}
+
+fn now_unix_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+fn format_line(
+    format: LogFormat,
+    micros: u64,
+    level: Level,
+    target: &str,
+    message: &str,
+) -> String {
+    let time = rfc3339_utc(micros);
+    match format {
+        LogFormat::Human => format!("{time} {level:<5} {message}\n"),
+        LogFormat::Json => {
+            let mut line = String::with_capacity(64 + message.len());
+            line.push_str("{\"time\":\"");
+            line.push_str(&time);
+            line.push_str("\",\"level\":\"");
+            line.push_str(level.as_str());
+            line.push_str("\",\"target\":");
+            push_json_string(&mut line, target);
+            line.push_str(",\"message\":");
+            push_json_string(&mut line, message);
+            line.push_str("}\n");
+            line
+        }
+    }
+}
+
+/// Appends `text` as a JSON string literal.
+pub fn push_json_string(out: &mut String, text: &str) {
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// `2026-11-21T18:51:00.123456Z` from microseconds since the epoch.
+pub fn rfc3339_utc(micros: u64) -> String {
+    let secs = micros / 1_000_000;
+    let (year, month, day) = civil_from_days((secs / 86_400) as i64);
+    let rem = secs % 86_400;
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        micros % 1_000_000
+    )
+}
+
+/// Howard Hinnant's days-to-civil algorithm (proleptic Gregorian calendar).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_utc_timestamps() {
+        assert_eq!(rfc3339_utc(0), "1970-01-01T00:00:00.000000Z");
+        // 2026-11-21T18:51:00.5Z
+        assert_eq!(
+            rfc3339_utc(1_795_287_060_500_000),
+            "2026-11-21T18:51:00.500000Z"
+        );
+        assert_eq!(
+            rfc3339_utc(951_782_400_000_000),
+            "2000-02-29T00:00:00.000000Z"
+        );
+    }
+
+    #[test]
+    fn json_lines_escape_the_message() {
+        let line = format_line(
+            LogFormat::Json,
+            0,
+            Level::Warn,
+            "shardgate::x",
+            "say \"hi\"\n\u{1}",
+        );
+        assert_eq!(
+            line,
+            "{\"time\":\"1970-01-01T00:00:00.000000Z\",\"level\":\"WARN\",\"target\":\"shardgate::x\",\"message\":\"say \\\"hi\\\"\\n\\u0001\"}\n"
+        );
+        let parsed: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(parsed["message"], "say \"hi\"\n\u{1}");
+    }
+
+    #[test]
+    fn human_lines_carry_time_level_and_message() {
+        assert_eq!(
+            format_line(LogFormat::Human, 0, Level::Info, "t", "up"),
+            "1970-01-01T00:00:00.000000Z INFO  up\n"
+        );
+    }
+}
