@@ -1,11 +1,13 @@
-//! JWT authentication: `Bearer` extraction and compact-JWS validation against the configured
-//! issuers' keys. Pure library code: no I/O after `Verifier::from_config`, never blocks,
-//! renders no HTTP responses (it hands the renderer Choreo Connect's code, message and
-//! description).
+//! JWT authentication: `Bearer` extraction, compact-JWS validation against the configured
+//! issuers' keys, and a per-shard cache of validated tokens. Pure library code: no I/O after
+//! `Verifier::from_config`, never blocks, renders no HTTP responses (it hands the renderer
+//! Choreo Connect's code, message and description).
 //!
-//! Request path: `extract_bearer` -> `Verifier::verify` -> `Claims`.
+//! Request path: `extract_bearer` -> `TokenCache::verify` (a hit costs one hash and one byte
+//! comparison; a miss runs `Verifier::verify` and remembers the result) -> `Claims`.
 
 mod bearer;
+mod cache;
 mod claims;
 mod der;
 mod error;
@@ -18,6 +20,7 @@ mod verifier;
 mod test_support;
 
 pub use bearer::extract_bearer;
+pub use cache::TokenCache;
 pub use claims::{Claims, IssuerId, KeyType};
 pub use error::{AuthConfigError, AuthError, WWW_AUTHENTICATE};
 pub use jws::Alg;

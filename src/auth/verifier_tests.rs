@@ -7,11 +7,11 @@ use serde_json::{json, Value};
 use tempfile::TempDir;
 
 use super::*;
-use crate::auth::extract_bearer;
 use crate::auth::jws::B64URL;
 use crate::auth::test_support::{
     self, signed, signing_input, token, TestKey, DEV_CERT_PATH, DEV_ISSUER,
 };
+use crate::auth::{extract_bearer, TokenCache};
 use crate::config::jwt::{JwtIssuerConfig, SharedSecret};
 
 const NOW: u64 = 1_700_000_000;
@@ -928,6 +928,62 @@ fn unknown_keytype_is_rejected() {
         v.verify(t.as_bytes(), NOW),
         Err(AuthError::Malformed(_))
     ));
+}
+
+// --- cache with the verifier ----------------------------------------------------------------------
+
+#[test]
+fn cached_verification_returns_the_same_claims() {
+    let v = dev_verifier();
+    let mut cache = TokenCache::new(16, 5);
+    let t = rs256(&claims());
+    let first = cache.verify(&v, t.as_bytes(), NOW).unwrap();
+    assert_eq!(cache.len(), 1);
+    let again = cache.verify(&v, t.as_bytes(), NOW + 1).unwrap();
+    assert_eq!(first, again);
+    assert_eq!(cache.get(t.as_bytes(), NOW + 1), Some(&first));
+}
+
+#[test]
+fn cache_hit_never_skips_the_expiry_check() {
+    let v = dev_verifier();
+    let mut cache = TokenCache::new(16, 5);
+    let t = rs256(&with(claims(), json!({"exp": NOW + 10})));
+    assert!(cache.verify(&v, t.as_bytes(), NOW).is_ok());
+    assert!(cache.get(t.as_bytes(), NOW + 14).is_some());
+    assert_eq!(cache.get(t.as_bytes(), NOW + 15), None);
+    assert_eq!(
+        cache.verify(&v, t.as_bytes(), NOW + 15),
+        Err(AuthError::Expired)
+    );
+}
+
+#[test]
+fn failed_tokens_are_not_cached() {
+    let v = dev_verifier();
+    let mut cache = TokenCache::new(16, 5);
+    let t = rs256(&with(claims(), json!({"iss": "https://evil"})));
+    assert_eq!(
+        cache.verify(&v, t.as_bytes(), NOW),
+        Err(AuthError::UnknownIssuer)
+    );
+    assert!(cache.is_empty());
+}
+
+#[test]
+fn a_new_verifier_empties_the_cache() {
+    let old = dev_verifier();
+    let mut cache = TokenCache::new(16, 5);
+    let t = rs256(&claims());
+    cache.verify(&old, t.as_bytes(), NOW).unwrap();
+    // Reload: the issuer is gone, so the token must no longer pass, cached or not.
+    let new = verifier_with(vec![issuer_with_secret("https://other")], Path::new("/"));
+    assert_ne!(old.generation(), new.generation());
+    assert_eq!(
+        cache.verify(&new, t.as_bytes(), NOW),
+        Err(AuthError::UnknownIssuer)
+    );
+    assert!(cache.is_empty());
 }
 
 // --- configuration errors -----------------------------------------------------------------------
