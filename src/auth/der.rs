@@ -1,7 +1,7 @@
 //! A minimal DER reader: just enough ASN.1 to take the SubjectPublicKeyInfo out of an X.509
-//! certificate, the RSA modulus and exponent out of a PKCS#1 `RSAPublicKey`, and the curve and
-//! point out of an EC SPKI. Reads only; never allocates; rejects indefinite lengths,
-//! non-minimal lengths and trailing bytes.
+//! certificate, the RSA modulus and exponent out of a PKCS#1 `RSAPublicKey`, the curve and point
+//! out of an EC SPKI, and the scalar out of a SEC1 `ECPrivateKey`. Reads only; never allocates;
+//! rejects indefinite lengths, non-minimal lengths and trailing bytes.
 
 use thiserror::Error;
 
@@ -26,10 +26,13 @@ pub enum DerError {
 
 pub const TAG_INTEGER: u8 = 0x02;
 pub const TAG_BIT_STRING: u8 = 0x03;
+pub const TAG_OCTET_STRING: u8 = 0x04;
 pub const TAG_OID: u8 = 0x06;
 pub const TAG_SEQUENCE: u8 = 0x30;
 /// `[0]` constructed, context-specific (explicit tagging, as for the certificate version).
 pub const TAG_CONTEXT_0: u8 = 0xa0;
+/// `[1]` constructed, context-specific.
+pub const TAG_CONTEXT_1: u8 = 0xa1;
 
 /// OID contents (without tag and length) of the algorithms and curves this module knows.
 pub mod oid {
@@ -232,12 +235,49 @@ pub fn parse_rsa_public_key(der: &[u8]) -> Result<(&[u8], &[u8]), DerError> {
     Ok((n, e))
 }
 
+/// The parts of a SEC1 `ECPrivateKey` (RFC 5915 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sec1PrivateKey<'a> {
+    /// The private scalar, big-endian.
+    pub private_key: &'a [u8],
+    /// The named-curve OID contents, when present.
+    pub curve: Option<&'a [u8]>,
+    /// The uncompressed public point, when present.
+    pub public_key: Option<&'a [u8]>,
+}
+
+/// Parses a SEC1 `ECPrivateKey`.
+pub fn parse_sec1_private_key(der: &[u8]) -> Result<Sec1PrivateKey<'_>, DerError> {
+    let mut seq = DerReader::new(read_single(der, TAG_SEQUENCE)?);
+    if seq.read_unsigned_integer()? != [1] {
+        return Err(DerError::BadInteger); // version must be ecPrivkeyVer1
+    }
+    let private_key = seq.read(TAG_OCTET_STRING)?;
+    let curve = match seq.read_optional(TAG_CONTEXT_0)? {
+        Some(params) => Some(read_single(params, TAG_OID)?),
+        None => None,
+    };
+    let public_key = match seq.read_optional(TAG_CONTEXT_1)? {
+        Some(wrapped) => {
+            let mut inner = DerReader::new(wrapped);
+            let bytes = inner.read_bit_string_bytes()?;
+            inner.finish()?;
+            Some(bytes)
+        }
+        None => None,
+    };
+    seq.finish()?;
+    Ok(Sec1PrivateKey {
+        private_key,
+        curve,
+        public_key,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::auth::pem;
-
-    const OCTET_STRING: u8 = 0x04;
 
     const DEV_CERT: &[u8] = include_bytes!(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -249,6 +289,7 @@ mod tests {
     ));
     const DEV_PKCS1_PUB: &[u8] = include_bytes!("testdata/dev-only-rsa.pkcs1.pub.pem");
     const EC_CERT: &[u8] = include_bytes!("testdata/dev-only-p256.cert.pem");
+    const EC_SEC1: &[u8] = include_bytes!("testdata/dev-only-p256.sec1.key.pem");
     const EC_SPKI: &[u8] = include_bytes!("testdata/dev-only-p256.pub.pem");
 
     fn der_of(pem_text: &[u8], label: &str) -> Vec<u8> {
@@ -260,14 +301,14 @@ mod tests {
     #[test]
     fn short_and_long_form_lengths_are_read() {
         let mut short = DerReader::new(&[0x04, 0x02, 0xaa, 0xbb, 0x05, 0x00]);
-        assert_eq!(short.read(OCTET_STRING).unwrap(), &[0xaa, 0xbb]);
+        assert_eq!(short.read(TAG_OCTET_STRING).unwrap(), &[0xaa, 0xbb]);
         assert_eq!(short.read(0x05).unwrap(), &[] as &[u8]);
         assert!(short.is_empty());
 
         let mut long = vec![0x04, 0x81, 0x80];
         long.extend(std::iter::repeat_n(7u8, 0x80));
         let mut reader = DerReader::new(&long);
-        assert_eq!(reader.read(OCTET_STRING).unwrap().len(), 0x80);
+        assert_eq!(reader.read(TAG_OCTET_STRING).unwrap().len(), 0x80);
         reader.finish().unwrap();
     }
 
@@ -366,6 +407,16 @@ mod tests {
         assert_eq!(spki.public_key[0], 0x04);
         let standalone = der_of(EC_SPKI, "PUBLIC KEY");
         assert_eq!(parse_spki(&standalone).unwrap(), spki);
+    }
+
+    #[test]
+    fn sec1_private_key_yields_scalar_curve_and_point() {
+        let der = der_of(EC_SEC1, "EC PRIVATE KEY");
+        let key = parse_sec1_private_key(&der).unwrap();
+        assert_eq!(key.private_key.len(), 32);
+        assert_eq!(key.curve, Some(oid::P256));
+        let spki = der_of(EC_SPKI, "PUBLIC KEY");
+        assert_eq!(key.public_key, Some(parse_spki(&spki).unwrap().public_key));
     }
 
     #[test]
