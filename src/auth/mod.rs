@@ -1,1 +1,29 @@
-//! (in progress)
+//! JWT authentication: `Bearer` extraction, compact-JWS validation against the configured
+//! issuers' keys, a per-shard cache of validated tokens, and dev-token minting. Pure library
+//! code: no I/O after `Verifier::from_config`, never blocks, renders no HTTP responses (it
+//! hands the renderer Choreo Connect's code, message and description).
+//!
+//! Request path: `extract_bearer` -> `TokenCache::verify` (a hit costs one hash and one byte
+//! comparison; a miss runs `Verifier::verify` and remembers the result) -> `Claims`.
+
+mod bearer;
+mod cache;
+mod claims;
+mod der;
+mod error;
+mod jws;
+mod keys;
+mod mint;
+mod pem;
+mod verifier;
+
+#[cfg(test)]
+mod test_support;
+
+pub use bearer::extract_bearer;
+pub use cache::TokenCache;
+pub use claims::{Claims, IssuerId, KeyType};
+pub use error::{AuthConfigError, AuthError, WWW_AUTHENTICATE};
+pub use jws::Alg;
+pub use mint::{mint_token, parse_claim, parse_ttl, MintError, MintOptions};
+pub use verifier::{Verifier, MAX_KEYS_PER_ISSUER};

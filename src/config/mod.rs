@@ -7,6 +7,7 @@ pub mod document;
 pub mod endpoint;
 pub mod error;
 pub mod gateway;
+pub mod jwt;
 pub mod locate;
 pub mod openapi;
 pub mod sources;
