@@ -40,7 +40,9 @@ fn router(apis: usize) -> Router {
     for i in 0..apis {
         let api = router.add_api(&format!("/service{i}/v1")).unwrap();
         for template in TEMPLATES {
-            router.add_route(api, template, Method::Get, RouteId(route)).unwrap();
+            router
+                .add_route(api, template, Method::Get, RouteId(route))
+                .unwrap();
             route += 1;
         }
     }
@@ -68,13 +70,17 @@ fn lookups(c: &mut Criterion) {
             assert!(matches!(router.lookup(Method::Get, path), Lookup::Found(_)));
         }
         group.throughput(Throughput::Elements(paths.len() as u64));
-        group.bench_with_input(BenchmarkId::from_parameter(format!("{apis}_apis")), &paths, |b, paths| {
-            b.iter(|| {
-                for path in paths {
-                    black_box(router.lookup(Method::Get, black_box(path)));
-                }
-            })
-        });
+        group.bench_with_input(
+            BenchmarkId::from_parameter(format!("{apis}_apis")),
+            &paths,
+            |b, paths| {
+                b.iter(|| {
+                    for path in paths {
+                        black_box(router.lookup(Method::Get, black_box(path)));
+                    }
+                })
+            },
+        );
     }
     group.finish();
 }

@@ -16,11 +16,14 @@ USAGE:
     shardgate run   [--config FILE] [--api PATH]... [--listen ADDR]... [--listen-tls ADDR]...
                     [--admin ADDR|off] [--workers N] [--driver uring|legacy]
     shardgate check [--config FILE] [--api PATH]...
+    shardgate token --key PEM --issuer ISS [--keytype SANDBOX] [--ttl 1h] [--claim k=v]...
+                    [--kid ID] [--aud AUDIENCE]... [--sub SUBJECT]
     shardgate --version
 
 COMMANDS:
     run      serve the APIs (HTTP 9090 and HTTPS 9095 unless configured otherwise)
     check    validate the configuration and print the route table; exit 1 on errors
+    token    mint a development JWT signed with a PEM private key (RS256 or ES256/ES384)
 
 OPTIONS:
     --config FILE       gateway config (default: none, every setting takes its default)
@@ -64,11 +67,25 @@ pub struct RunArgs {
     pub driver: Driver,
 }
 
+/// `shardgate token`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TokenArgs {
+    pub key: PathBuf,
+    pub issuer: String,
+    pub keytype: Option<String>,
+    pub ttl: Option<String>,
+    pub claims: Vec<String>,
+    pub kid: Option<String>,
+    pub audience: Vec<String>,
+    pub subject: Option<String>,
+}
+
 /// A parsed command line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
     Run(RunArgs),
     Check(ConfigArgs),
+    Token(TokenArgs),
     Help,
     Version,
 }
@@ -94,6 +111,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Cli, String> {
         });
     };
     let mut run = RunArgs::default();
+    let mut token = TokenArgs::default();
     let name = command.as_str();
     match name {
         "-h" | "--help" | "help" => {
@@ -110,14 +128,20 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Cli, String> {
                 log_format,
             })
         }
-        "run" | "check" => {}
+        "run" | "check" | "token" => {}
         other => return Err(format!("unknown command '{other}'\n\n{USAGE}")),
     }
     while let Some((flag, inline)) = args.next_flag()? {
         let mut value = || args.value(&flag, inline.clone());
         match (name, flag.as_str()) {
-            (_, "--config" | "-c") => run.config.config = Some(PathBuf::from(value()?)),
-            (_, "--api") => run.config.apis.push(PathBuf::from(value()?)),
+            ("token", "--key") => token.key = PathBuf::from(value()?),
+            ("token", "--issuer") => token.issuer = value()?,
+            ("token", "--keytype") => token.keytype = Some(value()?),
+            ("token", "--ttl") => token.ttl = Some(value()?),
+            ("token", "--claim") => token.claims.push(value()?),
+            ("token", "--kid") => token.kid = Some(value()?),
+            ("token", "--aud") => token.audience.push(value()?),
+            ("token", "--sub") => token.subject = Some(value()?),
             (_, "--log-level") => log_level = Some(parse_value(&flag, &value()?)?),
             (_, "--log-format") => log_format = value()?.parse()?,
             (_, "-h" | "--help") => {
@@ -127,6 +151,9 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Cli, String> {
                     log_format,
                 })
             }
+            ("token", _) => return Err(format!("token: unknown option '{flag}'\n\n{USAGE}")),
+            (_, "--config" | "-c") => run.config.config = Some(PathBuf::from(value()?)),
+            (_, "--api") => run.config.apis.push(PathBuf::from(value()?)),
             ("run", "--listen") => run.listen.push(parse_value(&flag, &value()?)?),
             ("run", "--listen-tls") => run.listen_tls.push(parse_value(&flag, &value()?)?),
             ("run", "--admin") => {
@@ -157,6 +184,10 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Cli, String> {
     }
     let command = match name {
         "run" => Command::Run(run),
+        "token" if token.key.as_os_str().is_empty() || token.issuer.is_empty() => {
+            return Err(format!("token needs --key PEM and --issuer ISS\n\n{USAGE}"))
+        }
+        "token" => Command::Token(token),
         _ => Command::Check(run.config),
     };
     Ok(Cli {
@@ -280,6 +311,39 @@ mod tests {
         assert!(parse_args(&["serve"])
             .unwrap_err()
             .contains("unknown command 'serve'"));
+    }
+
+    #[test]
+    fn token_needs_key_and_issuer() {
+        let Command::Token(t) = parse_args(&[
+            "token",
+            "--key",
+            "k.pem",
+            "--issuer",
+            "i",
+            "--keytype",
+            "SANDBOX",
+            "--claim",
+            "a=1",
+            "--claim",
+            "b=x",
+        ])
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (t.key, t.issuer, t.keytype),
+            (
+                PathBuf::from("k.pem"),
+                "i".to_owned(),
+                Some("SANDBOX".to_owned())
+            )
+        );
+        assert_eq!(t.claims, vec!["a=1", "b=x"]);
+        assert!(parse_args(&["token", "--key", "k.pem"])
+            .unwrap_err()
+            .contains("needs --key PEM and --issuer"));
+        assert!(parse_args(&["token", "--key", "k", "--issuer", "i", "--api", "x"]).is_err());
     }
 
     #[test]

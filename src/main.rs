@@ -2,7 +2,8 @@
 
 use std::process::ExitCode;
 
-use shardgate::cli::{self, Command, ConfigArgs};
+use shardgate::auth::{mint_token, parse_claim, parse_ttl, KeyType, MintOptions};
+use shardgate::cli::{self, Command, ConfigArgs, TokenArgs};
 use shardgate::snapshot::{LoadOptions, Snapshot};
 
 fn main() -> ExitCode {
@@ -24,6 +25,16 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Check(args) => check(&args),
+        Command::Token(args) => match token(&args) {
+            Ok(token) => {
+                println!("{token}");
+                ExitCode::SUCCESS
+            }
+            Err(message) => {
+                eprintln!("shardgate token: {message}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Run(_) => {
             eprintln!("shardgate: run is not available in this build yet");
             ExitCode::FAILURE
@@ -67,4 +78,29 @@ fn check(args: &ConfigArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Mints a development token.
+fn token(args: &TokenArgs) -> Result<String, String> {
+    let key =
+        std::fs::read(&args.key).map_err(|e| format!("cannot read {}: {e}", args.key.display()))?;
+    let mut options = MintOptions::new(args.issuer.clone());
+    if let Some(keytype) = &args.keytype {
+        options.key_type = KeyType::from_claim(keytype)
+            .ok_or_else(|| format!("--keytype '{keytype}': expected PRODUCTION or SANDBOX"))?;
+    }
+    if let Some(ttl) = &args.ttl {
+        options.ttl_secs = parse_ttl(ttl).map_err(|e| e.to_string())?;
+    }
+    if let Some(subject) = &args.subject {
+        options.subject = subject.clone();
+    }
+    options.kid = args.kid.clone();
+    options.audience = args.audience.clone();
+    for claim in &args.claims {
+        options
+            .extra_claims
+            .push(parse_claim(claim).map_err(|e| e.to_string())?);
+    }
+    mint_token(&key, &options).map_err(|e| e.to_string())
 }

@@ -5,9 +5,11 @@
 use std::collections::HashMap;
 use std::net::ToSocketAddrs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use base64::Engine as _;
 
+use crate::auth::Verifier;
 use crate::config::apictl::read_project;
 use crate::config::cors::CorsSpec;
 use crate::config::document::Document;
@@ -57,6 +59,8 @@ pub struct Snapshot {
     pub groups: Vec<Group>,
     pub endpoints: Vec<Endpoint>,
     pub router: Router,
+    /// Validates tokens for secured routes (shared read-only by all shards).
+    pub verifier: Arc<Verifier>,
     /// Things worth logging that did not stop the load.
     pub warnings: Vec<ConfigWarning>,
 }
@@ -136,9 +140,41 @@ impl Snapshot {
                 errors.push(error);
             }
         }
-        if !errors.is_empty() {
-            return Err(errors);
+        let gateway_file = config_file
+            .as_deref()
+            .unwrap_or(Path::new("gateway config"));
+        let verifier = Verifier::from_config(
+            &gateway.jwt,
+            config_file
+                .as_deref()
+                .and_then(Path::parent)
+                .unwrap_or(Path::new("")),
+        )
+        .map_err(|e| {
+            errors.push(ConfigError::new(
+                gateway_file,
+                &FieldPath::parse(e.field()),
+                e.problem(),
+            ))
+        })
+        .ok();
+        if gateway.jwt.issuers.is_empty() {
+            for spec in specs
+                .iter()
+                .filter(|spec| spec.resources.iter().any(|r| r.secured))
+            {
+                errors.push(ConfigError::file(
+                    &spec.file,
+                    format!(
+                        "API '{}' has secured resources but no JWT issuer is configured: add one under jwt.issuers in the gateway config (see config/README.md), or set x-wso2-disable-security: true where no token is wanted",
+                        spec.base_path
+                    ),
+                ));
+            }
         }
+        let Some(verifier) = verifier.filter(|_| errors.is_empty()) else {
+            return Err(errors);
+        };
         let Compiler {
             apis,
             routes,
@@ -166,6 +202,7 @@ impl Snapshot {
             groups,
             endpoints,
             router,
+            verifier: Arc::new(verifier),
             warnings,
         })
     }

@@ -34,6 +34,25 @@ impl FieldPath {
         Self(segments)
     }
 
+    /// Parses `a.b[2].c` (keys without dots or brackets, as in gateway.yaml).
+    pub fn parse(text: &str) -> Self {
+        let mut path = Self::root();
+        for part in text.split('.').filter(|p| !p.is_empty()) {
+            let (key, indices) = part
+                .split_once('[')
+                .map_or((part, ""), |(k, rest)| (k, rest));
+            if !key.is_empty() {
+                path = path.key(key);
+            }
+            for index in indices.split('[') {
+                if let Ok(i) = index.trim_end_matches(']').parse() {
+                    path = path.index(i);
+                }
+            }
+        }
+        path
+    }
+
     pub fn segments(&self) -> &[Segment] {
         &self.0
     }
@@ -175,6 +194,13 @@ mod tests {
             path.to_string(),
             "paths./pet/{id}.get.x-wso2-production-endpoints.urls[1]"
         );
+    }
+
+    #[test]
+    fn parses_its_own_rendering() {
+        for text in ["jwt.issuers[0].certificate", "a", "a[1][2].b", "apis[3]"] {
+            assert_eq!(FieldPath::parse(text).to_string(), text);
+        }
     }
 
     #[test]

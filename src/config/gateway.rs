@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::cors::CorsSpec;
-use super::error::ConfigError;
+use super::error::{ConfigError, FieldPath};
+use super::jwt::JwtConfig;
 
 /// The whole gateway configuration.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -31,6 +32,8 @@ pub struct GatewayConfig {
     /// The CORS policy for APIs without `x-wso2-cors`; absent means no CORS handling.
     pub cors: Option<CorsSpec>,
     pub access_log: AccessLog,
+    /// Trusted token issuers and token handling.
+    pub jwt: JwtConfig,
 }
 
 impl Default for GatewayConfig {
@@ -48,6 +51,7 @@ impl Default for GatewayConfig {
             health_check: HealthCheck::default(),
             cors: None,
             access_log: AccessLog::default(),
+            jwt: JwtConfig::default(),
         }
     }
 }
@@ -271,12 +275,13 @@ impl GatewayConfig {
 
     fn validate(&self, file: &Path, text: &str) -> Result<(), ConfigError> {
         let field_error = |field: &str, message: &str| {
-            let path = field
-                .split('.')
-                .fold(super::FieldPath::root(), |p, k| p.key(k));
+            let path = FieldPath::parse(field);
             let line = super::locate::line_of(text, super::locate::Syntax::Yaml, path.segments());
             Err(ConfigError::new(file, &path, message).at_line(line))
         };
+        if let Err(e) = self.jwt.validate() {
+            return field_error(&e.field, &e.problem);
+        }
         let positive = [
             ("timeouts.client_head_ms", self.timeouts.client_head_ms),
             (
@@ -461,6 +466,18 @@ mod tests {
         );
         let error = parse("suspension:\n  progression_factor: 0.5\n").unwrap_err();
         assert!(error.contains("suspension.progression_factor"), "{error}");
+    }
+
+    #[test]
+    fn jwt_section_errors_name_their_field_and_line() {
+        let error = parse("jwt:\n  issuers:\n    - issuer: a\n      certificate: a.pem\n    - issuer: a\n      certificate: b.pem\n").unwrap_err();
+        assert!(
+            error.starts_with(
+                "config/gateway.yaml: jwt.issuers[1].issuer: 'a' is already configured"
+            ),
+            "{error}"
+        );
+        assert!(error.ends_with("(line 5)"), "{error}");
     }
 
     #[test]

@@ -7,6 +7,22 @@ use crate::config::endpoint::GroupKind;
 
 struct Fixture {
     dir: tempfile::TempDir,
+    /// A gateway file trusting the dev issuer, outside `dir` so it is not read as an API.
+    gateway: tempfile::TempDir,
+}
+
+fn dev_issuer_gateway() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/dev-only/jwt-dev-only.cert.pem"
+    );
+    std::fs::write(
+        dir.path().join("gateway.yaml"),
+        format!("jwt:\n  issuers:\n    - issuer: https://localhost/dev-only\n      certificate: {cert}\n"),
+    )
+    .unwrap();
+    dir
 }
 
 impl Fixture {
@@ -17,7 +33,10 @@ impl Fixture {
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(path, text).unwrap();
         }
-        Self { dir }
+        Self {
+            dir,
+            gateway: dev_issuer_gateway(),
+        }
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -26,7 +45,7 @@ impl Fixture {
 
     fn load(&self) -> Result<Snapshot, String> {
         let options = LoadOptions {
-            config: None,
+            config: Some(self.gateway.path().join("gateway.yaml")),
             apis: vec![self.dir.path().to_owned()],
             resolve_hosts: false,
         };
@@ -722,11 +741,12 @@ fn gateway_config_lists_files_directories_and_globs_relative_to_itself() {
     let api = |base: &str| {
         format!("openapi: 3.0.0\nx-wso2-basePath: {base}\nx-wso2-production-endpoints: {{urls: ['http://a:1']}}\npaths: {{/a: {{get: {{}}}}}}\n")
     };
+    let gateway = format!(
+        "{}apis:\n  - apis/one.yaml\n  - more/\n  - 'globbed/*.json'\n",
+        std::fs::read_to_string(dev_issuer_gateway().path().join("gateway.yaml")).unwrap()
+    );
     let fixture = Fixture::new(&[
-        (
-            "conf/gateway.yaml",
-            "apis:\n  - apis/one.yaml\n  - more/\n  - 'globbed/*.json'\n",
-        ),
+        ("conf/gateway.yaml", &gateway),
         ("conf/apis/one.yaml", &api("/one")),
         ("conf/more/nested/two.yml", &api("/two")),
         ("conf/more/.hidden.yaml", "not: read"),
@@ -758,6 +778,44 @@ fn missing_api_path_names_the_config_field() {
     let e = Snapshot::load(&options).unwrap_err().to_string();
     assert!(
         e.contains("gateway.yaml: apis[0]: '") && e.contains("nowhere.yaml' does not exist"),
+        "{e}"
+    );
+}
+
+#[test]
+fn secured_api_without_an_issuer_is_refused_with_a_fix() {
+    let fixture = Fixture::new(&[("api.yaml", &format!("{OAS3_HEAD}x-wso2-production-endpoints: {{urls: ['http://a:1']}}\npaths: {{/a: {{get: {{}}}}}}\n"))]);
+    let options = LoadOptions {
+        config: None,
+        apis: vec![fixture.dir.path().to_owned()],
+        resolve_hosts: false,
+    };
+    let e = Snapshot::load(&options).unwrap_err().to_string();
+    assert!(e.contains("api.yaml: API '/petstore/v1' has secured resources but no JWT issuer is configured: add one under jwt.issuers"), "{e}");
+    // The same API with security disabled needs no issuer.
+    let open = Fixture::new(&[("api.yaml", &format!("{OAS3_HEAD}x-wso2-disable-security: true\nx-wso2-production-endpoints: {{urls: ['http://a:1']}}\npaths: {{/a: {{get: {{}}}}}}\n"))]);
+    let options = LoadOptions {
+        config: None,
+        apis: vec![open.dir.path().to_owned()],
+        resolve_hosts: false,
+    };
+    assert!(Snapshot::load(&options).is_ok());
+}
+
+#[test]
+fn unreadable_issuer_key_names_the_gateway_field() {
+    let fixture = Fixture::new(&[(
+        "gw/gateway.yaml",
+        "jwt:\n  issuers:\n    - issuer: x\n      certificate: missing.pem\n",
+    )]);
+    let options = LoadOptions {
+        config: Some(fixture.path("gw/gateway.yaml")),
+        apis: vec![],
+        resolve_hosts: false,
+    };
+    let e = Snapshot::load(&options).unwrap_err().to_string();
+    assert!(
+        e.contains("gateway.yaml: jwt.issuers[0].certificate: cannot read"),
         "{e}"
     );
 }
