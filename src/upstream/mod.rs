@@ -1,6 +1,9 @@
 //! Upstreams as the data path sees them: endpoints (where to connect) and groups (how to
 //! choose among endpoints, with their timeouts, retries and limits).
 
+pub mod balancer;
+pub mod pool;
+
 use std::net::SocketAddr;
 
 use crate::config::endpoint::{CircuitBreakerSpec, GroupKind};
