@@ -3,7 +3,9 @@
 use std::process::ExitCode;
 
 use shardgate::auth::{mint_token, parse_claim, parse_ttl, KeyType, MintOptions};
-use shardgate::cli::{self, Command, ConfigArgs, TokenArgs};
+use shardgate::cli::{self, Command, ConfigArgs, RunArgs, TokenArgs};
+use shardgate::server::Server;
+use shardgate::signals::{self, Signal};
 use shardgate::snapshot::{LoadOptions, Snapshot};
 
 fn main() -> ExitCode {
@@ -35,10 +37,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Run(_) => {
-            eprintln!("shardgate: run is not available in this build yet");
-            ExitCode::FAILURE
-        }
+        Command::Run(args) => run(&args),
     }
 }
 
@@ -103,4 +102,106 @@ fn token(args: &TokenArgs) -> Result<String, String> {
             .push(parse_claim(claim).map_err(|e| e.to_string())?);
     }
     mint_token(&key, &options).map_err(|e| e.to_string())
+}
+
+/// Loads the configuration for `run` with the command line's overrides applied.
+fn load_for_run(args: &RunArgs) -> Result<Snapshot, shardgate::config::ConfigErrors> {
+    let mut snapshot = Snapshot::load(&load_options(&args.config, true))?;
+    let gateway = &mut snapshot.gateway;
+    // --listen / --listen-tls replace the configured listeners: only those named are opened.
+    if !args.listen.is_empty() || !args.listen_tls.is_empty() {
+        gateway.listeners.http = args.listen.clone();
+        gateway.listeners.https = args.listen_tls.clone();
+    }
+    if let Some(admin) = args.admin {
+        gateway.admin = admin;
+    }
+    if let Some(workers) = args.workers {
+        gateway.workers = workers;
+    }
+    Ok(snapshot)
+}
+
+fn report_errors(errors: &shardgate::config::ConfigErrors) {
+    for error in &errors.0 {
+        log::error!("{error}");
+    }
+}
+
+/// Serves until SIGTERM/SIGINT; SIGHUP reloads.
+fn run(args: &RunArgs) -> ExitCode {
+    let snapshot = match load_for_run(args) {
+        Ok(snapshot) => snapshot,
+        Err(errors) => {
+            report_errors(&errors);
+            log::error!("configuration is invalid; not starting");
+            return ExitCode::FAILURE;
+        }
+    };
+    for warning in &snapshot.warnings {
+        log::warn!("{warning}");
+    }
+    log::info!(
+        "shardgate {} starting: config {}, {} APIs, {} routes, {} endpoints",
+        env!("CARGO_PKG_VERSION"),
+        args.config
+            .config
+            .as_deref()
+            .map_or("(defaults)".into(), |p| p.display().to_string()),
+        snapshot.apis.len(),
+        snapshot.routes.len(),
+        snapshot.endpoints.len()
+    );
+    if let Err(e) = signals::block() {
+        log::error!("cannot block signals: {e}");
+        return ExitCode::FAILURE;
+    }
+    let server = match Server::start(snapshot, args.driver) {
+        Ok(server) => server,
+        Err(e) => {
+            log::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for (shard, driver) in server.drivers.iter().enumerate() {
+        log::info!("shard {shard}: io driver {driver}");
+    }
+    log::info!("workers: {}", server.workers());
+    for addr in &server.http_addrs {
+        log::info!("listening http {addr}");
+    }
+    for addr in &server.https_addrs {
+        log::info!("listening https {addr}");
+    }
+    loop {
+        match signals::wait() {
+            Ok(Signal::Reload) => match load_for_run(args) {
+                Ok(snapshot) => {
+                    for warning in &snapshot.warnings {
+                        log::warn!("{warning}");
+                    }
+                    log::info!(
+                        "reload: {} APIs, {} routes, {} endpoints",
+                        snapshot.apis.len(),
+                        snapshot.routes.len(),
+                        snapshot.endpoints.len()
+                    );
+                    server.publish(snapshot);
+                }
+                Err(errors) => {
+                    report_errors(&errors);
+                    log::error!("reload rejected; the previous configuration keeps serving");
+                }
+            },
+            Ok(Signal::Terminate) => break,
+            Err(e) => {
+                log::error!("waiting for signals failed: {e}");
+                break;
+            }
+        }
+    }
+    log::info!("draining: no new connections; waiting for in-flight requests");
+    server.stop();
+    log::info!("stopped");
+    ExitCode::SUCCESS
 }

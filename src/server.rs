@@ -1,0 +1,228 @@
+//! Starting and stopping the gateway: binds every listener up front (so a busy port fails the
+//! start, not a shard), spawns one pinned shard per worker, publishes snapshots on reload and
+//! coordinates the drain on shutdown. Used by `shardgate run` and by in-process tests.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::cli::Driver;
+use crate::shard::{self, ShardConfig};
+use crate::snapshot::Snapshot;
+
+/// Which protocol a listener speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListenerKind {
+    Http,
+    Https,
+}
+
+/// State every shard can see. Read on the control path only (every ~50 ms per shard), never
+/// per request.
+pub struct Shared {
+    /// The current snapshot; `generation` changes when a new one is published.
+    current: Mutex<Arc<Snapshot>>,
+    generation: AtomicU64,
+    /// Set once: stop accepting, finish in-flight requests, exit.
+    draining: AtomicBool,
+    /// Shards whose listeners are accepting.
+    ready: AtomicUsize,
+}
+
+impl Shared {
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// The current snapshot and its generation.
+    pub fn snapshot(&self) -> (Arc<Snapshot>, u64) {
+        let current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        (
+            Arc::clone(&current),
+            self.generation.load(Ordering::Acquire),
+        )
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn mark_ready(&self) {
+        self.ready.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub fn ready_shards(&self) -> usize {
+        self.ready.load(Ordering::Acquire)
+    }
+}
+
+/// A running gateway.
+pub struct Server {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+    workers: usize,
+    /// Bound addresses of the plain HTTP listeners (ephemeral ports resolved).
+    pub http_addrs: Vec<SocketAddr>,
+    /// Bound addresses of the HTTPS listeners.
+    pub https_addrs: Vec<SocketAddr>,
+    /// The io driver each shard got (`io_uring` or `epoll`).
+    pub drivers: Vec<&'static str>,
+}
+
+impl Server {
+    /// Binds the listeners the snapshot's gateway config names, starts the shards and returns
+    /// once every shard is accepting.
+    pub fn start(snapshot: Snapshot, driver: Driver) -> io::Result<Server> {
+        let workers = snapshot.gateway.worker_count();
+        let backlog = snapshot.gateway.listeners.backlog.min(i32::MAX as u32) as i32;
+        let mut per_shard: Vec<Vec<(ListenerKind, std::net::TcpListener)>> =
+            (0..workers).map(|_| Vec::new()).collect();
+        let mut http_addrs = Vec::new();
+        let mut https_addrs = Vec::new();
+        let listeners = snapshot
+            .gateway
+            .listeners
+            .http
+            .iter()
+            .map(|a| (ListenerKind::Http, *a))
+            .chain(
+                snapshot
+                    .gateway
+                    .listeners
+                    .https
+                    .iter()
+                    .map(|a| (ListenerKind::Https, *a)),
+            );
+        for (kind, addr) in listeners {
+            let sockets = bind_reuseport_group(addr, workers, backlog)
+                .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+            let bound = sockets[0].local_addr()?;
+            match kind {
+                ListenerKind::Http => http_addrs.push(bound),
+                ListenerKind::Https => https_addrs.push(bound),
+            }
+            for (shard, socket) in per_shard.iter_mut().zip(sockets) {
+                shard.push((kind, socket));
+            }
+        }
+
+        let shared = Arc::new(Shared {
+            current: Mutex::new(Arc::new(snapshot)),
+            generation: AtomicU64::new(1),
+            draining: AtomicBool::new(false),
+            ready: AtomicUsize::new(0),
+        });
+        let cores = core_affinity::get_core_ids().unwrap_or_default();
+        let (started_tx, started_rx) = mpsc::channel();
+        let mut threads = Vec::with_capacity(workers);
+        for (index, listeners) in per_shard.into_iter().enumerate() {
+            let config = ShardConfig {
+                index,
+                core: (!cores.is_empty()).then(|| cores[index % cores.len()]),
+                driver,
+                listeners,
+                shared: Arc::clone(&shared),
+            };
+            let started = started_tx.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("shard-{index}"))
+                .spawn(move || shard::run(config, started))?;
+            threads.push(thread);
+        }
+        drop(started_tx);
+        let mut drivers = vec![""; workers];
+        for _ in 0..workers {
+            match started_rx.recv() {
+                Ok(Ok((index, driver))) => drivers[index] = driver,
+                Ok(Err(e)) => {
+                    shared.draining.store(true, Ordering::Release);
+                    return Err(e);
+                }
+                Err(_) => return Err(io::Error::other("a shard exited during start-up")),
+            }
+        }
+        Ok(Server {
+            shared,
+            threads,
+            workers,
+            http_addrs,
+            https_addrs,
+            drivers,
+        })
+    }
+
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Makes `snapshot` the one new requests use; in-flight requests finish on the old one.
+    /// Shards pick it up within their control interval.
+    pub fn publish(&self, snapshot: Snapshot) {
+        let mut current = self
+            .shared
+            .current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        *current = Arc::new(snapshot);
+        self.shared.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Stops accepting; shards finish in-flight requests (bounded by `timeouts.drain_ms`)
+    /// and exit.
+    pub fn begin_shutdown(&self) {
+        self.shared.draining.store(true, Ordering::Release);
+    }
+
+    /// Waits for every shard to exit.
+    pub fn wait(self) {
+        for thread in self.threads {
+            if thread.join().is_err() {
+                log::error!("a shard thread panicked");
+            }
+        }
+    }
+
+    /// Shuts down and waits.
+    pub fn stop(self) {
+        self.begin_shutdown();
+        self.wait();
+    }
+}
+
+/// One listening socket per shard on `addr`, all with SO_REUSEPORT so the kernel spreads
+/// connections over the shards. Port 0 is resolved by the first bind.
+fn bind_reuseport_group(
+    addr: SocketAddr,
+    count: usize,
+    backlog: i32,
+) -> io::Result<Vec<std::net::TcpListener>> {
+    let first = bind_reuseport(addr, backlog)?;
+    let bound = first.local_addr()?;
+    let mut sockets = vec![first];
+    for _ in 1..count {
+        sockets.push(bind_reuseport(bound, backlog)?);
+    }
+    Ok(sockets)
+}
+
+fn bind_reuseport(addr: SocketAddr, backlog: i32) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(backlog)?;
+    Ok(socket.into())
+}
+
+/// How long a shard's control loop sleeps between checks (reload, drain, pool expiry).
+pub const CONTROL_INTERVAL: Duration = Duration::from_millis(50);

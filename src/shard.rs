@@ -1,0 +1,366 @@
+//! One shard: a thread pinned to a core, running its own monoio runtime (io_uring, falling
+//! back to epoll), its own SO_REUSEPORT listeners, connection pool, round-robin cursors and
+//! view of the snapshot. Nothing here is shared with other shards except what `Shared`
+//! holds, and that is read on the control path only. A shard never blocks.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::{mpsc, Arc};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use monoio::net::{TcpListener, TcpStream};
+
+use crate::cli::Driver;
+use crate::ids::EndpointId;
+use crate::server::{ListenerKind, Shared, CONTROL_INTERVAL};
+use crate::snapshot::Snapshot;
+use crate::upstream::balancer::RoundRobinCursors;
+use crate::upstream::pool::ConnectionPool;
+
+/// io_uring submission queue size per shard.
+const RING_ENTRIES: u32 = 4096;
+/// Pause after an accept error (EMFILE, ENFILE, ENOBUFS) before trying again.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// What a shard thread starts with.
+pub struct ShardConfig {
+    pub index: usize,
+    pub core: Option<core_affinity::CoreId>,
+    pub driver: Driver,
+    pub listeners: Vec<(ListenerKind, std::net::TcpListener)>,
+    pub shared: Arc<Shared>,
+}
+
+type Started = mpsc::Sender<io::Result<(usize, &'static str)>>;
+
+/// The shard thread's body: pins, builds the runtime, serves until drained.
+pub fn run(config: ShardConfig, started: Started) {
+    if let Some(core) = config.core {
+        if !core_affinity::set_for_current(core) {
+            log::warn!("shard {}: could not pin to core {}", config.index, core.id);
+        }
+    }
+    let failed = |e: io::Error, started: &Started| {
+        let _ = started.send(Err(io::Error::new(
+            e.kind(),
+            format!("shard {}: cannot build the io runtime: {e}", config.index),
+        )));
+    };
+    match config.driver {
+        Driver::Auto => {
+            match monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+                .with_entries(RING_ENTRIES)
+                .enable_timer()
+                .build()
+            {
+                Ok(monoio::FusionRuntime::Uring(mut rt)) => {
+                    rt.block_on(shard_main(config, started, "io_uring"))
+                }
+                Ok(monoio::FusionRuntime::Legacy(mut rt)) => {
+                    rt.block_on(shard_main(config, started, "epoll"))
+                }
+                Err(e) => failed(e, &started),
+            }
+        }
+        Driver::Uring => match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .with_entries(RING_ENTRIES)
+            .enable_timer()
+            .build()
+        {
+            Ok(mut rt) => rt.block_on(shard_main(config, started, "io_uring")),
+            Err(e) => failed(e, &started),
+        },
+        Driver::Legacy => match monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+        {
+            Ok(mut rt) => rt.block_on(shard_main(config, started, "epoll")),
+            Err(e) => failed(e, &started),
+        },
+    }
+}
+
+/// A shard's view of one snapshot, with the per-shard state sized to its tables.
+pub struct ShardView {
+    pub snapshot: Arc<Snapshot>,
+    pub generation: u64,
+    pub cursors: RoundRobinCursors,
+}
+
+/// Everything one shard owns. Shared by its tasks through `Rc`.
+pub struct ShardContext {
+    pub index: usize,
+    pub driver: &'static str,
+    pub shared: Arc<Shared>,
+    view: RefCell<Rc<ShardView>>,
+    pub pool: RefCell<ConnectionPool<TcpStream>>,
+    pub connections: Rc<ClientConnections>,
+    draining: Cell<bool>,
+}
+
+impl ShardContext {
+    /// The snapshot new requests use. An `Rc` clone: no atomic, no lock.
+    pub fn view(&self) -> Rc<ShardView> {
+        Rc::clone(&self.view.borrow())
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.get()
+    }
+
+    fn refresh_view(&self) {
+        let generation = self.shared.generation();
+        if generation == self.view.borrow().generation {
+            return;
+        }
+        let (snapshot, generation) = self.shared.snapshot();
+        let old = self.view();
+        // Pools of endpoints still present survive; the others are closed.
+        let old_ids: std::collections::HashMap<_, _> = old
+            .snapshot
+            .endpoints
+            .iter()
+            .enumerate()
+            .map(|(i, e)| ((e.scheme, e.host.clone(), e.port), EndpointId(i as u32)))
+            .collect();
+        let mapping: Vec<Option<EndpointId>> = snapshot
+            .endpoints
+            .iter()
+            .map(|e| old_ids.get(&(e.scheme, e.host.clone(), e.port)).copied())
+            .collect();
+        self.pool.borrow_mut().remap(&mapping);
+        let cursors = RoundRobinCursors::new(&snapshot.groups, self.index);
+        *self.view.borrow_mut() = Rc::new(ShardView {
+            snapshot,
+            generation,
+            cursors,
+        });
+        log::info!(
+            "shard {}: now serving configuration generation {generation}",
+            self.index
+        );
+    }
+}
+
+async fn shard_main(config: ShardConfig, started: Started, driver: &'static str) {
+    let ShardConfig {
+        index,
+        listeners,
+        shared,
+        ..
+    } = config;
+    let (snapshot, generation) = shared.snapshot();
+    let gateway = &snapshot.gateway;
+    let pool = ConnectionPool::new(
+        snapshot.endpoints.len(),
+        gateway.upstream.max_idle_per_endpoint,
+        Duration::from_millis(gateway.timeouts.upstream_idle_ms),
+    );
+    let drain_for = Duration::from_millis(gateway.timeouts.drain_ms);
+    let ctx = Rc::new(ShardContext {
+        index,
+        driver,
+        shared: Arc::clone(&shared),
+        view: RefCell::new(Rc::new(ShardView {
+            cursors: RoundRobinCursors::new(&snapshot.groups, index),
+            snapshot,
+            generation,
+        })),
+        pool: RefCell::new(pool),
+        connections: Rc::new(ClientConnections::default()),
+        draining: Cell::new(false),
+    });
+
+    let mut listener_fds = Vec::new();
+    for (kind, std_listener) in listeners {
+        let listener = match TcpListener::from_std(std_listener) {
+            Ok(listener) => listener,
+            Err(e) => {
+                let _ = started.send(Err(e));
+                return;
+            }
+        };
+        if kind == ListenerKind::Https {
+            log::warn!(
+                "shard {index}: HTTPS listener {:?} is not served by this build",
+                listener.local_addr().ok()
+            );
+            continue;
+        }
+        listener_fds.push(listener.as_raw_fd());
+        monoio::spawn(accept_loop(Rc::clone(&ctx), listener, kind));
+    }
+    shared.mark_ready();
+    let _ = started.send(Ok((index, driver)));
+    drop(started);
+
+    while !shared.is_draining() {
+        monoio::time::sleep(CONTROL_INTERVAL).await;
+        ctx.refresh_view();
+        ctx.pool.borrow_mut().evict_expired(Instant::now());
+    }
+    drain(&ctx, &listener_fds, drain_for).await;
+}
+
+/// Stops accepting, wakes idle keep-alive connections so they close, and waits (bounded) for
+/// in-flight requests to finish.
+async fn drain(ctx: &ShardContext, listener_fds: &[RawFd], drain_for: Duration) {
+    ctx.draining.set(true);
+    for &fd in listener_fds {
+        // Completes the pending accept with an error; the accept loop sees `draining` and ends.
+        // SAFETY: `fd` belongs to a listener still owned by its accept loop task.
+        unsafe { libc::shutdown(fd, libc::SHUT_RD) };
+    }
+    ctx.connections.shutdown_idle();
+    let deadline = Instant::now() + drain_for;
+    while ctx.connections.open() > 0 && Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(10)).await;
+        ctx.connections.shutdown_idle();
+    }
+    if ctx.connections.open() > 0 {
+        log::warn!(
+            "shard {}: drain timeout; closing {} connections",
+            ctx.index,
+            ctx.connections.open()
+        );
+    }
+}
+
+async fn accept_loop(ctx: Rc<ShardContext>, listener: TcpListener, kind: ListenerKind) {
+    let mut last_error_log: Option<Instant> = None;
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                if ctx.is_draining() {
+                    break;
+                }
+                let _ = stream.set_nodelay(true);
+                let task = crate::proxy::serve_connection(Rc::clone(&ctx), stream, peer, kind);
+                monoio::spawn(CatchUnwind {
+                    inner: task,
+                    shard: ctx.index,
+                });
+            }
+            Err(_) if ctx.is_draining() => break,
+            Err(e) => {
+                // EMFILE and friends: say so (at most once a second) and back off instead of
+                // spinning; the pending connections wait in the backlog.
+                if last_error_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                    log::error!("shard {}: accept failed: {e}; backing off", ctx.index);
+                    last_error_log = Some(Instant::now());
+                }
+                monoio::time::sleep(ACCEPT_BACKOFF).await;
+            }
+        }
+    }
+}
+
+/// Runs a connection task, turning a panic into a closed connection instead of a dead shard.
+struct CatchUnwind<F> {
+    inner: F,
+    shard: usize,
+}
+
+impl<F: Future<Output = ()>> Future for CatchUnwind<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        // SAFETY: `inner` is structurally pinned: it is never moved out of `self`, and
+        // `CatchUnwind` has no Drop impl that could move it.
+        let this = unsafe { self.get_unchecked_mut() };
+        let shard = this.shard;
+        let inner = unsafe { Pin::new_unchecked(&mut this.inner) };
+        match std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(poll) => poll,
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                log::error!("shard {shard}: a connection task panicked and was closed: {message}");
+                Poll::Ready(())
+            }
+        }
+    }
+}
+
+/// The open client connections of a shard, so that a drain can wake the idle ones.
+#[derive(Default)]
+pub struct ClientConnections {
+    slots: RefCell<Vec<Option<ConnectionEntry>>>,
+    free: RefCell<Vec<usize>>,
+    open: Cell<usize>,
+}
+
+struct ConnectionEntry {
+    fd: RawFd,
+    idle: bool,
+}
+
+impl ClientConnections {
+    /// Registers a connection; the slot is released when the returned guard drops.
+    pub fn register(self: &Rc<Self>, fd: RawFd) -> ConnectionSlot {
+        let entry = Some(ConnectionEntry { fd, idle: false });
+        let index = match self.free.borrow_mut().pop() {
+            Some(index) => {
+                self.slots.borrow_mut()[index] = entry;
+                index
+            }
+            None => {
+                let mut slots = self.slots.borrow_mut();
+                slots.push(entry);
+                slots.len() - 1
+            }
+        };
+        self.open.set(self.open.get() + 1);
+        ConnectionSlot {
+            registry: Rc::clone(self),
+            index,
+        }
+    }
+
+    pub fn open(&self) -> usize {
+        self.open.get()
+    }
+
+    /// Half-closes every connection waiting for its next request: the pending read returns
+    /// end-of-stream and the connection ends as if the client had left.
+    fn shutdown_idle(&self) {
+        for entry in self.slots.borrow().iter().flatten() {
+            if entry.idle {
+                // SAFETY: the fd is owned by a live connection task (its slot is registered).
+                unsafe { libc::shutdown(entry.fd, libc::SHUT_RD) };
+            }
+        }
+    }
+}
+
+/// A registered connection; dropping it unregisters.
+pub struct ConnectionSlot {
+    registry: Rc<ClientConnections>,
+    index: usize,
+}
+
+impl ConnectionSlot {
+    /// Marks the connection as waiting for a request (idle) or working on one.
+    pub fn set_idle(&self, idle: bool) {
+        if let Some(entry) = &mut self.registry.slots.borrow_mut()[self.index] {
+            entry.idle = idle;
+        }
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.registry.slots.borrow_mut()[self.index] = None;
+        self.registry.free.borrow_mut().push(self.index);
+        self.registry.open.set(self.registry.open.get() - 1);
+    }
+}
