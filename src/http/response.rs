@@ -1,0 +1,246 @@
+//! Response heads from upstreams: strict parsing into a reusable [`ResponseHead`], and the body
+//! framing decision of RFC 9112 §6.3 given the request method and status. Any error means: the
+//! client gets 502 and the upstream connection is closed.
+
+use std::mem::MaybeUninit;
+
+use super::head::{check_line_endings, find_head_end, first_line, line_len};
+use super::header::{
+    apply_connection, collect_headers, diagnose_field_lines, is_field_value_byte, parse_framing,
+    HeaderError,
+};
+use super::{HeadLimits, Header, HeaderKind, Parsed, Span, Version};
+
+/// How the response body is delimited on the upstream connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ResponseBody {
+    /// No body: response to HEAD, or status 1xx, 204, 304 (whatever the headers say).
+    #[default]
+    None,
+    Length(u64),
+    Chunked,
+    /// No framing headers: the body runs until the upstream closes the connection.
+    UntilClose,
+}
+
+/// A parsed response head. Reuse one per upstream connection; after `Partial` or an error its
+/// contents are meaningless. Spans index the buffer given to `parse_response`.
+#[derive(Debug, Clone, Default)]
+pub struct ResponseHead {
+    pub version: Version,
+    /// 100..=599, never 101.
+    pub status: u16,
+    /// The reason phrase as received (may be empty).
+    pub reason: Span,
+    pub head_len: usize,
+    pub headers: Vec<Header>,
+    pub body: ResponseBody,
+    /// The validated `Content-Length`, also where `body` is `None` (a HEAD or 304 response
+    /// announcing a length): `write_client_head` renders it once.
+    pub content_length: Option<u64>,
+    /// `Transfer-Encoding: chunked` was declared (again also where `body` is `None`).
+    pub chunked: bool,
+    /// The upstream connection may be reused after this response: HTTP/1.1 without
+    /// `Connection: close` (HTTP/1.0 only with `Connection: keep-alive`), and the body is not
+    /// delimited by the close.
+    pub keep_alive: bool,
+}
+
+impl ResponseHead {
+    /// A head whose header vector is already sized for `limits`, so that no response allocates.
+    pub fn with_limits(limits: &HeadLimits) -> ResponseHead {
+        ResponseHead {
+            headers: Vec::with_capacity(limits.max_headers.min(HeadLimits::MAX_HEADERS_CAP)),
+            ..ResponseHead::default()
+        }
+    }
+
+    /// A 1xx interim response (100, 102, 103): forward it (to HTTP/1.1 clients only, RFC 9110
+    /// §15.2) and parse the next head from `buf[head_len..]`.
+    pub fn is_interim(&self) -> bool {
+        (100..200).contains(&self.status)
+    }
+
+    /// The first header of `kind`, if any.
+    pub fn header(&self, kind: HeaderKind) -> Option<&Header> {
+        self.headers.iter().find(|h| h.kind == kind)
+    }
+}
+
+/// Why an upstream response head was refused. Always answered with 502 to the client, and the
+/// upstream connection is closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.reason())]
+pub enum ResponseError {
+    HeadTooLarge,
+    TooManyHeaders,
+    MalformedStatusLine,
+    UnsupportedVersion,
+    /// A status outside 100..=599.
+    InvalidStatus,
+    /// 101: we never forward `Upgrade`, so an upstream switching protocols is broken.
+    SwitchingProtocols,
+    Header(#[from] HeaderError),
+    Malformed,
+}
+
+impl ResponseError {
+    /// The status the client gets.
+    pub const fn status(self) -> u16 {
+        502
+    }
+
+    /// Short static text for logs.
+    pub const fn reason(self) -> &'static str {
+        match self {
+            ResponseError::HeadTooLarge => "response head too large",
+            ResponseError::TooManyHeaders => "too many response header fields",
+            ResponseError::MalformedStatusLine => "malformed status line",
+            ResponseError::UnsupportedVersion => "response HTTP version not supported",
+            ResponseError::InvalidStatus => "status code out of range",
+            ResponseError::SwitchingProtocols => "unsolicited 101 Switching Protocols",
+            ResponseError::Header(fault) => fault.reason(),
+            ResponseError::Malformed => "malformed response head",
+        }
+    }
+}
+
+const HEADER_SLOTS: usize = HeadLimits::MAX_HEADERS_CAP;
+
+/// Length of `HTTP/1.1 200 ` (httparse allows exactly one space on each side of the status).
+const STATUS_LINE_BEFORE_REASON: usize = 13;
+
+/// Parses and validates the response head at the start of `buf` into `head`.
+///
+/// `request_was_head`: the request was HEAD, so there is no body whatever the headers say.
+/// Limits: `max_head` and `max_headers` apply (`max_request_line` does not). The upstream is
+/// trusted not to trickle bytes, so a partial head is simply re-parsed; use
+/// [`super::find_head_end`] first if that matters.
+pub fn parse_response(
+    buf: &[u8],
+    request_was_head: bool,
+    limits: &HeadLimits,
+    head: &mut ResponseHead,
+) -> Result<Parsed, ResponseError> {
+    let Some(head_len) = find_head_end(buf, 0) else {
+        if buf.len() >= limits.max_head {
+            return Err(ResponseError::HeadTooLarge);
+        }
+        return Ok(Parsed::Partial);
+    };
+    if head_len > limits.max_head || head_len > u32::MAX as usize {
+        return Err(ResponseError::HeadTooLarge);
+    }
+    let bytes = &buf[..head_len];
+    check_line_endings(bytes)?;
+
+    let mut slots = [MaybeUninit::<httparse::Header<'_>>::uninit(); HEADER_SLOTS];
+    let mut response = httparse::Response::new(&mut []);
+    let slots = &mut slots[..limits.max_headers.min(HEADER_SLOTS)];
+    // Strict: httparse can be told to tolerate obs-fold, spaces before colons and invalid lines
+    // in responses, and a proxy must do none of that.
+    let mut config = httparse::ParserConfig::default();
+    config
+        .allow_spaces_after_header_name_in_responses(false)
+        .allow_obsolete_multiline_headers_in_responses(false)
+        .allow_multiple_spaces_in_response_status_delimiters(false)
+        .allow_space_before_first_header_name(false)
+        .ignore_invalid_headers_in_responses(false);
+    match config.parse_response_with_uninit_headers(&mut response, bytes, slots) {
+        Ok(httparse::Status::Complete(len)) if len == head_len => {}
+        Err(httparse::Error::TooManyHeaders) => return Err(ResponseError::TooManyHeaders),
+        _ => return Err(diagnose_response_head(bytes)),
+    }
+    let (Some(minor), Some(status)) = (response.version, response.code) else {
+        return Err(ResponseError::Malformed);
+    };
+
+    head.head_len = head_len;
+    head.version = match minor {
+        0 => Version::Http10,
+        1 => Version::Http11,
+        _ => return Err(ResponseError::UnsupportedVersion),
+    };
+    head.status = match status {
+        101 => return Err(ResponseError::SwitchingProtocols),
+        100..=599 => status,
+        _ => return Err(ResponseError::InvalidStatus),
+    };
+    let (line_start, lf) = first_line(bytes);
+    let Some(lf) = lf else {
+        return Err(ResponseError::Malformed);
+    };
+    // httparse keeps the reason only when it is ASCII; the span keeps it whatever it is.
+    let line_end = line_start + line_len(bytes, line_start, lf);
+    let reason_start = (line_start + STATUS_LINE_BEFORE_REASON).min(line_end);
+    head.reason = Span::new(reason_start, line_end);
+
+    collect_headers(bytes, response.headers, &mut head.headers);
+    let framing = parse_framing(bytes, &head.headers, head.version)?;
+    head.content_length = framing.content_length;
+    head.chunked = framing.chunked;
+    // RFC 9112 §6.3 in order: no body for HEAD, 1xx, 204, 304; then chunked, length, close.
+    head.body = if request_was_head || matches!(head.status, 100..=199 | 204 | 304) {
+        ResponseBody::None
+    } else if framing.chunked {
+        ResponseBody::Chunked
+    } else if let Some(length) = framing.content_length {
+        ResponseBody::Length(length)
+    } else {
+        ResponseBody::UntilClose
+    };
+    let connection = apply_connection(bytes, &mut head.headers);
+    let persistent = match head.version {
+        Version::Http11 => !connection.close,
+        Version::Http10 => connection.keep_alive && !connection.close,
+    };
+    head.keep_alive = persistent && head.body != ResponseBody::UntilClose;
+    Ok(Parsed::Complete)
+}
+
+/// Names the first fault in a complete head that httparse refused.
+fn diagnose_response_head(head: &[u8]) -> ResponseError {
+    let (start, lf) = first_line(head);
+    let Some(lf) = lf else {
+        return ResponseError::Malformed;
+    };
+    if let Some(fault) = diagnose_status_line(&head[start..start + line_len(head, start, lf)]) {
+        return fault;
+    }
+    match diagnose_field_lines(&head[lf + 1..]) {
+        Some(fault) => ResponseError::Header(fault),
+        None => ResponseError::Malformed,
+    }
+}
+
+/// Checks `HTTP/1.x SP 3DIGIT [SP reason]` as httparse reads it.
+fn diagnose_status_line(line: &[u8]) -> Option<ResponseError> {
+    let (version, rest) = match line.iter().position(|&b| b == b' ') {
+        Some(space) => (&line[..space], &line[space + 1..]),
+        None => (line, &[][..]),
+    };
+    match version {
+        b"HTTP/1.0" | b"HTTP/1.1" => {}
+        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+            if major.is_ascii_digit() && minor.is_ascii_digit() =>
+        {
+            return Some(ResponseError::UnsupportedVersion)
+        }
+        _ => return Some(ResponseError::MalformedStatusLine),
+    }
+    match rest {
+        [a, b, c] | [a, b, c, b' ', ..]
+            if a.is_ascii_digit() && b.is_ascii_digit() && c.is_ascii_digit() =>
+        {
+            if rest[3.min(rest.len())..]
+                .iter()
+                .all(|&byte| is_field_value_byte(byte))
+            {
+                None
+            } else {
+                Some(ResponseError::MalformedStatusLine)
+            }
+        }
+        _ => Some(ResponseError::MalformedStatusLine),
+    }
+}
