@@ -244,3 +244,332 @@ fn diagnose_status_line(line: &[u8]) -> Option<ResponseError> {
         _ => Some(ResponseError::MalformedStatusLine),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(buf: &[u8], request_was_head: bool) -> Result<(Parsed, ResponseHead), ResponseError> {
+        let mut head = ResponseHead::default();
+        parse_response(buf, request_was_head, &HeadLimits::default(), &mut head)
+            .map(|parsed| (parsed, head))
+    }
+
+    fn complete(buf: &[u8]) -> ResponseHead {
+        complete_for(buf, false)
+    }
+
+    fn complete_for(buf: &[u8], request_was_head: bool) -> ResponseHead {
+        match parse(buf, request_was_head) {
+            Ok((Parsed::Complete, head)) => head,
+            other => panic!("{:?}: {other:?}", String::from_utf8_lossy(buf)),
+        }
+    }
+
+    fn rejected(buf: &[u8]) -> ResponseError {
+        match parse(buf, false) {
+            Err(fault) => fault,
+            Ok((parsed, _)) => panic!("{:?} accepted: {parsed:?}", String::from_utf8_lossy(buf)),
+        }
+    }
+
+    #[test]
+    fn content_length_response_is_reusable() {
+        let buf = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Type: text/plain\r\n\r\nhello";
+        let head = complete(buf);
+        assert_eq!(head.version, Version::Http11);
+        assert_eq!(head.status, 200);
+        assert_eq!(head.reason.slice(buf), b"OK");
+        assert_eq!(head.head_len, buf.len() - 5);
+        assert_eq!(head.body, ResponseBody::Length(5));
+        assert_eq!(head.content_length, Some(5));
+        assert!(!head.chunked);
+        assert!(head.keep_alive);
+        assert_eq!(head.headers.len(), 2);
+        assert!(!head.is_interim());
+    }
+
+    #[test]
+    fn chunked_response_has_a_chunked_body() {
+        let head = complete(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert_eq!(head.body, ResponseBody::Chunked);
+        assert!(head.chunked);
+        assert!(head.keep_alive);
+    }
+
+    #[test]
+    fn response_without_length_is_until_close_and_not_reusable() {
+        let head = complete(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n");
+        assert_eq!(head.body, ResponseBody::UntilClose);
+        assert!(!head.keep_alive);
+    }
+
+    #[test]
+    fn response_to_head_has_no_body_but_keeps_its_declared_framing() {
+        let head = complete_for(b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n", true);
+        assert_eq!(head.body, ResponseBody::None);
+        assert_eq!(head.content_length, Some(1234));
+        assert!(head.keep_alive);
+        let head = complete_for(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            true,
+        );
+        assert_eq!(head.body, ResponseBody::None);
+        assert!(head.chunked);
+        // Without any framing header a HEAD response still ends at its head.
+        let head = complete_for(b"HTTP/1.1 200 OK\r\n\r\n", true);
+        assert_eq!(head.body, ResponseBody::None);
+        assert!(head.keep_alive);
+    }
+
+    #[test]
+    fn no_content_and_not_modified_have_no_body() {
+        for buf in [
+            &b"HTTP/1.1 204 No Content\r\n\r\n"[..],
+            b"HTTP/1.1 204 No Content\r\nContent-Length: 10\r\n\r\n",
+            b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n",
+            b"HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ] {
+            let head = complete(buf);
+            assert_eq!(
+                head.body,
+                ResponseBody::None,
+                "{}",
+                String::from_utf8_lossy(buf)
+            );
+            assert!(head.keep_alive);
+        }
+    }
+
+    #[test]
+    fn interim_responses_are_complete_heads_followed_by_the_final_one() {
+        let buf = b"HTTP/1.1 100 Continue\r\n\r\n\
+HTTP/1.1 102 Processing\r\n\r\n\
+HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n\
+HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n";
+        let limits = HeadLimits::default();
+        let mut head = ResponseHead::with_limits(&limits);
+        let mut offset = 0;
+        let mut statuses = Vec::new();
+        loop {
+            let rest = &buf[offset..];
+            assert_eq!(
+                parse_response(rest, false, &limits, &mut head),
+                Ok(Parsed::Complete)
+            );
+            statuses.push(head.status);
+            offset += head.head_len;
+            if !head.is_interim() {
+                break;
+            }
+            assert_eq!(head.body, ResponseBody::None);
+        }
+        assert_eq!(statuses, [100, 102, 103, 201]);
+        assert_eq!(head.body, ResponseBody::Length(0));
+        assert_eq!(offset, buf.len());
+    }
+
+    #[test]
+    fn rejects_switching_protocols() {
+        assert_eq!(
+            rejected(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n"),
+            ResponseError::SwitchingProtocols
+        );
+    }
+
+    #[test]
+    fn rejects_status_codes_out_of_range() {
+        assert_eq!(
+            rejected(b"HTTP/1.1 099 X\r\n\r\n"),
+            ResponseError::InvalidStatus
+        );
+        assert_eq!(
+            rejected(b"HTTP/1.1 600 X\r\n\r\n"),
+            ResponseError::InvalidStatus
+        );
+        assert_eq!(complete(b"HTTP/1.1 599 X\r\n\r\n").status, 599);
+    }
+
+    #[test]
+    fn http10_response_is_reusable_only_with_keep_alive_and_a_length() {
+        assert!(!complete(b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n").keep_alive);
+        let head =
+            complete(b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\n");
+        assert_eq!(head.version, Version::Http10);
+        assert!(head.keep_alive);
+        assert!(!complete(b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\n\r\n").keep_alive);
+    }
+
+    #[test]
+    fn connection_close_makes_the_upstream_connection_unusable() {
+        let head = complete(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+        assert!(!head.keep_alive);
+        assert!(head.headers[0].hop_by_hop);
+    }
+
+    #[test]
+    fn reason_phrase_is_kept_as_received() {
+        let buf = b"HTTP/1.1 404 Nicht gefunden \xc3\xa4\r\n\r\n";
+        assert_eq!(complete(buf).reason.slice(buf), b"Nicht gefunden \xc3\xa4");
+        let buf = b"HTTP/1.1 200 \r\nContent-Length: 0\r\n\r\n";
+        assert!(complete(buf).reason.is_empty());
+        let buf = b"HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n";
+        let head = complete(buf);
+        assert!(head.reason.is_empty());
+        assert_eq!(head.reason.start as usize, 12);
+    }
+
+    #[test]
+    fn rejects_transfer_encoding_with_content_length_in_responses() {
+        assert_eq!(
+            rejected(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n"),
+            ResponseError::Header(HeaderError::ContentLengthWithTransferEncoding)
+        );
+    }
+
+    #[test]
+    fn rejects_invalid_and_differing_content_lengths_in_responses() {
+        assert_eq!(
+            rejected(b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n"),
+            ResponseError::Header(HeaderError::InvalidContentLength)
+        );
+        assert_eq!(
+            rejected(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"),
+            ResponseError::Header(HeaderError::ConflictingContentLength)
+        );
+    }
+
+    #[test]
+    fn rejects_non_chunked_transfer_codings_in_responses() {
+        assert_eq!(
+            rejected(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n"),
+            ResponseError::Header(HeaderError::UnsupportedTransferCoding)
+        );
+        assert_eq!(
+            rejected(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"),
+            ResponseError::Header(HeaderError::ChunkedNotFinal)
+        );
+        assert_eq!(
+            rejected(b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            ResponseError::Header(HeaderError::TransferEncodingInHttp10)
+        );
+    }
+
+    #[test]
+    fn rejects_lenient_field_syntax_in_responses() {
+        let cases: [(&[u8], HeaderError); 6] = [
+            (
+                b"HTTP/1.1 200 OK\r\nX-A: 1\r\n 2\r\n\r\n",
+                HeaderError::ObsFold,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length : 1\r\n\r\n",
+                HeaderError::SpaceBeforeColon,
+            ),
+            (
+                b"HTTP/1.1 200 OK\nContent-Length: 1\n\n",
+                HeaderError::BareLf,
+            ),
+            (b"HTTP/1.1 200 OK\r\nX-A: 1\r2\r\n\r\n", HeaderError::BareCr),
+            (
+                b"HTTP/1.1 200 OK\r\nX-A: \x00\r\n\r\n",
+                HeaderError::InvalidValueByte,
+            ),
+            (b"HTTP/1.1 200 OK\r\n: x\r\n\r\n", HeaderError::EmptyName),
+        ];
+        for (buf, fault) in cases {
+            assert_eq!(
+                rejected(buf),
+                ResponseError::Header(fault),
+                "{}",
+                String::from_utf8_lossy(buf)
+            );
+        }
+    }
+
+    #[test]
+    fn rejects_malformed_status_lines() {
+        for buf in [
+            &b"HTTP/1.1 20 OK\r\n\r\n"[..],
+            b"HTTP/1.1 2000 OK\r\n\r\n",
+            b"HTTP/1.1  200 OK\r\n\r\n",
+            b"HTTP/1.1 200 O\x01K\r\n\r\n",
+            b"http/1.1 200 OK\r\n\r\n",
+            b"ICY 200 OK\r\n\r\n",
+            b"HTTP/1.1\r\n\r\n",
+        ] {
+            assert_eq!(
+                rejected(buf),
+                ResponseError::MalformedStatusLine,
+                "{}",
+                String::from_utf8_lossy(buf)
+            );
+        }
+        assert_eq!(
+            rejected(b"HTTP/2.0 200 OK\r\n\r\n"),
+            ResponseError::UnsupportedVersion
+        );
+    }
+
+    #[test]
+    fn every_proper_prefix_of_a_response_is_partial() {
+        let buf = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n";
+        for len in 0..buf.len() {
+            assert_eq!(
+                parse(&buf[..len], false).map(|(p, _)| p),
+                Ok(Parsed::Partial),
+                "prefix {len}"
+            );
+        }
+    }
+
+    #[test]
+    fn response_head_limits_are_enforced() {
+        let limits = HeadLimits {
+            max_head: 40,
+            max_request_line: 8,
+            max_headers: 1,
+        };
+        let mut head = ResponseHead::default();
+        // 38 bytes; the status line is longer than max_request_line, which does not apply.
+        let ok = b"HTTP/1.1 200 A-longer-reason\r\nA: 1\r\n\r\n";
+        assert_eq!(
+            parse_response(ok, false, &limits, &mut head),
+            Ok(Parsed::Complete)
+        );
+        assert_eq!(
+            parse_response(
+                b"HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\n\r\n",
+                false,
+                &limits,
+                &mut head
+            ),
+            Err(ResponseError::TooManyHeaders)
+        );
+        assert_eq!(
+            parse_response(
+                b"HTTP/1.1 200 OK\r\nA: 12345678901234567890\r\n\r\n",
+                false,
+                &limits,
+                &mut head
+            ),
+            Err(ResponseError::HeadTooLarge)
+        );
+        assert_eq!(
+            parse_response(&[b'x'; 40], false, &limits, &mut head),
+            Err(ResponseError::HeadTooLarge)
+        );
+    }
+
+    #[test]
+    fn every_response_error_is_a_502() {
+        for fault in [
+            ResponseError::HeadTooLarge,
+            ResponseError::SwitchingProtocols,
+            ResponseError::Header(HeaderError::BareLf),
+            ResponseError::Malformed,
+        ] {
+            assert_eq!(fault.status(), 502);
+        }
+    }
+}
