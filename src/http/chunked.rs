@@ -327,3 +327,322 @@ fn hex_value(byte: u8) -> Option<u64> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What feeding a body in `parts` produced: total consumed and done, or the fault; and the
+    /// decoded payload.
+    #[derive(Debug, PartialEq, Eq)]
+    struct Outcome {
+        result: Result<(usize, bool), ChunkError>,
+        payload: Vec<u8>,
+    }
+
+    fn decode_parts(parts: &[&[u8]], limits: ChunkLimits) -> Outcome {
+        let mut decoder = ChunkedDecoder::new(limits);
+        let mut payload = Vec::new();
+        let mut consumed = 0;
+        for part in parts {
+            match decoder.decode(part, &mut payload) {
+                Ok(scan) => {
+                    consumed += scan.consumed;
+                    if scan.done {
+                        return Outcome {
+                            result: Ok((consumed, true)),
+                            payload,
+                        };
+                    }
+                    // Until the body is complete every byte belongs to it.
+                    assert_eq!(scan.consumed, part.len());
+                }
+                Err(fault) => {
+                    return Outcome {
+                        result: Err(fault),
+                        payload,
+                    }
+                }
+            }
+        }
+        Outcome {
+            result: Ok((consumed, false)),
+            payload,
+        }
+    }
+
+    /// Pass-through scan over `parts`: consumed and done, or the fault.
+    fn scan_parts(parts: &[&[u8]], limits: ChunkLimits) -> Result<(usize, bool), ChunkError> {
+        let mut decoder = ChunkedDecoder::new(limits);
+        let mut consumed = 0;
+        for part in parts {
+            let scan = decoder.scan(part)?;
+            consumed += scan.consumed;
+            if scan.done {
+                return Ok((consumed, true));
+            }
+        }
+        Ok((consumed, false))
+    }
+
+    fn decode(input: &[u8]) -> Outcome {
+        decode_parts(&[input], ChunkLimits::default())
+    }
+
+    fn done(consumed: usize, payload: &[u8]) -> Outcome {
+        Outcome {
+            result: Ok((consumed, true)),
+            payload: payload.to_vec(),
+        }
+    }
+
+    fn fault(input: &[u8]) -> ChunkError {
+        match decode(input).result {
+            Err(fault) => fault,
+            Ok(progress) => panic!(
+                "{:?} accepted: {progress:?}",
+                String::from_utf8_lossy(input)
+            ),
+        }
+    }
+
+    const VALID: [(&[u8], &[u8]); 9] = [
+        (b"5\r\nhello\r\n0\r\n\r\n", b"hello"),
+        (b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n", b"hello world"),
+        (
+            b"5;name=value;q=\"quoted ; str\"\r\nhello\r\n0;last\r\n\r\n",
+            b"hello",
+        ),
+        (
+            b"3\r\nabc\r\n0\r\nX-Checksum: 123\r\nX-Other:\tv \xff\r\nEmpty:\r\n\r\n",
+            b"abc",
+        ),
+        (
+            b"000A\r\n0123456789\r\na\r\nabcdefghij\r\n00\r\n\r\n",
+            b"0123456789abcdefghij",
+        ),
+        (b"0\r\n\r\n", b""),
+        (b"3 \t;x\r\nabc\r\n0\r\n\r\n", b"abc"),
+        (b"00000000000000000000000000000001\r\nx\r\n0\r\n\r\n", b"x"),
+        (b"1\r\n\r\r\n1\r\n\n\r\n0\r\n\r\n", b"\r\n"),
+    ];
+
+    const INVALID: [(&[u8], ChunkError); 31] = [
+        (b"z\r\n", ChunkError::InvalidSize),
+        (b"5x\r\n", ChunkError::InvalidSize),
+        (b"-5\r\n", ChunkError::InvalidSize),
+        (b"+5\r\n", ChunkError::InvalidSize),
+        (b"0x5\r\nhello\r\n", ChunkError::InvalidSize),
+        (b"5 \r\nhello\r\n", ChunkError::InvalidSize),
+        (b"5 5\r\n", ChunkError::InvalidSize),
+        (b"\r\nhello\r\n", ChunkError::EmptySize),
+        (b";ext\r\n", ChunkError::EmptySize),
+        (b" 5\r\nhello\r\n", ChunkError::WhitespaceBeforeSize),
+        (b"\t5\r\nhello\r\n", ChunkError::WhitespaceBeforeSize),
+        (b"10000000000000000\r\n", ChunkError::SizeOverflow),
+        (b"5\nhello\r\n", ChunkError::BareLf),
+        (b"5;ext\nhello\r\n", ChunkError::BareLf),
+        (b"5 \nhello\r\n", ChunkError::BareLf),
+        (b"\n", ChunkError::BareLf),
+        (b"0\r\n\n", ChunkError::BareLf),
+        (b"0\r\nX: 1\n\r\n", ChunkError::BareLf),
+        (b"0\r\nX\n\r\n", ChunkError::BareLf),
+        (b"5\rhello\r\n", ChunkError::BareCr),
+        (b"0\r\nX: 1\rY\r\n\r\n", ChunkError::BareCr),
+        (b"0\r\n\rX", ChunkError::BareCr),
+        (b"5\r\nhelloX\r\n0\r\n\r\n", ChunkError::MissingDataCrlf),
+        (b"5\r\nhello\n0\r\n\r\n", ChunkError::MissingDataCrlf),
+        (b"5\r\nhello\rX", ChunkError::MissingDataCrlf),
+        (b"5;a\x01b\r\nhello\r\n", ChunkError::InvalidExtension),
+        (b"0\r\n X: 1\r\n\r\n", ChunkError::InvalidTrailer),
+        (b"0\r\nX : 1\r\n\r\n", ChunkError::InvalidTrailer),
+        (b"0\r\n: 1\r\n\r\n", ChunkError::InvalidTrailer),
+        (b"0\r\nX\r\n\r\n", ChunkError::InvalidTrailer),
+        (b"0\r\nX: \x00\r\n\r\n", ChunkError::InvalidTrailer),
+    ];
+
+    #[test]
+    fn decodes_valid_bodies() {
+        for (input, payload) in VALID {
+            assert_eq!(
+                decode(input),
+                done(input.len(), payload),
+                "{}",
+                String::from_utf8_lossy(input)
+            );
+        }
+    }
+
+    #[test]
+    fn rejects_each_invalid_body_with_its_fault() {
+        for (input, expected) in INVALID {
+            assert_eq!(
+                decode(input).result,
+                Err(expected),
+                "{}",
+                String::from_utf8_lossy(input)
+            );
+        }
+    }
+
+    #[test]
+    fn bytes_after_the_last_chunk_belong_to_the_next_message() {
+        let input = b"2\r\nhi\r\n0\r\nX-T: 1\r\n\r\nGET / HTTP/1.1\r\n";
+        let body_len = input.len() - b"GET / HTTP/1.1\r\n".len();
+        assert_eq!(decode(input), done(body_len, b"hi"));
+        let mut decoder = ChunkedDecoder::default();
+        assert_eq!(
+            decoder.scan(input),
+            Ok(Scan {
+                consumed: body_len,
+                done: true
+            })
+        );
+        assert!(decoder.is_done());
+        // A finished decoder takes nothing more.
+        assert_eq!(
+            decoder.scan(b"more"),
+            Ok(Scan {
+                consumed: 0,
+                done: true
+            })
+        );
+    }
+
+    #[test]
+    fn incomplete_body_consumes_everything_and_is_not_done() {
+        assert_eq!(
+            decode(b"5\r\nhel"),
+            Outcome {
+                result: Ok((6, false)),
+                payload: b"hel".to_vec()
+            }
+        );
+        assert_eq!(decode(b"0\r\nX: 1\r\n").result, Ok((9, false)));
+        assert_eq!(decode(b"FFFFFFFFFFFFFFFF\r\n").result, Ok((18, false)));
+    }
+
+    #[test]
+    fn sixteen_significant_hex_digits_fit_and_seventeen_overflow() {
+        let mut decoder = ChunkedDecoder::default();
+        assert!(decoder.scan(b"0000ffffffffffffffff;x\r\n").is_ok());
+        assert_eq!(
+            ChunkedDecoder::default().scan(b"1ffffffffffffffff"),
+            Err(ChunkError::SizeOverflow)
+        );
+    }
+
+    #[test]
+    fn a_fault_is_reported_again_on_every_later_call() {
+        let mut decoder = ChunkedDecoder::default();
+        assert_eq!(
+            decoder.scan(b"5\r\nhelloX"),
+            Err(ChunkError::MissingDataCrlf)
+        );
+        assert_eq!(
+            decoder.scan(b"\r\n0\r\n\r\n"),
+            Err(ChunkError::MissingDataCrlf)
+        );
+        assert_eq!(decoder.scan(b""), Err(ChunkError::MissingDataCrlf));
+    }
+
+    fn tight_limits() -> ChunkLimits {
+        ChunkLimits {
+            max_chunk_line: 8,
+            max_trailer_section: 16,
+        }
+    }
+
+    #[test]
+    fn chunk_line_up_to_the_limit_is_accepted_and_beyond_is_refused() {
+        let limits = tight_limits();
+        // "5;abcd\r\n" is exactly 8 bytes.
+        let at_limit = b"5;abcd\r\nhello\r\n0\r\n\r\n";
+        assert_eq!(
+            decode_parts(&[at_limit], limits).result,
+            Ok((at_limit.len(), true))
+        );
+        assert_eq!(
+            decode_parts(&[b"5;abcde\r\nhello\r\n0\r\n\r\n"], limits).result,
+            Err(ChunkError::ChunkLineTooLong)
+        );
+        // Leading zeros count towards the line too.
+        assert_eq!(
+            decode_parts(&[b"000000005\r\n"], limits).result,
+            Err(ChunkError::ChunkLineTooLong)
+        );
+        let mut long_extension = b"1;".to_vec();
+        long_extension.resize(5000, b'a');
+        assert_eq!(fault(&long_extension), ChunkError::ChunkLineTooLong);
+    }
+
+    #[test]
+    fn trailer_section_up_to_the_limit_is_accepted_and_beyond_is_refused() {
+        let limits = tight_limits();
+        // "X: 123456789\r\n" + "\r\n" is exactly 16 bytes.
+        let at_limit = b"0\r\nX: 123456789\r\n\r\n";
+        assert_eq!(
+            decode_parts(&[at_limit], limits).result,
+            Ok((at_limit.len(), true))
+        );
+        assert_eq!(
+            decode_parts(&[b"0\r\nX: 1234567890\r\n\r\n"], limits).result,
+            Err(ChunkError::TrailerTooLarge)
+        );
+        let mut huge_trailer = b"0\r\nX: ".to_vec();
+        huge_trailer.resize(9000, b'v');
+        assert_eq!(fault(&huge_trailer), ChunkError::TrailerTooLarge);
+    }
+
+    #[test]
+    fn payload_ranges_point_at_the_data_only() {
+        let input = b"3\r\nabc\r\n2;x\r\nde\r\n0\r\n\r\n";
+        let mut ranges = Vec::new();
+        let scan = ChunkedDecoder::default()
+            .scan_payload(input, |range| ranges.push(range))
+            .unwrap();
+        assert!(scan.done);
+        assert_eq!(ranges, [3..6, 13..15]);
+    }
+
+    /// Every fixture, valid or not, gives the same outcome (consumed, done, payload, fault)
+    /// whether it arrives whole, split at any one point, at any two points, or byte by byte;
+    /// and pass-through scanning agrees with decoding.
+    #[test]
+    fn chunked_scan_is_split_invariant() {
+        let limits = ChunkLimits::default();
+        let fixtures = VALID
+            .iter()
+            .map(|(input, _)| *input)
+            .chain(INVALID.iter().map(|(input, _)| *input))
+            .chain([&b"5\r\nhel"[..], b"2\r\nhi\r\n0\r\n\r\nNEXT"]);
+        for input in fixtures {
+            let whole = decode_parts(&[input], limits);
+            let name = String::from_utf8_lossy(input);
+            assert_eq!(scan_parts(&[input], limits), whole.result, "{name}");
+            for split in 0..=input.len() {
+                let (a, b) = input.split_at(split);
+                assert_eq!(
+                    decode_parts(&[a, b], limits),
+                    whole,
+                    "{name} split at {split}"
+                );
+                assert_eq!(
+                    scan_parts(&[a, b], limits),
+                    whole.result,
+                    "{name} at {split}"
+                );
+                for second in split..=input.len() {
+                    let (b, c) = input[split..].split_at(second - split);
+                    assert_eq!(
+                        decode_parts(&[a, b, c], limits),
+                        whole,
+                        "{name} split at {split} and {second}"
+                    );
+                }
+            }
+            let bytes: Vec<&[u8]> = input.chunks(1).collect();
+            assert_eq!(decode_parts(&bytes, limits), whole, "{name} byte by byte");
+        }
+    }
+}
