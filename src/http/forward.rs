@@ -268,3 +268,489 @@ impl fmt::Write for StackText {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    use super::*;
+    use crate::http::{parse_request, parse_response, HeadLimits, Method, Parsed, ResponseBody};
+
+    fn request(buf: &[u8]) -> RequestHead {
+        let mut head = RequestHead::default();
+        assert_eq!(
+            parse_request(buf, &HeadLimits::default(), &mut head),
+            Ok(Parsed::Complete),
+            "{}",
+            String::from_utf8_lossy(buf)
+        );
+        head
+    }
+
+    fn response(buf: &[u8], request_was_head: bool) -> ResponseHead {
+        let mut head = ResponseHead::default();
+        assert_eq!(
+            parse_response(buf, request_was_head, &HeadLimits::default(), &mut head),
+            Ok(Parsed::Complete),
+            "{}",
+            String::from_utf8_lossy(buf)
+        );
+        head
+    }
+
+    fn upstream_fields() -> UpstreamHead<'static> {
+        UpstreamHead {
+            target: b"/v2/pet?x=1",
+            host: b"backend:8080",
+            client_ip: IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7)),
+            proto: b"https",
+            drop_header: None,
+            authorization: None,
+        }
+    }
+
+    fn upstream(buf: &[u8], f: &UpstreamHead<'_>) -> String {
+        let mut out = Vec::new();
+        write_upstream_head(&mut out, buf, &request(buf), f);
+        String::from_utf8(out).expect("fixtures are ASCII")
+    }
+
+    fn client_fields() -> ClientHead<'static> {
+        ClientHead {
+            keep_alive: true,
+            client_version: Version::Http11,
+            dechunk: false,
+            extra: b"",
+        }
+    }
+
+    fn client(buf: &[u8], request_was_head: bool, f: &ClientHead<'_>) -> String {
+        let mut out = Vec::new();
+        write_client_head(&mut out, buf, &response(buf, request_was_head), f);
+        String::from_utf8(out).expect("fixtures are ASCII")
+    }
+
+    #[test]
+    fn upstream_head_drops_hop_by_hop_and_replaces_host_and_forwarding_headers() {
+        let buf = b"GET /petstore/v1/pet?x=1 HTTP/1.1\r\n\
+Host: gw.example\r\n\
+User-Agent: curl/8\r\n\
+Connection: keep-alive, X-Hop\r\n\
+X-Hop: 1\r\n\
+Keep-Alive: timeout=5\r\n\
+TE: trailers\r\n\
+Trailer: X-T\r\n\
+Upgrade: h2c\r\n\
+Proxy-Authorization: Basic eA==\r\n\
+Proxy-Connection: keep-alive\r\n\
+X-Forwarded-For: 10.0.0.1\r\n\
+X-Forwarded-Proto: http\r\n\
+X-Forwarded-Host: spoofed\r\n\
+Accept: */*\r\n\r\n";
+        assert_eq!(
+            upstream(buf, &upstream_fields()),
+            "GET /v2/pet?x=1 HTTP/1.1\r\n\
+User-Agent: curl/8\r\n\
+Accept: */*\r\n\
+Host: backend:8080\r\n\
+X-Forwarded-For: 10.0.0.1, 203.0.113.7\r\n\
+X-Forwarded-Proto: https\r\n\
+X-Forwarded-Host: gw.example\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn x_forwarded_for_is_added_when_absent_and_joined_in_order_when_repeated() {
+        let out = upstream(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", &upstream_fields());
+        assert!(
+            out.contains("\r\nX-Forwarded-For: 203.0.113.7\r\n"),
+            "{out}"
+        );
+        let out = upstream(
+            b"GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 1.1.1.1, 2.2.2.2\r\nX-Forwarded-For:\r\nx-forwarded-for: 3.3.3.3\r\n\r\n",
+            &upstream_fields(),
+        );
+        assert!(
+            out.contains("\r\nX-Forwarded-For: 1.1.1.1, 2.2.2.2, 3.3.3.3, 203.0.113.7\r\n"),
+            "{out}"
+        );
+        assert_eq!(out.matches("orwarded-For").count(), 1, "{out}");
+    }
+
+    #[test]
+    fn client_ip_is_written_as_x_forwarded_for_expects() {
+        let cases = [
+            (IpAddr::V4(Ipv4Addr::new(0, 0, 0, 0)), "0.0.0.0"),
+            (
+                IpAddr::V4(Ipv4Addr::new(255, 255, 255, 255)),
+                "255.255.255.255",
+            ),
+            (IpAddr::V6(Ipv6Addr::LOCALHOST), "::1"),
+            ("2001:db8::1".parse().unwrap(), "2001:db8::1"),
+            ("::ffff:192.0.2.1".parse().unwrap(), "192.0.2.1"),
+            (
+                "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff".parse().unwrap(),
+                "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            ),
+        ];
+        for (ip, text) in cases {
+            let mut out = Vec::new();
+            push_ip(&mut out, ip);
+            assert_eq!(out, text.as_bytes());
+        }
+    }
+
+    #[test]
+    fn token_header_is_dropped_case_insensitively() {
+        let buf = b"GET / HTTP/1.1\r\nHost: h\r\nX-API-Token: secret\r\nAccept: */*\r\n\r\n";
+        let f = UpstreamHead {
+            drop_header: Some(b"x-api-token"),
+            ..upstream_fields()
+        };
+        let out = upstream(buf, &f);
+        assert!(!out.contains("secret"), "{out}");
+        assert!(out.contains("\r\nAccept: */*\r\n"), "{out}");
+    }
+
+    #[test]
+    fn authorization_is_replaced_when_configured_and_kept_otherwise() {
+        let buf = b"GET / HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer jwt\r\n\r\n";
+        let f = UpstreamHead {
+            authorization: Some(b"Basic dXNlcjpwYXNz"),
+            ..upstream_fields()
+        };
+        let out = upstream(buf, &f);
+        assert!(!out.contains("jwt"), "{out}");
+        assert!(
+            out.ends_with("\r\nAuthorization: Basic dXNlcjpwYXNz\r\n\r\n"),
+            "{out}"
+        );
+        let out = upstream(buf, &upstream_fields());
+        assert!(out.contains("\r\nAuthorization: Bearer jwt\r\n"), "{out}");
+        // The JWT in Authorization itself is removed by naming it as the token header.
+        let f = UpstreamHead {
+            drop_header: Some(b"authorization"),
+            ..upstream_fields()
+        };
+        assert!(!upstream(buf, &f).contains("jwt"));
+    }
+
+    #[test]
+    fn expect_is_dropped_and_content_length_is_rendered_once() {
+        let buf = b"POST /a HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\ncontent-length: 5, 5\r\nContent-Length: 5\r\n\r\n";
+        let out = upstream(buf, &upstream_fields());
+        assert!(!out.to_ascii_lowercase().contains("expect"), "{out}");
+        assert_eq!(
+            out.to_ascii_lowercase().matches("content-length").count(),
+            1,
+            "{out}"
+        );
+        assert!(out.ends_with("\r\nContent-Length: 5\r\n\r\n"), "{out}");
+    }
+
+    #[test]
+    fn chunked_request_is_forwarded_as_chunked() {
+        let buf = b"POST /a HTTP/1.1\r\nHost: h\r\ntransfer-encoding: Chunked\r\n\r\n";
+        let out = upstream(buf, &upstream_fields());
+        assert!(
+            out.ends_with("\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            "{out}"
+        );
+        assert_eq!(
+            out.to_ascii_lowercase()
+                .matches("transfer-encoding")
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn http10_request_is_forwarded_as_http11_without_connection() {
+        let buf = b"GET /old HTTP/1.0\r\nConnection: keep-alive\r\n\r\n";
+        let f = UpstreamHead {
+            target: b"/old",
+            proto: b"http",
+            ..upstream_fields()
+        };
+        assert_eq!(
+            upstream(buf, &f),
+            "GET /old HTTP/1.1\r\n\
+Host: backend:8080\r\n\
+X-Forwarded-For: 203.0.113.7\r\n\
+X-Forwarded-Proto: http\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn extension_method_is_forwarded_as_received() {
+        let out = upstream(
+            b"PROPFIND /dav HTTP/1.1\r\nHost: h\r\n\r\n",
+            &upstream_fields(),
+        );
+        assert!(
+            out.starts_with("PROPFIND /v2/pet?x=1 HTTP/1.1\r\n"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn upstream_head_round_trips_through_parse_request() {
+        let buf = b"PUT /petstore/v1/pet HTTP/1.1\r\nHost: gw.example\r\nContent-Type: application/json\r\nX-Forwarded-For: 10.0.0.1\r\nContent-Length: 17\r\nConnection: close\r\n\r\n";
+        let f = upstream_fields();
+        let mut out = Vec::new();
+        write_upstream_head(&mut out, buf, &request(buf), &f);
+        let again = request(&out);
+        assert_eq!(again.method, Method::Put);
+        assert_eq!(again.path.slice(&out), b"/v2/pet");
+        assert_eq!(again.query.map(|q| q.slice(&out)), Some(&b"x=1"[..]));
+        assert_eq!(again.host.map(|h| h.slice(&out)), Some(f.host));
+        assert_eq!(again.body, RequestBody::Length(17));
+        assert!(
+            again.keep_alive,
+            "the upstream connection is meant to be pooled"
+        );
+        assert_eq!(again.head_len, out.len());
+        let names: Vec<&[u8]> = again.headers.iter().map(|h| h.name.slice(&out)).collect();
+        assert_eq!(
+            names,
+            [
+                &b"Content-Type"[..],
+                b"Host",
+                b"X-Forwarded-For",
+                b"X-Forwarded-Proto",
+                b"X-Forwarded-Host",
+                b"Content-Length"
+            ]
+        );
+    }
+
+    /// A head that makes the writer's output grow the most relative to its input: field lines
+    /// without a space after the colon, many forwarded-for fields, a long replaced value.
+    fn worst_case_request() -> Vec<u8> {
+        let mut buf = b"M / HTTP/1.0\r\n".to_vec();
+        for i in 0..40 {
+            buf.extend_from_slice(format!("A{i}:b\r\n").as_bytes());
+            buf.extend_from_slice(b"X-Forwarded-For:1\r\n");
+        }
+        buf.extend_from_slice(b"Host:h\r\nContent-Length:18446744073709551615\r\n\r\n");
+        buf
+    }
+
+    #[test]
+    fn writing_upstream_head_does_not_allocate_when_capacity_suffices() {
+        let fixtures = [
+            worst_case_request(),
+            b"GET / HTTP/1.1\r\nHost: h\r\n\r\n".to_vec(),
+            b"POST / HTTP/1.1\r\nHost:h\r\nTransfer-Encoding:chunked\r\n\r\n".to_vec(),
+        ];
+        let f = UpstreamHead {
+            authorization: Some(b"Basic dXNlcjpwYXNzd29yZA=="),
+            client_ip: "1111:2222:3333:4444:5555:6666:7777:8888".parse().unwrap(),
+            ..upstream_fields()
+        };
+        for buf in fixtures {
+            let head = request(&buf);
+            let capacity = upstream_head_capacity(&head, &f);
+            // Already holding other bytes: the head is appended.
+            let mut out = Vec::with_capacity(3 + capacity);
+            out.extend_from_slice(b"xyz");
+            let before = (out.as_ptr(), out.capacity());
+            write_upstream_head(&mut out, &buf, &head, &f);
+            assert_eq!((out.as_ptr(), out.capacity()), before, "reallocated");
+            assert!(out.len() - 3 <= capacity);
+            assert_eq!(request(&out[3..]).head_len, out.len() - 3);
+        }
+    }
+
+    #[test]
+    fn client_head_drops_hop_by_hop_and_rerenders_the_length() {
+        let buf = b"HTTP/1.1 200 OK\r\n\
+Content-Type: application/json\r\n\
+content-length: 2, 2\r\n\
+Connection: keep-alive, X-Internal\r\n\
+X-Internal: 1\r\n\
+Keep-Alive: timeout=5\r\n\
+Proxy-Authenticate: Basic\r\n\
+Set-Cookie: a=1\r\n\
+Set-Cookie: b=2\r\n\r\n";
+        assert_eq!(
+            client(buf, false, &client_fields()),
+            "HTTP/1.1 200 OK\r\n\
+Content-Type: application/json\r\n\
+Set-Cookie: a=1\r\n\
+Set-Cookie: b=2\r\n\
+Content-Length: 2\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn client_head_says_close_when_the_connection_ends() {
+        let buf = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+        let f = ClientHead {
+            keep_alive: false,
+            ..client_fields()
+        };
+        assert_eq!(
+            client(buf, false, &f),
+            "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn persisting_http10_client_gets_connection_keep_alive() {
+        let buf = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+        let f = ClientHead {
+            client_version: Version::Http10,
+            ..client_fields()
+        };
+        assert_eq!(
+            client(buf, false, &f),
+            "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: keep-alive\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn chunked_response_is_passed_on_as_chunked_or_dechunked() {
+        let buf = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(
+            client(buf, false, &client_fields()),
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        );
+        let f = ClientHead {
+            keep_alive: false,
+            client_version: Version::Http10,
+            dechunk: true,
+            extra: b"",
+        };
+        assert_eq!(
+            client(buf, false, &f),
+            "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn until_close_response_gets_no_framing_header() {
+        let buf = b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n";
+        assert_eq!(response(buf, false).body, ResponseBody::UntilClose);
+        let f = ClientHead {
+            keep_alive: false,
+            ..client_fields()
+        };
+        assert_eq!(
+            client(buf, false, &f),
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn extra_lines_come_last_verbatim() {
+        let buf = b"HTTP/1.1 204 No Content\r\n\r\n";
+        let f = ClientHead {
+            extra: b"Access-Control-Allow-Origin: *\r\nVary: Origin\r\n",
+            ..client_fields()
+        };
+        assert_eq!(
+            client(buf, false, &f),
+            "HTTP/1.1 204 No Content\r\nAccess-Control-Allow-Origin: *\r\nVary: Origin\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn interim_response_carries_no_framing_and_no_connection() {
+        let buf = b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n";
+        let f = ClientHead {
+            keep_alive: false,
+            ..client_fields()
+        };
+        assert_eq!(
+            client(buf, false, &f),
+            "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn no_content_response_loses_a_stray_content_length() {
+        let buf = b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(
+            client(buf, false, &client_fields()),
+            "HTTP/1.1 204 No Content\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn head_and_not_modified_responses_keep_their_announced_length() {
+        let buf = b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n";
+        assert_eq!(
+            client(buf, true, &client_fields()),
+            "HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n"
+        );
+        let buf = b"HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\nContent-Length: 99\r\n\r\n";
+        assert_eq!(
+            client(buf, false, &client_fields()),
+            "HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\nContent-Length: 99\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn reason_phrase_is_kept_and_a_missing_one_stays_empty() {
+        let buf = b"HTTP/1.0 418 I'm a teapot\r\nContent-Length: 0\r\n\r\n";
+        assert!(client(buf, false, &client_fields()).starts_with("HTTP/1.1 418 I'm a teapot\r\n"));
+        let buf = b"HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n";
+        assert!(client(buf, false, &client_fields()).starts_with("HTTP/1.1 200 \r\n"));
+    }
+
+    #[test]
+    fn client_head_round_trips_through_httparse_and_parse_response() {
+        let buf = b"HTTP/1.1 201 Created\r\nLocation: /pet/1\r\nContent-Length: 7\r\nConnection: close\r\n\r\n";
+        let f = ClientHead {
+            extra: b"Access-Control-Allow-Origin: *\r\n",
+            ..client_fields()
+        };
+        let out = client(buf, false, &f);
+        let mut fields = [httparse::EMPTY_HEADER; 8];
+        let mut parsed = httparse::Response::new(&mut fields);
+        assert_eq!(
+            parsed.parse(out.as_bytes()),
+            Ok(httparse::Status::Complete(out.len()))
+        );
+        assert_eq!(parsed.code, Some(201));
+        assert_eq!(parsed.reason, Some("Created"));
+        let names: Vec<&str> = parsed.headers.iter().map(|h| h.name).collect();
+        assert_eq!(
+            names,
+            ["Location", "Content-Length", "Access-Control-Allow-Origin"]
+        );
+        let again = response(out.as_bytes(), false);
+        assert_eq!(again.body, ResponseBody::Length(7));
+        assert!(again.keep_alive);
+    }
+
+    #[test]
+    fn writing_client_head_does_not_allocate_when_capacity_suffices() {
+        let mut worst = b"HTTP/1.0 200\r\n".to_vec();
+        for i in 0..60 {
+            worst.extend_from_slice(format!("A{i}:b\r\n").as_bytes());
+        }
+        worst.extend_from_slice(b"Content-Length:18446744073709551615\r\n\r\n");
+        let fixtures = [
+            worst,
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding:chunked\r\n\r\n".to_vec(),
+            b"HTTP/1.1 204 No Content\r\n\r\n".to_vec(),
+        ];
+        let f = ClientHead {
+            keep_alive: true,
+            client_version: Version::Http10,
+            dechunk: false,
+            extra: b"Access-Control-Allow-Origin: *\r\n",
+        };
+        for buf in fixtures {
+            let head = response(&buf, false);
+            let capacity = client_head_capacity(&head, &f);
+            let mut out = Vec::with_capacity(capacity);
+            let before = (out.as_ptr(), out.capacity());
+            write_client_head(&mut out, &buf, &head, &f);
+            assert_eq!((out.as_ptr(), out.capacity()), before, "reallocated");
+            assert!(out.len() <= capacity);
+        }
+    }
+}
