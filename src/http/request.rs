@@ -49,7 +49,8 @@ pub struct RequestHead {
     /// `Connection: close`, HTTP/1.0 only with `Connection: keep-alive`.
     pub keep_alive: bool,
     /// `Expect: 100-continue` on an HTTP/1.1 request (RFC 9110 §10.1.1 says to ignore it on
-    /// HTTP/1.0). The gateway answers `100 Continue` itself before reading a body.
+    /// HTTP/1.0). The gateway answers `100 Continue` itself before reading a body; without a
+    /// body there is nothing to wait for. Other expectations are ignored (and never forwarded).
     pub expect_continue: bool,
     /// The `Host` value (validated). `None` only for an HTTP/1.0 request without one.
     pub host: Option<Span>,
@@ -124,6 +125,7 @@ pub enum RequestError {
     MultipleHost,
     InvalidHost,
     /// A field line or framing fault (see [`HeaderError`]).
+    #[error(transparent)]
     Header(#[from] HeaderError),
     /// httparse refused the head for a reason not diagnosed more precisely.
     Malformed,
@@ -591,6 +593,8 @@ mod tests {
         assert_eq!(head.headers[1].name.slice(buf), b"Accept");
         assert_eq!(head.headers[1].value.slice(buf), b"*/*");
         assert_eq!(head.headers[1].kind, HeaderKind::Other);
+        assert_eq!(head.header(HeaderKind::Host), Some(&head.headers[0]));
+        assert_eq!(head.header(HeaderKind::Authorization), None);
     }
 
     #[test]
@@ -1534,6 +1538,9 @@ GET /b?x HTTP/1.1\r\nHost: h\r\n\r\n";
         errors.extend(header_faults.map(RequestError::Header));
         let mut reasons: Vec<&str> = errors.iter().map(|e| e.reason()).collect();
         assert_eq!(errors[0].to_string(), reasons[0]);
+        let nested = RequestError::Header(HeaderError::BareLf);
+        assert_eq!(nested.to_string(), HeaderError::BareLf.reason());
+        assert!(std::error::Error::source(&nested).is_none());
         reasons.sort_unstable();
         reasons.dedup();
         assert_eq!(reasons.len(), errors.len());

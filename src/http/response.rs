@@ -80,6 +80,7 @@ pub enum ResponseError {
     InvalidStatus,
     /// 101: we never forward `Upgrade`, so an upstream switching protocols is broken.
     SwitchingProtocols,
+    #[error(transparent)]
     Header(#[from] HeaderError),
     Malformed,
 }
