@@ -1,0 +1,122 @@
+//! Micro-benchmarks of the data path's HTTP/1.1 codec (`shardgate::http`): head parsing, head
+//! rewriting and chunked scanning, on heads shaped like real API traffic.
+
+use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr};
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use shardgate::http::{
+    parse_request, parse_response, write_client_head, write_upstream_head, ChunkedDecoder,
+    ClientHead, HeadLimits, HeadScan, RequestHead, ResponseHead, UpstreamHead, Version,
+};
+
+/// A browser-like API request: ~600 bytes, 12 fields, a bearer token.
+const REQUEST: &[u8] = b"GET /petstore/v1/pet/findByStatus?status=sold HTTP/1.1\r\n\
+Host: gateway.example.com:9095\r\n\
+User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36\r\n\
+Accept: application/json, text/plain, */*\r\n\
+Accept-Language: en-US,en;q=0.9\r\n\
+Accept-Encoding: gzip, deflate, br\r\n\
+Authorization: Bearer eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwia2V5dHlwZSI6IlBST0RVQ1RJT04ifQ.c2lnbmF0dXJl\r\n\
+Connection: keep-alive\r\n\
+X-Request-ID: 6f1c2d1e-8a7b-4c3d-9e0f-112233445566\r\n\
+X-Forwarded-For: 198.51.100.20\r\n\
+Origin: https://app.example.com\r\n\
+Referer: https://app.example.com/pets\r\n\
+Cache-Control: no-cache\r\n\r\n";
+
+const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\n\
+Date: Tue, 21 Nov 2023 18:53:00 GMT\r\n\
+Content-Type: application/json\r\n\
+Content-Length: 1432\r\n\
+Connection: keep-alive\r\n\
+Cache-Control: no-store\r\n\
+ETag: \"33a64df551425fcc55e4d42a148795d9f25f89d4\"\r\n\
+Vary: Accept-Encoding\r\n\r\n";
+
+fn heads(c: &mut Criterion) {
+    let limits = HeadLimits::default();
+    let mut group = c.benchmark_group("head");
+    group.throughput(Throughput::Bytes(REQUEST.len() as u64));
+
+    let mut request = RequestHead::with_limits(&limits);
+    group.bench_function("parse_request", |b| {
+        b.iter(|| parse_request(black_box(REQUEST), &limits, &mut request))
+    });
+    group.bench_function("head_scan_one_read", |b| {
+        b.iter(|| HeadScan::default().poll(black_box(REQUEST), &limits))
+    });
+
+    let mut response = ResponseHead::with_limits(&limits);
+    group.bench_function("parse_response", |b| {
+        b.iter(|| parse_response(black_box(RESPONSE), false, &limits, &mut response))
+    });
+
+    if parse_request(REQUEST, &limits, &mut request).is_err() {
+        panic!("benchmark request does not parse");
+    }
+    let upstream = UpstreamHead {
+        target: b"/v2/pet/findByStatus?status=sold",
+        host: b"petstore.internal:8080",
+        client_ip: IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7)),
+        proto: b"https",
+        drop_header: Some(b"authorization"),
+        authorization: None,
+    };
+    let mut out = Vec::with_capacity(4096);
+    group.bench_function("write_upstream_head", |b| {
+        b.iter(|| {
+            out.clear();
+            write_upstream_head(&mut out, black_box(REQUEST), &request, &upstream);
+        })
+    });
+
+    if parse_response(RESPONSE, false, &limits, &mut response).is_err() {
+        panic!("benchmark response does not parse");
+    }
+    let client = ClientHead {
+        keep_alive: true,
+        client_version: Version::Http11,
+        dechunk: false,
+        extra: b"Access-Control-Allow-Origin: https://app.example.com\r\n",
+    };
+    group.bench_function("write_client_head", |b| {
+        b.iter(|| {
+            out.clear();
+            write_client_head(&mut out, black_box(RESPONSE), &response, &client);
+        })
+    });
+    group.finish();
+}
+
+/// A 64 KiB body in 4 KiB chunks with an extension and a trailer.
+fn chunked_body() -> Vec<u8> {
+    let mut body = Vec::new();
+    for _ in 0..16 {
+        body.extend_from_slice(b"1000;sig=abc\r\n");
+        body.extend_from_slice(&[b'x'; 4096]);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(b"0\r\nX-Checksum: 1234\r\n\r\n");
+    body
+}
+
+fn chunked(c: &mut Criterion) {
+    let body = chunked_body();
+    let mut group = c.benchmark_group("chunked");
+    group.throughput(Throughput::Bytes(body.len() as u64));
+    group.bench_function("scan_64k", |b| {
+        b.iter(|| ChunkedDecoder::default().scan(black_box(&body)))
+    });
+    let mut out = Vec::with_capacity(body.len());
+    group.bench_function("decode_64k", |b| {
+        b.iter(|| {
+            out.clear();
+            ChunkedDecoder::default().decode(black_box(&body), &mut out)
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, heads, chunked);
+criterion_main!(benches);
