@@ -43,6 +43,14 @@ fn heads(c: &mut Criterion) {
     group.bench_function("parse_request", |b| {
         b.iter(|| parse_request(black_box(REQUEST), &limits, &mut request))
     });
+    // Baseline: httparse alone, no validation; parse_request's cost above this is ours.
+    group.bench_function("httparse_baseline", |b| {
+        b.iter(|| {
+            let mut fields = [httparse::EMPTY_HEADER; 32];
+            let mut parsed = httparse::Request::new(&mut fields);
+            parsed.parse(black_box(REQUEST)).is_ok()
+        })
+    });
     group.bench_function("head_scan_one_read", |b| {
         b.iter(|| HeadScan::default().poll(black_box(REQUEST), &limits))
     });

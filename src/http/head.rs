@@ -1,75 +1,98 @@
-//! Where a head ends and whether its lines end properly: the byte-level checks shared by request
-//! and response parsing. Runs before httparse so that httparse only ever sees a complete head
-//! whose every line ends in CRLF (httparse itself would accept bare LF).
+//! Where a head ends, with its line endings checked on the way: the one byte-level pass shared
+//! by request and response parsing. Every line must end in CRLF (httparse alone would accept a
+//! bare LF), so httparse only ever sees a complete head with proper lines.
 
 use super::header::HeaderError;
 
-/// Finds the end of a head: the index just past the blank line that closes it.
+/// Finds the end of a head, the index just past its blank line, and checks every line ending
+/// before it: a CR not followed by LF or a LF not preceded by CR is an error at once, even
+/// before the head is complete.
 ///
-/// `scanned_from` is how much of `buf` an earlier call already searched (pass the previous
-/// `buf.len()`, or 0): only LFs at or after it are examined, so a head arriving a byte at a time
-/// costs O(n) in total, not O(n²). No overlap has to be rescanned because whether a LF closes the
-/// head depends only on the up to four bytes before it, which were already there.
+/// RFC 9112 §2.2 lets a server accept bare-LF lines, but a proxy must not: an upstream that
+/// splits lines differently could see other headers than the ones we validated.
 ///
-/// Empty lines before the first line (RFC 9112 §2.2 allows a client to send a stray CRLF after
-/// a body) do not end the head. Bare-LF blank lines (`\n\n`, `\n\r\n`) are found too, so that a
-/// LF-only client gets a quick `400` from the parser instead of waiting for a timeout.
-pub fn find_head_end(buf: &[u8], scanned_from: usize) -> Option<usize> {
+/// `scanned_from` is how much of `buf` an earlier call already scanned and found `Ok(None)` (pass
+/// the previous `buf.len()`, or 0): the scan resumes there, stepping back only over a trailing
+/// CR that was still waiting for its LF, so a head arriving a byte at a time costs O(n) in all,
+/// not O(n²). Empty lines before the first line (RFC 9112 §2.2 lets a client send a stray CRLF
+/// after a body) do not end the head.
+pub fn find_head_end(buf: &[u8], scanned_from: usize) -> Result<Option<usize>, HeaderError> {
     let mut from = scanned_from.min(buf.len());
-    while let Some(offset) = buf[from..].iter().position(|&b| b == b'\n') {
-        let lf = from + offset;
-        if closes_head(buf, lf) {
-            return Some(lf + 1);
-        }
-        from = lf + 1;
+    if from > 0 && buf[from - 1] == b'\r' {
+        from -= 1;
     }
-    None
-}
-
-/// Whether the LF at `lf` ends an empty line that follows a non-empty one. The first such line
-/// is the head's end: any empty line before a non-empty one is a leading empty line.
-fn closes_head(buf: &[u8], lf: usize) -> bool {
-    let previous_lf = match empty_line_start(buf, lf) {
-        Some(start) if start > 0 => start - 1,
-        _ => return false,
-    };
-    empty_line_start(buf, previous_lf).is_none()
-}
-
-/// If the line ending with the LF at `lf` is empty (`\n` or `\r\n`), where that line starts.
-fn empty_line_start(buf: &[u8], lf: usize) -> Option<usize> {
-    let line_start = match lf.checked_sub(1).map(|i| buf[i]) {
-        Some(b'\r') => lf - 1,
-        _ => lf,
-    };
-    match line_start.checked_sub(1).map(|i| buf[i]) {
-        None | Some(b'\n') => Some(line_start),
-        Some(_) => None,
-    }
-}
-
-/// Rejects a bare CR (not followed by LF) and a bare LF (not preceded by CR) anywhere in a head.
-///
-/// RFC 9112 §2.2 lets a server accept LF-only lines, but a proxy must not: an upstream that
-/// splits lines differently could see different headers than we validated.
-pub(crate) fn check_line_endings(head: &[u8]) -> Result<(), HeaderError> {
-    let mut after_cr = false;
-    for &byte in head {
-        if after_cr {
-            if byte != b'\n' {
-                return Err(HeaderError::BareCr);
-            }
-            after_cr = false;
-        } else if byte == b'\r' {
-            after_cr = true;
-        } else if byte == b'\n' {
+    // Jumps from line ending to line ending; a proper one is consumed as a pair, so any LF
+    // found is bare.
+    while let Some(offset) = find_cr_or_lf(&buf[from..]) {
+        let cr = from + offset;
+        if buf[cr] == b'\n' {
             return Err(HeaderError::BareLf);
         }
+        match buf.get(cr + 1) {
+            None => return Ok(None),
+            Some(b'\n') => {}
+            Some(_) => return Err(HeaderError::BareCr),
+        }
+        if closes_head(buf, cr) {
+            return Ok(Some(cr + 2));
+        }
+        from = cr + 2;
     }
-    if after_cr {
-        return Err(HeaderError::BareCr);
+    Ok(None)
+}
+
+/// Whether the CRLF at `cr` ends an empty line that follows a non-empty one. Every earlier line
+/// ending is a checked CRLF, so the line is empty when a LF precedes `cr`, and the line before it
+/// is non-empty when the byte before that LF's CR is not a LF either. The first such line ends
+/// the head: empty lines before any non-empty one are leading empty lines.
+fn closes_head(buf: &[u8], cr: usize) -> bool {
+    cr >= 3 && buf[cr - 1] == b'\n' && buf[cr - 3] != b'\n'
+}
+
+const LOW_BITS: u64 = 0x0101_0101_0101_0101;
+const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
+
+/// High bit set in each byte of `word` that equals `byte`, and possibly in bytes above the
+/// first such one (borrows propagate upwards only), so the lowest set bit is exact.
+fn byte_matches(word: u64, byte: u8) -> u64 {
+    let diff = word ^ (LOW_BITS * u64::from(byte));
+    diff.wrapping_sub(LOW_BITS) & !diff & HIGH_BITS
+}
+
+/// First index where `matches` flags a byte, eight bytes at a time (heads are scanned twice
+/// besides httparse's SIMD pass, so a byte loop here would cost more than the parse itself).
+fn find_word_match(haystack: &[u8], matches: impl Fn(u64) -> u64) -> Option<usize> {
+    let mut words = haystack.chunks_exact(8);
+    let mut offset = 0;
+    for word in &mut words {
+        let Ok(bytes) = <[u8; 8]>::try_from(word) else {
+            break;
+        };
+        let found = matches(u64::from_le_bytes(bytes));
+        if found != 0 {
+            return Some(offset + (found.trailing_zeros() / 8) as usize);
+        }
+        offset += 8;
     }
-    Ok(())
+    // The last partial word, padded: a match in the padding means none in the tail, since
+    // the lowest flagged byte is exact.
+    let tail = words.remainder();
+    let mut bytes = [0; 8];
+    bytes[..tail.len()].copy_from_slice(tail);
+    let first = (matches(u64::from_le_bytes(bytes)).trailing_zeros() / 8) as usize;
+    (first < tail.len()).then_some(offset + first)
+}
+
+/// Index of the first `byte` in `haystack`.
+pub(crate) fn find_byte(haystack: &[u8], byte: u8) -> Option<usize> {
+    find_word_match(haystack, |word| byte_matches(word, byte))
+}
+
+/// Index of the first CR or LF in `haystack`.
+fn find_cr_or_lf(haystack: &[u8]) -> Option<usize> {
+    find_word_match(haystack, |word| {
+        byte_matches(word, b'\r') | byte_matches(word, b'\n')
+    })
 }
 
 /// The first line of a head after leading empty lines: its start, and the index of its LF if
@@ -79,10 +102,7 @@ pub(crate) fn first_line(buf: &[u8]) -> (usize, Option<usize>) {
         .iter()
         .position(|&b| b != b'\r' && b != b'\n')
         .unwrap_or(buf.len());
-    let lf = buf[start..]
-        .iter()
-        .position(|&b| b == b'\n')
-        .map(|offset| start + offset);
+    let lf = find_byte(&buf[start..], b'\n').map(|offset| start + offset);
     (start, lf)
 }
 
@@ -101,89 +121,144 @@ mod tests {
 
     #[test]
     fn finds_end_after_blank_line() {
-        let head = b"GET / HTTP/1.1\r\nHost: a\r\n\r\nBODY";
-        assert_eq!(find_head_end(head, 0), Some(head.len() - 4));
+        let head = b"GET / HTTP/1.1\r\nHost: a\r\n\r\nBODY\n\r";
+        assert_eq!(find_head_end(head, 0), Ok(Some(head.len() - 6)));
+        assert_eq!(find_head_end(b"X\r\n\r\n", 0), Ok(Some(5)));
     }
 
     #[test]
     fn no_end_without_blank_line() {
-        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\nHost: a\r\n", 0), None);
-        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\nHost: a\r\n\r", 0), None);
-        assert_eq!(find_head_end(b"", 0), None);
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\nHost: a\r\n", 0), Ok(None));
+        assert_eq!(
+            find_head_end(b"GET / HTTP/1.1\r\nHost: a\r\n\r", 0),
+            Ok(None)
+        );
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\r", 0), Ok(None));
+        assert_eq!(find_head_end(b"", 0), Ok(None));
     }
 
     #[test]
     fn leading_empty_lines_do_not_end_the_head() {
-        assert_eq!(find_head_end(b"\r\n\r\n\r\n", 0), None);
-        assert_eq!(find_head_end(b"\n\n", 0), None);
+        assert_eq!(find_head_end(b"\r\n\r\n\r\n", 0), Ok(None));
         let head = b"\r\n\r\nGET / HTTP/1.1\r\n\r\n";
-        assert_eq!(find_head_end(head, 0), Some(head.len()));
+        assert_eq!(find_head_end(head, 0), Ok(Some(head.len())));
     }
 
     #[test]
-    fn bare_lf_blank_lines_are_found_for_the_parser_to_reject() {
-        assert_eq!(find_head_end(b"GET / HTTP/1.1\n\nX", 0), Some(16));
-        assert_eq!(find_head_end(b"GET / HTTP/1.1\n\r\nX", 0), Some(17));
-        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\n\nX", 0), Some(17));
+    fn rejects_bare_lf_before_the_head_is_complete() {
+        assert_eq!(
+            find_head_end(b"GET / HTTP/1.1\n", 0),
+            Err(HeaderError::BareLf)
+        );
+        assert_eq!(
+            find_head_end(b"GET / HTTP/1.1\r\nA: b\n", 0),
+            Err(HeaderError::BareLf)
+        );
+        assert_eq!(
+            find_head_end(b"GET / HTTP/1.1\r\n\n", 0),
+            Err(HeaderError::BareLf)
+        );
+        assert_eq!(find_head_end(b"\nGET", 0), Err(HeaderError::BareLf));
+        assert_eq!(find_head_end(b"A\r\n\r\r\n", 0), Err(HeaderError::BareCr));
     }
 
     #[test]
-    fn incremental_scan_matches_one_shot_scan_at_every_split() {
-        let fixtures: [&[u8]; 4] = [
+    fn rejects_bare_cr_as_soon_as_the_next_byte_arrives() {
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\r", 0), Ok(None));
+        assert_eq!(
+            find_head_end(b"GET / HTTP/1.1\rH", 0),
+            Err(HeaderError::BareCr)
+        );
+        assert_eq!(
+            find_head_end(b"GET / HTTP/1.1\r\nA: b\rc\r\n\r\n", 0),
+            Err(HeaderError::BareCr)
+        );
+        assert_eq!(find_head_end(b"A\r\r\n", 0), Err(HeaderError::BareCr));
+    }
+
+    #[test]
+    fn bytes_after_the_head_are_not_checked() {
+        assert_eq!(find_head_end(b"A\r\n\r\n\n\r\rX", 0), Ok(Some(5)));
+    }
+
+    /// Feeding a buffer one byte at a time, passing the previous length as already scanned,
+    /// gives the same verdict at the same byte as scanning every prefix from scratch.
+    #[test]
+    fn incremental_scan_matches_one_shot_scan_at_every_prefix() {
+        let fixtures: [&[u8]; 7] = [
             b"GET / HTTP/1.1\r\nHost: a\r\n\r\nNEXT",
             b"\r\nGET / HTTP/1.1\r\n\r\n",
             b"GET / HTTP/1.1\n\n",
+            b"GET / HTTP/1.1\r\nA: b\rc\r\n\r\n",
+            b"GET / HTTP/1.1\r\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nA: b\r\nC: d\r\n\r\n",
+            b"\r\n\r\n\r\n\r",
         ];
         for buf in fixtures {
-            let expected = find_head_end(buf, 0);
-            assert!(expected.is_some());
-            // Feed one byte at a time, passing the previous length as already scanned.
-            let mut found = None;
+            let mut scanned = 0;
             for len in 0..=buf.len() {
-                let scanned = len.saturating_sub(1);
-                if let Some(end) = find_head_end(&buf[..len], scanned) {
-                    found = Some(end);
+                let prefix = &buf[..len];
+                let incremental = find_head_end(prefix, scanned);
+                assert_eq!(
+                    incremental,
+                    find_head_end(prefix, 0),
+                    "{:?} at {len}",
+                    String::from_utf8_lossy(buf)
+                );
+                if incremental != Ok(None) {
                     break;
                 }
+                scanned = len;
             }
-            assert_eq!(found, expected, "{:?}", String::from_utf8_lossy(buf));
         }
     }
 
     #[test]
     fn scanned_from_past_the_end_is_clamped() {
-        assert_eq!(find_head_end(b"abc", 10), None);
+        assert_eq!(find_head_end(b"abc", 10), Ok(None));
     }
 
     #[test]
-    fn line_endings_accept_crlf_only() {
-        assert_eq!(
-            check_line_endings(b"GET / HTTP/1.1\r\nA: b\r\n\r\n"),
-            Ok(())
-        );
+    fn word_search_finds_the_first_match_at_every_position() {
+        for len in 0..40 {
+            for at in 0..len {
+                // Filler one bit away from the needle, and a second match further on.
+                let mut hay = vec![b'\n' ^ 0x80; len];
+                hay[at] = b'\n';
+                if at + 3 < len {
+                    hay[at + 3] = b'\n';
+                }
+                assert_eq!(find_byte(&hay, b'\n'), Some(at), "len {len} at {at}");
+                hay[at] = b'\r';
+                let expected = hay.iter().position(|&b| b == b'\r' || b == b'\n');
+                assert_eq!(find_cr_or_lf(&hay), expected, "len {len} at {at}");
+            }
+            assert_eq!(find_byte(&vec![b'a'; len], b'\n'), None);
+            assert_eq!(find_byte(&vec![0; len], b'\n'), None);
+            assert_eq!(find_cr_or_lf(&vec![0x0b; len]), None);
+        }
+        // A zero needle must not be found in the zero padding of the tail.
+        assert_eq!(find_byte(b"abc", 0), None);
+        assert_eq!(find_byte(b"ab\0", 0), Some(2));
     }
 
     #[test]
-    fn line_endings_reject_bare_cr() {
-        assert_eq!(
-            check_line_endings(b"GET / HTTP/1.1\r\nA: b\rc\r\n\r\n"),
-            Err(HeaderError::BareCr)
-        );
-        assert_eq!(check_line_endings(b"A\r"), Err(HeaderError::BareCr));
-        assert_eq!(check_line_endings(b"A\r\r\n"), Err(HeaderError::BareCr));
-    }
-
-    #[test]
-    fn line_endings_reject_bare_lf() {
-        assert_eq!(
-            check_line_endings(b"GET / HTTP/1.1\nA: b\r\n\r\n"),
-            Err(HeaderError::BareLf)
-        );
-        assert_eq!(
-            check_line_endings(b"GET / HTTP/1.1\r\n\n"),
-            Err(HeaderError::BareLf)
-        );
+    fn word_search_agrees_with_a_byte_loop_on_all_byte_pairs() {
+        for a in 0..=255u8 {
+            for b in [0u8, 9, 10, 11, 12, 13, 14, 0x7f, 0x80, 0x8a, 0x8d, 0xff] {
+                let hay = [a, b, a, b, a, b, a, b, a, b, a];
+                for needle in [b'\n', b'\r', b':'] {
+                    assert_eq!(
+                        find_byte(&hay, needle),
+                        hay.iter().position(|&x| x == needle)
+                    );
+                }
+                assert_eq!(
+                    find_cr_or_lf(&hay),
+                    hay.iter().position(|&x| x == b'\r' || x == b'\n')
+                );
+            }
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use std::mem::MaybeUninit;
 
-use super::head::{check_line_endings, find_head_end, first_line, line_len};
+use super::head::{find_byte, find_head_end, first_line, line_len};
 use super::header::{
     apply_connection, collect_headers, diagnose_field_lines, is_tchar, list_elements,
     parse_framing, HeaderError,
@@ -176,9 +176,10 @@ impl RequestError {
 
 /// Incremental watch over a request head that is still arriving. Call [`HeadScan::poll`] after
 /// every read with the whole unconsumed buffer: each byte is examined once (a slowloris client
-/// costs O(n), not O(n²)), the size limits apply before the head is complete, and the request
-/// line is checked as soon as it is there (an HTTP/0.9 client, which never sends a blank line,
-/// is refused at once rather than at the read timeout).
+/// costs O(n), not O(n²)), line endings are checked as bytes arrive, the size limits apply
+/// before the head is complete, and the request line is checked as soon as it is there (an
+/// HTTP/0.9 client, which never sends a blank line, is refused at once rather than at the read
+/// timeout). Every verdict is the one [`parse_request`] gives on the same bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct HeadScan {
     /// Prefix of the buffer already searched.
@@ -195,7 +196,7 @@ impl HeadScan {
     /// `Ok(None)`: read more.
     pub fn poll(&mut self, buf: &[u8], limits: &HeadLimits) -> Result<Option<usize>, RequestError> {
         let from = self.scanned.min(buf.len());
-        if let Some(end) = find_head_end(buf, from) {
+        if let Some(end) = find_head_end(buf, from)? {
             *self = HeadScan::default();
             return Ok(Some(end));
         }
@@ -206,11 +207,9 @@ impl HeadScan {
                 .map(|offset| from + offset);
         }
         if let (Some(start), false) = (self.request_line_start, self.request_line_checked) {
-            let lf = buf[from.max(start)..]
-                .iter()
-                .position(|&b| b == b'\n')
-                .map(|offset| from.max(start) + offset);
-            check_request_line_so_far(buf, start, lf, limits)?;
+            let search_from = from.max(start);
+            let lf = find_byte(&buf[search_from..], b'\n').map(|offset| search_from + offset);
+            check_partial_request_line(buf, start, lf, limits)?;
             self.request_line_checked = lf.is_some();
         }
         if buf.len() >= limits.max_head {
@@ -221,9 +220,10 @@ impl HeadScan {
     }
 }
 
-/// The request line's checks that need only the line: length while it arrives, then (once its
-/// LF is there) line endings and syntax.
-fn check_request_line_so_far(
+/// The request line of a head that is not complete yet: its length while it arrives, then
+/// (once its LF is there) its syntax, so that what can be refused early is. Its line ending was
+/// already checked by [`find_head_end`].
+fn check_partial_request_line(
     buf: &[u8],
     start: usize,
     lf: Option<usize>,
@@ -237,15 +237,23 @@ fn check_request_line_so_far(
         }
         return Ok(());
     };
-    let len = line_len(buf, start, lf);
-    if len > limits.max_request_line {
-        return Err(RequestError::RequestLineTooLong);
-    }
-    check_line_endings(&buf[start..=lf])?;
-    match diagnose_request_line(&buf[start..start + len]) {
+    check_request_line_len(buf, start, lf, limits)?;
+    match diagnose_request_line(&buf[start..start + line_len(buf, start, lf)]) {
         Some(fault) => Err(fault),
         None => Ok(()),
     }
+}
+
+fn check_request_line_len(
+    buf: &[u8],
+    start: usize,
+    lf: usize,
+    limits: &HeadLimits,
+) -> Result<(), RequestError> {
+    if line_len(buf, start, lf) > limits.max_request_line {
+        return Err(RequestError::RequestLineTooLong);
+    }
+    Ok(())
 }
 
 /// Header slots handed to httparse, on the stack.
@@ -262,10 +270,10 @@ pub fn parse_request(
     limits: &HeadLimits,
     head: &mut RequestHead,
 ) -> Result<Parsed, RequestError> {
-    let Some(head_len) = find_head_end(buf, 0) else {
+    let Some(head_len) = find_head_end(buf, 0)? else {
         let (start, lf) = first_line(buf);
         if start < buf.len() {
-            check_request_line_so_far(buf, start, lf, limits)?;
+            check_partial_request_line(buf, start, lf, limits)?;
         }
         if buf.len() >= limits.max_head {
             return Err(RequestError::HeadTooLarge);
@@ -277,9 +285,10 @@ pub fn parse_request(
         return Err(RequestError::HeadTooLarge);
     }
     let bytes = &buf[..head_len];
-    let (start, lf) = first_line(bytes);
-    check_request_line_so_far(bytes, start, lf, limits)?;
-    check_line_endings(bytes)?;
+    // The request line's syntax is left to httparse (and diagnosed only if it refuses).
+    if let (start, Some(lf)) = first_line(bytes) {
+        check_request_line_len(bytes, start, lf, limits)?;
+    }
 
     let mut slots = [MaybeUninit::<httparse::Header<'_>>::uninit(); HEADER_SLOTS];
     let mut request = httparse::Request::new(&mut []);
@@ -1471,7 +1480,7 @@ GET /b?x HTTP/1.1\r\nHost: h\r\n\r\n";
                     (Ok(Parsed::Partial), Ok(None)) => {}
                     (Err(a), Err(b)) if a == b => break,
                     (_, Ok(Some(end))) => {
-                        assert_eq!(find_head_end(prefix, 0), Some(end));
+                        assert_eq!(find_head_end(prefix, 0), Ok(Some(end)));
                         break;
                     }
                     (a, b) => panic!(

@@ -4,7 +4,7 @@
 
 use std::mem::MaybeUninit;
 
-use super::head::{check_line_endings, find_head_end, first_line, line_len};
+use super::head::{find_head_end, first_line, line_len};
 use super::header::{
     apply_connection, collect_headers, diagnose_field_lines, is_field_value_byte, parse_framing,
     HeaderError,
@@ -123,7 +123,7 @@ pub fn parse_response(
     limits: &HeadLimits,
     head: &mut ResponseHead,
 ) -> Result<Parsed, ResponseError> {
-    let Some(head_len) = find_head_end(buf, 0) else {
+    let Some(head_len) = find_head_end(buf, 0)? else {
         if buf.len() >= limits.max_head {
             return Err(ResponseError::HeadTooLarge);
         }
@@ -133,7 +133,6 @@ pub fn parse_response(
         return Err(ResponseError::HeadTooLarge);
     }
     let bytes = &buf[..head_len];
-    check_line_endings(bytes)?;
 
     let mut slots = [MaybeUninit::<httparse::Header<'_>>::uninit(); HEADER_SLOTS];
     let mut response = httparse::Response::new(&mut []);
