@@ -59,8 +59,8 @@ fn byte_matches(word: u64, byte: u8) -> u64 {
     diff.wrapping_sub(LOW_BITS) & !diff & HIGH_BITS
 }
 
-/// First index where `matches` flags a byte, eight bytes at a time (heads are scanned twice
-/// besides httparse's SIMD pass, so a byte loop here would cost more than the parse itself).
+/// First index where `matches` flags a byte, eight bytes at a time: a byte loop here cost more
+/// than httparse's whole SIMD parse of the same head.
 fn find_word_match(haystack: &[u8], matches: impl Fn(u64) -> u64) -> Option<usize> {
     let mut words = haystack.chunks_exact(8);
     let mut offset = 0;

@@ -694,6 +694,31 @@ GET /b?x HTTP/1.1\r\nHost: h\r\n\r\n";
     }
 
     #[test]
+    fn pipelined_request_is_parsed_after_a_chunked_body_with_trailers() {
+        let buf = b"POST /a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n\
+4\r\nwiki\r\n0\r\nX-Sum: 1\r\n\r\n\
+DELETE /b HTTP/1.1\r\nHost: h\r\n\r\n";
+        let limits = HeadLimits::default();
+        let mut head = RequestHead::with_limits(&limits);
+        assert_eq!(parse_request(buf, &limits, &mut head), Ok(Parsed::Complete));
+        assert_eq!(head.body, RequestBody::Chunked);
+        let body = &buf[head.head_len..];
+        let scan = crate::http::ChunkedDecoder::default().scan(body).unwrap();
+        assert!(scan.done);
+        assert_eq!(
+            &body[..scan.consumed],
+            b"4\r\nwiki\r\n0\r\nX-Sum: 1\r\n\r\n"
+        );
+        let next = &body[scan.consumed..];
+        assert_eq!(
+            parse_request(next, &limits, &mut head),
+            Ok(Parsed::Complete)
+        );
+        assert_eq!(head.method, Method::Delete);
+        assert_eq!(head.path.slice(next), b"/b");
+    }
+
+    #[test]
     fn reused_head_does_not_reallocate_headers() {
         let limits = HeadLimits::default();
         let mut head = RequestHead::with_limits(&limits);
