@@ -114,6 +114,14 @@ impl ShardContext {
         self.draining.get()
     }
 
+    /// Passive failure detection: an attempt on `endpoint` failed before any response byte.
+    pub fn endpoint_failed(&self, endpoint: EndpointId) {
+        log::debug!("shard {}: endpoint {} failed", self.index, endpoint.0);
+    }
+
+    /// An attempt on `endpoint` got a response.
+    pub fn endpoint_succeeded(&self, _endpoint: EndpointId) {}
+
     fn refresh_view(&self) {
         let generation = self.shared.generation();
         if generation == self.view.borrow().generation {

@@ -1,28 +1,321 @@
-//! The per-connection request lifecycle: read request -> route -> authorize -> pick ->
-//! forward -> stream back. (Placeholder until the codec lands.)
+//! The life of a client connection: read a request head -> route -> (authorize) -> pick an
+//! endpoint -> forward -> stream the response back, then the next request (pipelined
+//! requests are answered in order, one at a time). Heads stay in the connection's reused
+//! read buffer as offsets; the common path allocates nothing once the buffers are warm.
+
+mod forward;
+mod io;
 
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
-use monoio::io::AsyncWriteRentExt;
+use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::net::TcpStream;
 
+use crate::config::gateway::GatewayConfig;
+use crate::error::{GatewayError, RenderOptions};
+use crate::http::{
+    parse_request, ChunkLimits, ChunkedDecoder, HeadLimits, HeadScan, Method, Parsed, RequestBody,
+    RequestError, RequestHead, ResponseHead, Version,
+};
+use crate::route::{Lookup, MethodSet};
 use crate::server::ListenerKind;
-use crate::shard::ShardContext;
+use crate::shard::{ConnectionSlot, ShardContext, ShardView};
+use crate::upstream::balancer::AttemptPlan;
+use io::IoError;
 
+/// Free space ensured before each read from a client or an upstream.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Serves one accepted client connection until it closes.
 pub async fn serve_connection(
     ctx: Rc<ShardContext>,
-    mut stream: TcpStream,
-    _peer: SocketAddr,
-    _kind: ListenerKind,
+    stream: TcpStream,
+    peer: SocketAddr,
+    kind: ListenerKind,
 ) {
-    let _slot = ctx
-        .connections
-        .register(std::os::fd::AsRawFd::as_raw_fd(&stream));
-    let _ = stream
-        .write_all(
-            b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-                .to_vec(),
-        )
-        .await;
+    let slot = ctx.connections.register(stream.as_raw_fd());
+    let mut connection = ClientConnection::new(ctx, stream, peer, kind, slot);
+    connection.serve().await;
+}
+
+/// What came of waiting for the next request.
+enum Next {
+    Request,
+    /// The client left, went idle for too long, or the shard is draining.
+    Closed,
+    /// The head is unacceptable: answer and close.
+    Reject(GatewayError),
+}
+
+/// One client connection and its reused buffers.
+pub(crate) struct ClientConnection<S> {
+    ctx: Rc<ShardContext>,
+    client: S,
+    peer: SocketAddr,
+    /// `http` or `https`, for `X-Forwarded-Proto`.
+    proto: &'static [u8],
+    slot: ConnectionSlot,
+    /// Client bytes not consumed yet: the current request's head and body prefix, then any
+    /// pipelined requests.
+    inbuf: Vec<u8>,
+    head: RequestHead,
+    scan: HeadScan,
+    /// Heads and small bodies being written (upstream request, client response, errors).
+    out: Vec<u8>,
+    /// The upstream request target being built.
+    target: Vec<u8>,
+    /// Bytes read from the upstream.
+    rbuf: Vec<u8>,
+    resp: ResponseHead,
+    plan: AttemptPlan,
+}
+
+impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
+    fn new(
+        ctx: Rc<ShardContext>,
+        client: S,
+        peer: SocketAddr,
+        kind: ListenerKind,
+        slot: ConnectionSlot,
+    ) -> Self {
+        let limits = head_limits(&ctx.view().snapshot.gateway);
+        Self {
+            ctx,
+            client,
+            peer,
+            proto: match kind {
+                ListenerKind::Http => b"http",
+                ListenerKind::Https => b"https",
+            },
+            slot,
+            inbuf: Vec::with_capacity(READ_CHUNK),
+            head: RequestHead::with_limits(&limits),
+            scan: HeadScan::default(),
+            out: Vec::with_capacity(READ_CHUNK),
+            target: Vec::with_capacity(256),
+            rbuf: Vec::with_capacity(READ_CHUNK),
+            resp: ResponseHead::with_limits(&limits),
+            plan: AttemptPlan::default(),
+        }
+    }
+
+    async fn serve(&mut self) {
+        loop {
+            // Each request uses the snapshot current when it starts; in-flight ones finish on
+            // theirs.
+            let view = self.ctx.view();
+            let keep_open = match self.next_request(&view.snapshot.gateway).await {
+                Next::Request => self.handle(&view).await,
+                Next::Closed => false,
+                Next::Reject(error) => {
+                    self.reply_error(&view.snapshot.gateway, error, true).await;
+                    false
+                }
+            };
+            if !keep_open {
+                return;
+            }
+        }
+    }
+
+    /// Reads until a complete request head is in `inbuf` and parses it.
+    async fn next_request(&mut self, gateway: &GatewayConfig) -> Next {
+        let limits = head_limits(gateway);
+        let keepalive = Duration::from_millis(gateway.timeouts.client_keepalive_ms);
+        let head_timeout = Duration::from_millis(gateway.timeouts.client_head_ms);
+        let mut head_deadline = None;
+        loop {
+            if !self.inbuf.is_empty() {
+                head_deadline.get_or_insert_with(|| Instant::now() + head_timeout);
+                match self.scan.poll(&self.inbuf, &limits) {
+                    Ok(Some(_)) => break,
+                    Ok(None) => {}
+                    Err(e) => return Next::Reject(request_error(e)),
+                }
+            }
+            let idle = self.inbuf.is_empty();
+            self.slot.set_idle(idle);
+            if idle && self.ctx.is_draining() {
+                return Next::Closed;
+            }
+            let read = match head_deadline {
+                None => {
+                    io::read_more(&mut self.client, &mut self.inbuf, READ_CHUNK, keepalive).await
+                }
+                Some(deadline) => {
+                    io::read_more_until(&mut self.client, &mut self.inbuf, READ_CHUNK, deadline)
+                        .await
+                }
+            };
+            match read {
+                Ok(_) => {}
+                Err(IoError::TimedOut) if head_deadline.is_some() => {
+                    return Next::Reject(GatewayError::RequestTimeout)
+                }
+                Err(_) => return Next::Closed,
+            }
+        }
+        self.slot.set_idle(false);
+        match parse_request(&self.inbuf, &limits, &mut self.head) {
+            Ok(Parsed::Complete) => Next::Request,
+            Ok(Parsed::Partial) => {
+                Next::Reject(GatewayError::BadRequest("incomplete request head"))
+            }
+            Err(e) => Next::Reject(request_error(e)),
+        }
+    }
+
+    /// Routes and answers one parsed request; returns whether the connection stays open.
+    async fn handle(&mut self, view: &ShardView) -> bool {
+        let snapshot = &*view.snapshot;
+        let gateway = &snapshot.gateway;
+        let path = self.head.path.slice(&self.inbuf);
+        let found = match snapshot.router.lookup(self.head.method, path) {
+            Lookup::Found(found) => found,
+            Lookup::NotFound => {
+                return self
+                    .reply_error(gateway, GatewayError::NotFound, false)
+                    .await
+            }
+            Lookup::MethodNotAllowed { allowed, .. } if self.head.method == Method::Options => {
+                return self.reply_options(gateway, allowed).await;
+            }
+            Lookup::MethodNotAllowed { allowed, .. } => {
+                return self
+                    .reply_error(gateway, GatewayError::MethodNotAllowed(allowed), false)
+                    .await;
+            }
+        };
+        let route = &snapshot.routes[found.route.index()];
+        let Some(group) = route.production.or(route.sandbox) else {
+            return self
+                .reply_error(gateway, GatewayError::NotFound, false)
+                .await;
+        };
+        if let (RequestBody::Length(length), Some(max)) =
+            (self.head.body, gateway.limits.max_body_bytes)
+        {
+            if length > max {
+                return self
+                    .reply_error(gateway, GatewayError::PayloadTooLarge, true)
+                    .await;
+            }
+        }
+        self.forward(view, found, group).await
+    }
+
+    /// Answers `OPTIONS` on a resource that does not define it: `204` with `Allow`.
+    async fn reply_options(&mut self, gateway: &GatewayConfig, allowed: MethodSet) -> bool {
+        let close = self.must_close_after_reply();
+        self.out.clear();
+        self.out
+            .extend_from_slice(b"HTTP/1.1 204 No Content\r\nallow: ");
+        let mut with_options = allowed;
+        with_options.insert(Method::Options);
+        with_options.write_allow(&mut self.out);
+        self.out.extend_from_slice(b"\r\n");
+        self.out
+            .extend_from_slice(connection_header(close, self.head.version));
+        self.out.extend_from_slice(b"\r\n");
+        self.finish_reply(gateway, close).await
+    }
+
+    /// Sends an error answer. `force_close` for errors after which the request stream cannot
+    /// be trusted.
+    async fn reply_error(
+        &mut self,
+        gateway: &GatewayConfig,
+        error: GatewayError,
+        force_close: bool,
+    ) -> bool {
+        let close = force_close || error.closes_connection() || self.must_close_after_reply();
+        self.out.clear();
+        error.render(
+            &mut self.out,
+            &RenderOptions {
+                close,
+                http10_keep_alive: !close && self.head.version == Version::Http10,
+                head_request: self.head.method == Method::Head,
+                extra_headers: b"",
+            },
+        );
+        self.finish_reply(gateway, close).await
+    }
+
+    /// Writes `out` to the client; on keep-alive, drops the answered request from `inbuf`.
+    async fn finish_reply(&mut self, gateway: &GatewayConfig, close: bool) -> bool {
+        let client_io = Duration::from_millis(gateway.timeouts.client_io_ms);
+        if io::write_all(&mut self.client, &mut self.out, client_io)
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        if close {
+            return false;
+        }
+        match self.buffered_request_end() {
+            Some(end) => {
+                self.inbuf.drain(..end);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether a gateway-made answer has to close the connection: the client asked for it,
+    /// the shard is draining, or the request body has not been read (answering without
+    /// reading it would desynchronise the stream).
+    fn must_close_after_reply(&self) -> bool {
+        !self.head.keep_alive || self.ctx.is_draining() || self.buffered_request_end().is_none()
+    }
+
+    /// Where the current request (head and whole body) ends in `inbuf`, if it is all there.
+    fn buffered_request_end(&self) -> Option<usize> {
+        let head_len = self.head.head_len;
+        let available = self.inbuf.get(head_len..)?;
+        match self.head.body {
+            RequestBody::None => Some(head_len),
+            RequestBody::Length(length) => {
+                (available.len() as u64 >= length).then(|| head_len + length as usize)
+            }
+            RequestBody::Chunked => {
+                let mut decoder = ChunkedDecoder::new(ChunkLimits::default());
+                match decoder.scan(available) {
+                    Ok(scan) if scan.done => Some(head_len + scan.consumed),
+                    _ => None,
+                }
+            }
+        }
+    }
+}
+
+/// The codec's limits from the gateway config.
+fn head_limits(gateway: &GatewayConfig) -> HeadLimits {
+    HeadLimits {
+        max_head: gateway.limits.max_request_head_bytes,
+        max_request_line: gateway.limits.max_request_line_bytes,
+        max_headers: gateway.limits.max_headers,
+    }
+}
+
+fn request_error(error: RequestError) -> GatewayError {
+    match error.status() {
+        431 => GatewayError::HeaderFieldsTooLarge,
+        414 => GatewayError::UriTooLong,
+        505 => GatewayError::VersionNotSupported,
+        _ => GatewayError::BadRequest(error.reason()),
+    }
+}
+
+/// The `Connection` line of a gateway-made answer.
+fn connection_header(close: bool, version: Version) -> &'static [u8] {
+    match (close, version) {
+        (true, _) => b"connection: close\r\n",
+        (false, Version::Http10) => b"connection: keep-alive\r\n",
+        (false, Version::Http11) => b"",
+    }
 }
