@@ -18,11 +18,13 @@ USAGE:
     shardgate check [--config FILE] [--api PATH]...
     shardgate token --key PEM --issuer ISS [--keytype SANDBOX] [--ttl 1h] [--claim k=v]...
                     [--kid ID] [--aud AUDIENCE]... [--sub SUBJECT]
+    shardgate demo
     shardgate --version
 
 COMMANDS:
     run      serve the APIs (HTTP 9090 and HTTPS 9095 unless configured otherwise)
     check    validate the configuration and print the route table; exit 1 on errors
+    demo     run the example configuration with built-in upstreams (2380, 2381, 2390)
     token    mint a development JWT signed with a PEM private key (RS256 or ES256/ES384)
 
 OPTIONS:
@@ -86,6 +88,7 @@ pub enum Command {
     Run(RunArgs),
     Check(ConfigArgs),
     Token(TokenArgs),
+    Demo,
     Help,
     Version,
 }
@@ -128,7 +131,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Cli, String> {
                 log_format,
             })
         }
-        "run" | "check" | "token" => {}
+        "run" | "check" | "token" | "demo" => {}
         other => return Err(format!("unknown command '{other}'\n\n{USAGE}")),
     }
     while let Some((flag, inline)) = args.next_flag()? {
@@ -150,6 +153,11 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Cli, String> {
                     log_level,
                     log_format,
                 })
+            }
+            ("demo", _) => {
+                return Err(format!(
+                    "demo takes no options except logging ones\n\n{USAGE}"
+                ))
             }
             ("token", _) => return Err(format!("token: unknown option '{flag}'\n\n{USAGE}")),
             (_, "--config" | "-c") => run.config.config = Some(PathBuf::from(value()?)),
@@ -188,6 +196,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Cli, String> {
             return Err(format!("token needs --key PEM and --issuer ISS\n\n{USAGE}"))
         }
         "token" => Command::Token(token),
+        "demo" => Command::Demo,
         _ => Command::Check(run.config),
     };
     Ok(Cli {

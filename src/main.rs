@@ -38,6 +38,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Run(args) => run(&args),
+        Command::Demo => demo(),
     }
 }
 
@@ -130,12 +131,20 @@ fn report_errors(errors: &shardgate::config::ConfigErrors) {
 
 /// Serves until SIGTERM/SIGINT; SIGHUP reloads.
 fn run(args: &RunArgs) -> ExitCode {
+    match start(args) {
+        Some(server) => serve_until_stopped(server, args),
+        None => ExitCode::FAILURE,
+    }
+}
+
+/// Loads the configuration and starts the shards; logs and returns None on failure.
+fn start(args: &RunArgs) -> Option<Server> {
     let snapshot = match load_for_run(args) {
         Ok(snapshot) => snapshot,
         Err(errors) => {
             report_errors(&errors);
             log::error!("configuration is invalid; not starting");
-            return ExitCode::FAILURE;
+            return None;
         }
     };
     for warning in &snapshot.warnings {
@@ -154,13 +163,13 @@ fn run(args: &RunArgs) -> ExitCode {
     );
     if let Err(e) = signals::block() {
         log::error!("cannot block signals: {e}");
-        return ExitCode::FAILURE;
+        return None;
     }
     let server = match Server::start(snapshot, args.driver) {
         Ok(server) => server,
         Err(e) => {
             log::error!("{e}");
-            return ExitCode::FAILURE;
+            return None;
         }
     };
     for (shard, driver) in server.drivers.iter().enumerate() {
@@ -173,6 +182,11 @@ fn run(args: &RunArgs) -> ExitCode {
     for addr in &server.https_addrs {
         log::info!("listening https {addr}");
     }
+    Some(server)
+}
+
+/// Waits for signals: SIGHUP reloads, SIGTERM/SIGINT drain and exit 0.
+fn serve_until_stopped(server: Server, args: &RunArgs) -> ExitCode {
     loop {
         match signals::wait() {
             Ok(Signal::Reload) => match load_for_run(args) {
@@ -204,4 +218,49 @@ fn run(args: &RunArgs) -> ExitCode {
     server.stop();
     log::info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// The example configuration with built-in upstreams, for a first look.
+fn demo() -> ExitCode {
+    let config = std::path::PathBuf::from("config/gateway.yaml");
+    if !config.is_file() {
+        eprintln!(
+            "shardgate demo: run it from the repository root (config/gateway.yaml not found)"
+        );
+        return ExitCode::FAILURE;
+    }
+    let mut upstreams = Vec::new();
+    for port in [2380, 2381, 2390] {
+        match shardgate::demo::DemoUpstream::start(port) {
+            Ok(upstream) => upstreams.push(upstream),
+            Err(e) => {
+                eprintln!(
+                    "shardgate demo: cannot start the demo upstream on 127.0.0.1:{port}: {e}"
+                );
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let args = RunArgs {
+        config: ConfigArgs {
+            config: Some(config),
+            apis: vec![],
+        },
+        ..RunArgs::default()
+    };
+    let Some(server) = start(&args) else {
+        return ExitCode::FAILURE;
+    };
+    let token = token(&TokenArgs {
+        key: "config/dev-only/jwt-dev-only.key.pem".into(),
+        issuer: "https://localhost/dev-only".into(),
+        ttl: Some("12h".into()),
+        ..TokenArgs::default()
+    })
+    .unwrap_or_else(|e| format!("<could not mint a token: {e}>"));
+    if let Some(http) = server.http_addrs.first() {
+        println!("{}", shardgate::demo::instructions(*http, &token));
+    }
+    std::thread::spawn(move || shardgate::demo::control_loop(&upstreams));
+    serve_until_stopped(server, &args)
 }

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use monoio::net::{TcpListener, TcpStream};
 
+use crate::auth::TokenCache;
 use crate::cli::Driver;
 use crate::ids::EndpointId;
 use crate::server::{ListenerKind, Shared, CONTROL_INTERVAL};
@@ -100,6 +101,8 @@ pub struct ShardContext {
     pub shared: Arc<Shared>,
     view: RefCell<Rc<ShardView>>,
     pub pool: RefCell<ConnectionPool<TcpStream>>,
+    /// Tokens this shard validated recently.
+    pub tokens: RefCell<TokenCache>,
     pub connections: Rc<ClientConnections>,
     draining: Cell<bool>,
 }
@@ -171,6 +174,7 @@ async fn shard_main(config: ShardConfig, started: Started, driver: &'static str)
         Duration::from_millis(gateway.timeouts.upstream_idle_ms),
     );
     let drain_for = Duration::from_millis(gateway.timeouts.drain_ms);
+    let tokens = TokenCache::new(gateway.jwt.cache_entries, gateway.jwt.clock_skew_secs);
     let ctx = Rc::new(ShardContext {
         index,
         driver,
@@ -181,6 +185,7 @@ async fn shard_main(config: ShardConfig, started: Started, driver: &'static str)
             generation,
         })),
         pool: RefCell::new(pool),
+        tokens: RefCell::new(tokens),
         connections: Rc::new(ClientConnections::default()),
         draining: Cell::new(false),
     });

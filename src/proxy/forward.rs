@@ -77,11 +77,13 @@ enum Attempt {
 impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
     /// Forwards the request to `group` and relays the answer; returns whether the client
     /// connection stays open.
+    /// `drop_header` names the token header to remove (secured routes).
     pub(super) async fn forward(
         &mut self,
         view: &ShardView,
         found: RouteMatch,
         group_id: GroupId,
+        drop_header: Option<&[u8]>,
     ) -> bool {
         let snapshot = &*view.snapshot;
         let gateway = &snapshot.gateway;
@@ -125,7 +127,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
             let member = &group.members[member];
             let endpoint_id = member.endpoint;
             let endpoint = &snapshot.endpoints[endpoint_id.index()];
-            self.prepare_upstream_request(gateway, group, member, endpoint, found, &body);
+            self.prepare_upstream_request(group, member, endpoint, found, &body, drop_header);
             let mut pooled = self.ctx.pool.borrow_mut().take(endpoint_id, Instant::now());
             loop {
                 let reused = pooled.is_some();
@@ -329,12 +331,12 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
     /// `out` for one endpoint of the group.
     fn prepare_upstream_request(
         &mut self,
-        _gateway: &GatewayConfig,
         group: &Group,
         member: &GroupMember,
         endpoint: &Endpoint,
         found: RouteMatch,
         body: &RequestBodyState,
+        drop_header: Option<&[u8]>,
     ) {
         let path = self.head.path.slice(&self.inbuf);
         let query = self.head.query.map(|q| q.slice(&self.inbuf));
@@ -355,7 +357,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
                 host: endpoint.authority.as_bytes(),
                 client_ip: self.peer.ip(),
                 proto: self.proto,
-                drop_header: None,
+                drop_header,
                 authorization: group.authorization.as_deref(),
             },
         );

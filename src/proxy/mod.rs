@@ -14,15 +14,17 @@ use std::time::{Duration, Instant};
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::net::TcpStream;
 
+use crate::auth::{extract_bearer, AuthError, KeyType};
 use crate::config::gateway::GatewayConfig;
 use crate::error::{GatewayError, RenderOptions};
 use crate::http::{
-    parse_request, ChunkLimits, ChunkedDecoder, HeadLimits, HeadScan, Method, Parsed, RequestBody,
-    RequestError, RequestHead, ResponseHead, Version,
+    parse_request, ChunkLimits, ChunkedDecoder, HeadLimits, HeadScan, HeaderKind, Method, Parsed,
+    RequestBody, RequestError, RequestHead, ResponseHead, Version,
 };
 use crate::route::{Lookup, MethodSet};
 use crate::server::ListenerKind;
 use crate::shard::{ConnectionSlot, ShardContext, ShardView};
+use crate::snapshot::{Api, Snapshot};
 use crate::upstream::balancer::AttemptPlan;
 use io::IoError;
 
@@ -190,10 +192,35 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
             }
         };
         let route = &snapshot.routes[found.route.index()];
-        let Some(group) = route.production.or(route.sandbox) else {
-            return self
-                .reply_error(gateway, GatewayError::NotFound, false)
-                .await;
+        let api = &snapshot.apis[found.api.index()];
+        let (group, drop_header) = if route.secured {
+            let key_type = match self.authenticate(snapshot, api) {
+                Ok(key_type) => key_type,
+                Err(e) => {
+                    return self
+                        .reply_error(gateway, GatewayError::Unauthorized(e), false)
+                        .await
+                }
+            };
+            // The environment comes from the token; the other one is never borrowed.
+            let group = match key_type {
+                KeyType::Production => route.production,
+                KeyType::Sandbox => route.sandbox,
+            };
+            let Some(group) = group else {
+                let error = GatewayError::NoEndpointForKeyType(key_type);
+                return self.reply_error(gateway, error, false).await;
+            };
+            let keep = gateway.jwt.keep_token_header;
+            (group, (!keep).then_some(api.auth_header.as_bytes()))
+        } else {
+            // Security-disabled resources use production when it exists, else sandbox.
+            let Some(group) = route.production.or(route.sandbox) else {
+                return self
+                    .reply_error(gateway, GatewayError::NotFound, false)
+                    .await;
+            };
+            (group, None)
         };
         if let (RequestBody::Length(length), Some(max)) =
             (self.head.body, gateway.limits.max_body_bytes)
@@ -204,7 +231,42 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
                     .await;
             }
         }
-        self.forward(view, found, group).await
+        self.forward(view, found, group, drop_header).await
+    }
+
+    /// Validates the request's token for `api`; a repeated token costs a cache lookup.
+    fn authenticate(&self, snapshot: &Snapshot, api: &Api) -> Result<KeyType, AuthError> {
+        let value = self
+            .header_value(&api.auth_header)
+            .ok_or(AuthError::Missing)?;
+        let token = extract_bearer(value)?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let claims = self
+            .ctx
+            .tokens
+            .borrow_mut()
+            .verify(&snapshot.verifier, token, now)?;
+        Ok(claims.key_type)
+    }
+
+    /// The value of the first header named `name` (case-insensitive).
+    fn header_value(&self, name: &str) -> Option<&[u8]> {
+        let by_kind = name.eq_ignore_ascii_case("authorization");
+        self.head
+            .headers
+            .iter()
+            .find(|h| {
+                if by_kind {
+                    h.kind == HeaderKind::Authorization
+                } else {
+                    h.name
+                        .slice(&self.inbuf)
+                        .eq_ignore_ascii_case(name.as_bytes())
+                }
+            })
+            .map(|h| h.value.slice(&self.inbuf))
     }
 
     /// Answers `OPTIONS` on a resource that does not define it: `204` with `Allow`.
