@@ -9,6 +9,7 @@ pub mod error;
 pub mod http;
 pub mod ids;
 pub mod log;
+pub mod metrics;
 pub mod proxy;
 pub mod route;
 pub mod server;
