@@ -11,6 +11,8 @@ mod handshake;
 mod server;
 mod sni;
 mod stream;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 
