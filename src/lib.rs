@@ -16,4 +16,5 @@ pub mod server;
 pub mod shard;
 pub mod signals;
 pub mod snapshot;
+pub mod tls;
 pub mod upstream;

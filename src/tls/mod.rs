@@ -1,0 +1,39 @@
+//! TLS on both sides of the gateway: the HTTPS listeners' certificates (chosen by SNI, or a
+//! self-signed one generated at start) and the client configuration for `https://`
+//! upstreams, built once from `gateway.yaml`; time-bounded handshakes that tell plain HTTP on
+//! the TLS port apart; and the streams the data path reads and writes. ring is the only
+//! crypto provider. Reads files only while building a configuration; never blocks a shard.
+
+mod client;
+mod error;
+mod files;
+mod handshake;
+mod server;
+mod sni;
+mod stream;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+
+pub use client::UpstreamTls;
+pub use error::{HandshakeError, TlsConfigError};
+pub use server::{SelfSignedCertificate, ServerTls};
+pub use stream::{
+    ClientStream, ClientTlsStream, HandshakeInfo, ServerTlsStream, TcpOrTls, TlsStream,
+    UpstreamStream,
+};
+
+/// The one application protocol offered and accepted.
+pub(crate) const ALPN_HTTP11: &[u8] = b"http/1.1";
+
+/// TLS 1.3 preferred, TLS 1.2 accepted.
+pub(crate) const PROTOCOL_VERSIONS: &[&rustls::SupportedProtocolVersion] =
+    &[&rustls::version::TLS13, &rustls::version::TLS12];
+
+/// The ring provider, named explicitly (no process-wide default is installed or relied on).
+pub(crate) fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}

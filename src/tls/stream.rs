@@ -1,0 +1,262 @@
+//! The streams the data path reads and writes: a TLS connection after its handshake (what was
+//! negotiated, the socket's fd for liveness peeks) and `TcpOrTls`, one type for a plain or a
+//! TLS connection so that the proxy is written once for `http` and `https`.
+//!
+//! Data goes through `monoio-rustls`, which copies: socket -> its 16 KiB read buffer ->
+//! rustls' record buffer (decrypted in place) -> a Vec per record -> the caller's buffer; and
+//! caller -> rustls (encrypted into a Vec per record) -> its 16 KiB write buffer -> socket.
+//! A `write` returns only once the records it produced were written to the socket, so no
+//! separate flush is needed before waiting for an answer. Nothing is sent on drop: call
+//! `shutdown` to send close_notify.
+
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+
+use monoio::buf::{IoBuf, IoBufMut, IoVecBuf, IoVecBufMut};
+use monoio::io::{AsyncReadRent, AsyncWriteRent};
+use monoio::net::TcpStream;
+use monoio::BufResult;
+use rustls::{CipherSuite, CommonState, HandshakeKind, ProtocolVersion};
+
+/// What a completed handshake negotiated.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct HandshakeInfo {
+    pub version: ProtocolVersion,
+    /// Full, full with a HelloRetryRequest, or resumed.
+    pub kind: HandshakeKind,
+    pub cipher_suite: CipherSuite,
+    /// ALPN chose `http/1.1` (the only protocol either side offers). `false`: the peer
+    /// offered no ALPN.
+    pub alpn_http11: bool,
+}
+
+impl HandshakeInfo {
+    pub(crate) fn of(state: &CommonState) -> Self {
+        Self {
+            version: state
+                .protocol_version()
+                .unwrap_or(ProtocolVersion::Unknown(0)),
+            kind: state.handshake_kind().unwrap_or(HandshakeKind::Full),
+            cipher_suite: state
+                .negotiated_cipher_suite()
+                .map_or(CipherSuite::Unknown(0), |s| s.suite()),
+            alpn_http11: state.alpn_protocol() == Some(super::ALPN_HTTP11),
+        }
+    }
+
+    /// Whether the session was resumed (no certificate exchange).
+    pub fn resumed(&self) -> bool {
+        self.kind == HandshakeKind::Resumed
+    }
+}
+
+/// A TLS connection after its handshake: the `monoio-rustls` stream `S`, the socket's fd and
+/// what was negotiated.
+///
+/// A read or write whose future is dropped before completing (a timeout) leaves the stream
+/// unusable: `monoio-rustls` has lent its internal buffer to the cancelled operation and
+/// would panic on the next one. Every later operation on this stream therefore fails with an
+/// I/O error instead; close it (callers close after a timeout anyway).
+pub struct TlsStream<S> {
+    inner: S,
+    fd: RawFd,
+    info: HandshakeInfo,
+    /// An operation started and has not finished; still set at the start of the next one
+    /// means its future was dropped mid-way.
+    in_flight: bool,
+}
+
+/// A client's connection to an HTTPS listener.
+pub type ServerTlsStream = TlsStream<monoio_rustls::ServerTlsStream<TcpStream>>;
+/// The gateway's connection to an `https://` upstream.
+pub type ClientTlsStream = TlsStream<monoio_rustls::ClientTlsStream<TcpStream>>;
+
+impl<S> TlsStream<S> {
+    /// `fd` is the socket `inner` owns.
+    pub(crate) fn new(inner: S, fd: RawFd, info: HandshakeInfo) -> Self {
+        Self {
+            inner,
+            fd,
+            info,
+            in_flight: false,
+        }
+    }
+
+    pub fn info(&self) -> &HandshakeInfo {
+        &self.info
+    }
+
+    fn begin(&mut self) -> io::Result<()> {
+        if self.in_flight {
+            return Err(io::Error::other(
+                "TLS stream unusable: an earlier read or write on it was cancelled",
+            ));
+        }
+        self.in_flight = true;
+        Ok(())
+    }
+}
+
+impl<S> std::fmt::Debug for TlsStream<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsStream")
+            .field("fd", &self.fd)
+            .field("info", &self.info)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> AsRawFd for TlsStream<S> {
+    /// The TCP socket's fd (for a liveness peek; never read or write it directly).
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd
+    }
+}
+
+impl<S: AsyncReadRent> AsyncReadRent for TlsStream<S> {
+    async fn read<T: IoBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
+        if let Err(e) = self.begin() {
+            return (Err(e), buf);
+        }
+        let result = self.inner.read(buf).await;
+        self.in_flight = false;
+        result
+    }
+
+    async fn readv<T: IoVecBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
+        if let Err(e) = self.begin() {
+            return (Err(e), buf);
+        }
+        let result = self.inner.readv(buf).await;
+        self.in_flight = false;
+        result
+    }
+}
+
+impl<S: AsyncWriteRent> AsyncWriteRent for TlsStream<S> {
+    async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
+        if let Err(e) = self.begin() {
+            return (Err(e), buf);
+        }
+        let result = self.inner.write(buf).await;
+        self.in_flight = false;
+        result
+    }
+
+    async fn writev<T: IoVecBuf>(&mut self, buf: T) -> BufResult<usize, T> {
+        if let Err(e) = self.begin() {
+            return (Err(e), buf);
+        }
+        let result = self.inner.writev(buf).await;
+        self.in_flight = false;
+        result
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        self.begin()?;
+        let result = self.inner.flush().await;
+        self.in_flight = false;
+        result
+    }
+
+    /// Sends close_notify, then shuts the socket's write side.
+    async fn shutdown(&mut self) -> io::Result<()> {
+        self.begin()?;
+        let result = self.inner.shutdown().await;
+        self.in_flight = false;
+        result
+    }
+}
+
+/// A connection that is plain TCP or TLS over TCP. The TLS variant is boxed: it carries
+/// rustls' state and is far larger than a `TcpStream`.
+pub enum TcpOrTls<T> {
+    Plain(TcpStream),
+    Tls(Box<T>),
+}
+
+/// A connection from a client: accepted on an HTTP or an HTTPS listener.
+pub type ClientStream = TcpOrTls<ServerTlsStream>;
+/// A connection to an upstream: `http://` or `https://`.
+pub type UpstreamStream = TcpOrTls<ClientTlsStream>;
+
+impl<S> TcpOrTls<TlsStream<S>> {
+    /// What the TLS handshake negotiated; `None` for plain TCP.
+    pub fn tls_info(&self) -> Option<&HandshakeInfo> {
+        match self {
+            TcpOrTls::Plain(_) => None,
+            TcpOrTls::Tls(tls) => Some(tls.info()),
+        }
+    }
+
+    pub fn is_tls(&self) -> bool {
+        matches!(self, TcpOrTls::Tls(_))
+    }
+}
+
+impl<S> From<TlsStream<S>> for TcpOrTls<TlsStream<S>> {
+    fn from(tls: TlsStream<S>) -> Self {
+        TcpOrTls::Tls(Box::new(tls))
+    }
+}
+
+impl<T> From<TcpStream> for TcpOrTls<T> {
+    fn from(tcp: TcpStream) -> Self {
+        TcpOrTls::Plain(tcp)
+    }
+}
+
+impl<T: AsRawFd> AsRawFd for TcpOrTls<T> {
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            TcpOrTls::Plain(tcp) => tcp.as_raw_fd(),
+            TcpOrTls::Tls(tls) => tls.as_raw_fd(),
+        }
+    }
+}
+
+impl<T: AsyncReadRent> AsyncReadRent for TcpOrTls<T> {
+    async fn read<B: IoBufMut>(&mut self, buf: B) -> BufResult<usize, B> {
+        match self {
+            TcpOrTls::Plain(tcp) => tcp.read(buf).await,
+            TcpOrTls::Tls(tls) => tls.read(buf).await,
+        }
+    }
+
+    async fn readv<B: IoVecBufMut>(&mut self, buf: B) -> BufResult<usize, B> {
+        match self {
+            TcpOrTls::Plain(tcp) => tcp.readv(buf).await,
+            TcpOrTls::Tls(tls) => tls.readv(buf).await,
+        }
+    }
+}
+
+impl<T: AsyncWriteRent> AsyncWriteRent for TcpOrTls<T> {
+    async fn write<B: IoBuf>(&mut self, buf: B) -> BufResult<usize, B> {
+        match self {
+            TcpOrTls::Plain(tcp) => tcp.write(buf).await,
+            TcpOrTls::Tls(tls) => tls.write(buf).await,
+        }
+    }
+
+    async fn writev<B: IoVecBuf>(&mut self, buf: B) -> BufResult<usize, B> {
+        match self {
+            TcpOrTls::Plain(tcp) => tcp.writev(buf).await,
+            TcpOrTls::Tls(tls) => tls.writev(buf).await,
+        }
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        match self {
+            TcpOrTls::Plain(tcp) => tcp.flush().await,
+            TcpOrTls::Tls(tls) => tls.flush().await,
+        }
+    }
+
+    async fn shutdown(&mut self) -> io::Result<()> {
+        match self {
+            TcpOrTls::Plain(tcp) => tcp.shutdown().await,
+            TcpOrTls::Tls(tls) => tls.shutdown().await,
+        }
+    }
+}
