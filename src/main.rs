@@ -182,6 +182,20 @@ fn start(args: &RunArgs) -> Option<Server> {
     for addr in &server.https_addrs {
         log::info!("listening https {addr}");
     }
+    let (snapshot, _) = server.shared().snapshot();
+    if !server.https_addrs.is_empty() {
+        if let Some(generated) = snapshot.tls.server.self_signed() {
+            log::warn!(
+                "no TLS certificate configured: serving a generated self-signed one, SHA-256 {}",
+                generated.fingerprint_sha256
+            );
+        }
+    }
+    if !snapshot.tls.upstream.verifies_certificates() {
+        log::warn!(
+            "upstream.tls.insecure_skip_verify is on: https upstream certificates are not verified"
+        );
+    }
     Some(server)
 }
 

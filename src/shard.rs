@@ -21,6 +21,7 @@ use crate::cli::Driver;
 use crate::ids::EndpointId;
 use crate::server::{ListenerKind, Shared, CONTROL_INTERVAL};
 use crate::snapshot::Snapshot;
+use crate::tls::{ClientStream, UpstreamStream};
 use crate::upstream::balancer::RoundRobinCursors;
 use crate::upstream::pool::ConnectionPool;
 
@@ -100,7 +101,7 @@ pub struct ShardContext {
     pub driver: &'static str,
     pub shared: Arc<Shared>,
     view: RefCell<Rc<ShardView>>,
-    pub pool: RefCell<ConnectionPool<TcpStream>>,
+    pub pool: RefCell<ConnectionPool<UpstreamStream>>,
     /// Tokens this shard validated recently.
     pub tokens: RefCell<TokenCache>,
     pub connections: Rc<ClientConnections>,
@@ -199,13 +200,6 @@ async fn shard_main(config: ShardConfig, started: Started, driver: &'static str)
                 return;
             }
         };
-        if kind == ListenerKind::Https {
-            log::warn!(
-                "shard {index}: HTTPS listener {:?} is not served by this build",
-                listener.local_addr().ok()
-            );
-            continue;
-        }
         listener_fds.push(listener.as_raw_fd());
         monoio::spawn(accept_loop(Rc::clone(&ctx), listener, kind));
     }
@@ -254,7 +248,7 @@ async fn accept_loop(ctx: Rc<ShardContext>, listener: TcpListener, kind: Listene
                     break;
                 }
                 let _ = stream.set_nodelay(true);
-                let task = crate::proxy::serve_connection(Rc::clone(&ctx), stream, peer, kind);
+                let task = serve_accepted(Rc::clone(&ctx), stream, peer, kind);
                 monoio::spawn(CatchUnwind {
                     inner: task,
                     shard: ctx.index,
@@ -272,6 +266,31 @@ async fn accept_loop(ctx: Rc<ShardContext>, listener: TcpListener, kind: Listene
             }
         }
     }
+}
+
+/// A connection's task: the TLS handshake on HTTPS listeners (inside the task, so a slow
+/// handshake never holds up the accept loop), then the request loop.
+async fn serve_accepted(
+    ctx: Rc<ShardContext>,
+    tcp: TcpStream,
+    peer: std::net::SocketAddr,
+    kind: ListenerKind,
+) {
+    let stream = match kind {
+        ListenerKind::Http => ClientStream::from(tcp),
+        ListenerKind::Https => {
+            let view = ctx.view();
+            let timeout = Duration::from_millis(view.snapshot.gateway.timeouts.tls_handshake_ms);
+            match view.snapshot.tls.server.accept(tcp, timeout).await {
+                Ok(tls) => ClientStream::from(tls),
+                Err(e) => {
+                    log::debug!("shard {}: TLS handshake with {peer} failed: {e}", ctx.index);
+                    return;
+                }
+            }
+        }
+    };
+    crate::proxy::serve_connection(ctx, stream, peer, kind).await;
 }
 
 /// Runs a connection task, turning a panic into a closed connection instead of a dead shard.

@@ -22,6 +22,7 @@ use crate::config::{ConfigError, ConfigErrors, ConfigWarning, FieldPath};
 use crate::http::Method;
 use crate::ids::{ApiId, EndpointId, GroupId, RouteId};
 use crate::route::{RouteConflict, Router};
+use crate::tls::{ServerTls, UpstreamTls};
 use crate::upstream::{Endpoint, Group, GroupMember, RetryPolicy};
 
 /// One API definition, compiled.
@@ -61,8 +62,19 @@ pub struct Snapshot {
     pub router: Router,
     /// Validates tokens for secured routes (shared read-only by all shards).
     pub verifier: Arc<Verifier>,
+    /// Certificates of the HTTPS listeners and the client configuration for https upstreams.
+    pub tls: Arc<TlsContexts>,
     /// Things worth logging that did not stop the load.
     pub warnings: Vec<ConfigWarning>,
+}
+
+/// TLS configurations built from the gateway file: one per process, cloned into shards, so
+/// that session resumption works whichever shard a client lands on.
+#[derive(Debug)]
+pub struct TlsContexts {
+    /// The HTTPS listeners' certificates (a generated self-signed one when none is configured).
+    pub server: ServerTls,
+    pub upstream: UpstreamTls,
 }
 
 /// What to load.
@@ -172,9 +184,15 @@ impl Snapshot {
                 ));
             }
         }
-        let Some(verifier) = verifier.filter(|_| errors.is_empty()) else {
+        let tls = build_tls(&gateway)
+            .map_err(|e| errors.push(e.into_config_error(gateway_file)))
+            .ok();
+        let (Some(verifier), Some(tls)) = (verifier, tls) else {
             return Err(errors);
         };
+        if !errors.is_empty() {
+            return Err(errors);
+        }
         let Compiler {
             apis,
             routes,
@@ -203,8 +221,19 @@ impl Snapshot {
             endpoints,
             router,
             verifier: Arc::new(verifier),
+            tls: Arc::new(tls),
             warnings,
         })
+    }
+
+    /// Keeps the previous snapshot's TLS contexts when the TLS settings did not change, so a
+    /// reload does not invalidate session tickets and caches.
+    pub fn reuse_tls_of(&mut self, previous: &Snapshot) {
+        if self.gateway.tls == previous.gateway.tls
+            && self.gateway.upstream.tls == previous.gateway.upstream.tls
+        {
+            self.tls = Arc::clone(&previous.tls);
+        }
     }
 
     /// The route table as `check` prints it.
@@ -268,6 +297,13 @@ impl Snapshot {
         }
         out
     }
+}
+
+fn build_tls(gateway: &GatewayConfig) -> Result<TlsContexts, crate::tls::TlsConfigError> {
+    Ok(TlsContexts {
+        server: ServerTls::from_config(&gateway.tls)?,
+        upstream: UpstreamTls::from_config(&gateway.upstream.tls)?,
+    })
 }
 
 fn read_source(source: &Source) -> (Result<ApiSpec, Vec<ConfigError>>, Vec<ConfigWarning>) {

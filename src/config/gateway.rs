@@ -136,6 +136,8 @@ pub struct Timeouts {
     pub client_keepalive_ms: u64,
     /// Silence while reading a request body or writing a response to the client.
     pub client_io_ms: u64,
+    /// The TLS handshake of a client connection (then closed).
+    pub tls_handshake_ms: u64,
     /// Establishing an upstream connection (a failure of the endpoint).
     pub upstream_connect_ms: u64,
     /// The whole upstream exchange, retries included, unless the endpoint sets
@@ -153,6 +155,7 @@ impl Default for Timeouts {
             client_head_ms: 30_000,
             client_keepalive_ms: 60_000,
             client_io_ms: 60_000,
+            tls_handshake_ms: 10_000,
             upstream_connect_ms: 5_000,
             upstream_route_ms: 60_000,
             upstream_idle_ms: 60_000,
@@ -289,6 +292,7 @@ impl GatewayConfig {
                 self.timeouts.client_keepalive_ms,
             ),
             ("timeouts.client_io_ms", self.timeouts.client_io_ms),
+            ("timeouts.tls_handshake_ms", self.timeouts.tls_handshake_ms),
             (
                 "timeouts.upstream_connect_ms",
                 self.timeouts.upstream_connect_ms,

@@ -17,6 +17,7 @@ use monoio::net::TcpStream;
 use super::io::{self, IoError};
 use super::{ClientConnection, READ_CHUNK};
 use crate::config::gateway::GatewayConfig;
+use crate::config::url::Scheme;
 use crate::error::GatewayError;
 use crate::http::{
     parse_response, write_client_head, write_upstream_head, ChunkError, ChunkLimits,
@@ -26,6 +27,7 @@ use crate::http::{
 use crate::ids::{EndpointId, GroupId};
 use crate::route::{write_upstream_target, RouteMatch};
 use crate::shard::ShardView;
+use crate::tls::{UpstreamStream, UpstreamTls};
 use crate::upstream::{Endpoint, Group, GroupMember};
 
 /// Request bodies up to this size are read completely before the first attempt, so that any
@@ -59,7 +61,7 @@ impl BodyDecoder {
 /// How one attempt on one endpoint ended.
 enum Attempt {
     /// A final response head is in `rbuf`; relay it.
-    Response(TcpStream),
+    Response(UpstreamStream),
     /// Connecting failed: nothing was sent.
     ConnectFailed,
     /// The connection closed or reset before any response byte.
@@ -131,7 +133,9 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
             let mut pooled = self.ctx.pool.borrow_mut().take(endpoint_id, Instant::now());
             loop {
                 let reused = pooled.is_some();
-                let attempt = self.attempt(gateway, endpoint, pooled.take(), &mut body, deadline);
+                let tls = &snapshot.tls.upstream;
+                let attempt =
+                    self.attempt(gateway, tls, endpoint, pooled.take(), &mut body, deadline);
                 let result = monoio::time::timeout_at(deadline.into(), attempt)
                     .await
                     .unwrap_or(Attempt::TimedOut);
@@ -372,8 +376,9 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
     async fn attempt(
         &mut self,
         gateway: &GatewayConfig,
+        tls: &UpstreamTls,
         endpoint: &Endpoint,
-        pooled: Option<TcpStream>,
+        pooled: Option<UpstreamStream>,
         body: &mut RequestBodyState,
         deadline: Instant,
     ) -> Attempt {
@@ -383,6 +388,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
             None => match connect(
                 endpoint,
                 Duration::from_millis(gateway.timeouts.upstream_connect_ms),
+                tls,
             )
             .await
             {
@@ -410,7 +416,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
     /// Forwards the rest of a streamed request body, from the client to `conn`.
     async fn stream_request_body(
         &mut self,
-        conn: &mut TcpStream,
+        conn: &mut UpstreamStream,
         decoder: &mut BodyDecoder,
         gateway: &GatewayConfig,
     ) -> Option<Attempt> {
@@ -447,7 +453,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
     async fn read_response_head(
         &mut self,
         gateway: &GatewayConfig,
-        conn: &mut TcpStream,
+        conn: &mut UpstreamStream,
         deadline: Instant,
     ) -> Result<(), Attempt> {
         let limits = HeadLimits {
@@ -508,7 +514,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
     async fn relay_response(
         &mut self,
         gateway: &GatewayConfig,
-        mut conn: TcpStream,
+        mut conn: UpstreamStream,
         endpoint_id: EndpointId,
         request_consumed: bool,
         upstream_idle: Duration,
@@ -672,13 +678,28 @@ impl ResponseDecoder {
     }
 }
 
-/// Connects to the first address of the endpoint that accepts, within `timeout` each.
-async fn connect(endpoint: &Endpoint, timeout: Duration) -> Option<TcpStream> {
+/// Connects to the first address of the endpoint that accepts, within `timeout` for the
+/// whole step (TLS handshake included: a handshake failure is a connect failure).
+async fn connect(
+    endpoint: &Endpoint,
+    timeout: Duration,
+    tls: &UpstreamTls,
+) -> Option<UpstreamStream> {
+    let deadline = Instant::now() + timeout;
     for &addr in endpoint.addrs.iter() {
-        if let Ok(Ok(stream)) = monoio::time::timeout(timeout, TcpStream::connect_addr(addr)).await
-        {
-            let _ = stream.set_nodelay(true);
-            return Some(stream);
+        let Ok(Ok(tcp)) =
+            monoio::time::timeout_at(deadline.into(), TcpStream::connect_addr(addr)).await
+        else {
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        if endpoint.scheme == Scheme::Http {
+            return Some(UpstreamStream::from(tcp));
+        }
+        match monoio::time::timeout_at(deadline.into(), tls.connect(tcp, &endpoint.host)).await {
+            Ok(Ok(stream)) => return Some(UpstreamStream::from(stream)),
+            Ok(Err(e)) => log::debug!("TLS handshake with {} failed: {e}", endpoint.origin()),
+            Err(_) => log::debug!("TLS handshake with {} timed out", endpoint.origin()),
         }
     }
     log::debug!(

@@ -12,7 +12,6 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
-use monoio::net::TcpStream;
 
 use crate::auth::{extract_bearer, AuthError, KeyType};
 use crate::config::gateway::GatewayConfig;
@@ -25,6 +24,7 @@ use crate::route::{Lookup, MethodSet};
 use crate::server::ListenerKind;
 use crate::shard::{ConnectionSlot, ShardContext, ShardView};
 use crate::snapshot::{Api, Snapshot};
+use crate::tls::ClientStream;
 use crate::upstream::balancer::AttemptPlan;
 use io::IoError;
 
@@ -34,13 +34,18 @@ const READ_CHUNK: usize = 16 * 1024;
 /// Serves one accepted client connection until it closes.
 pub async fn serve_connection(
     ctx: Rc<ShardContext>,
-    stream: TcpStream,
+    stream: ClientStream,
     peer: SocketAddr,
     kind: ListenerKind,
 ) {
     let slot = ctx.connections.register(stream.as_raw_fd());
+    let linger =
+        Duration::from_millis(ctx.view().snapshot.gateway.timeouts.client_io_ms.min(1_000));
     let mut connection = ClientConnection::new(ctx, stream, peer, kind, slot);
     connection.serve().await;
+    // A TLS client learns that a close-delimited body is complete from close_notify; plain
+    // TCP gets a FIN. Best effort, briefly.
+    let _ = monoio::time::timeout(linger, connection.client.shutdown()).await;
 }
 
 /// What came of waiting for the next request.

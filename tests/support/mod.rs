@@ -702,6 +702,8 @@ impl Client {
 pub struct Gateway {
     server: Option<Server>,
     pub addr: SocketAddr,
+    /// The HTTPS listener, when started with `start_tls`.
+    pub https_addr: Option<SocketAddr>,
     pub dir: tempfile::TempDir,
 }
 
@@ -713,12 +715,30 @@ impl Gateway {
 
     /// `gateway_yaml` is appended to a config that listens on 127.0.0.1:0 (HTTP only).
     pub fn start_with(api: &str, gateway_yaml: &str, workers: usize) -> Gateway {
+        Gateway::start_config(
+            api,
+            "listeners:\n  http: [\"127.0.0.1:0\"]\n  https: []\n",
+            gateway_yaml,
+            workers,
+        )
+    }
+
+    /// HTTP and HTTPS on 127.0.0.1:0; `gateway_yaml` may add a `tls:` section.
+    pub fn start_tls(api: &str, gateway_yaml: &str) -> Gateway {
+        Gateway::start_config(
+            api,
+            "listeners:\n  http: [\"127.0.0.1:0\"]\n  https: [\"127.0.0.1:0\"]\n",
+            gateway_yaml,
+            1,
+        )
+    }
+
+    fn start_config(api: &str, listeners: &str, gateway_yaml: &str, workers: usize) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("apis")).unwrap();
         std::fs::write(dir.path().join("apis/api.yaml"), api).unwrap();
-        let config = format!(
-            "listeners:\n  http: [\"127.0.0.1:0\"]\n  https: []\nadmin: null\nworkers: {workers}\napis: [apis/]\n{gateway_yaml}"
-        );
+        let config =
+            format!("{listeners}admin: null\nworkers: {workers}\napis: [apis/]\n{gateway_yaml}");
         let config_path = dir.path().join("gateway.yaml");
         std::fs::write(&config_path, config).unwrap();
         let snapshot = Snapshot::load(&LoadOptions {
@@ -729,9 +749,11 @@ impl Gateway {
         .unwrap_or_else(|e| panic!("test configuration is invalid:\n{e}"));
         let server = Server::start(snapshot, Driver::Auto).expect("start gateway");
         let addr = server.http_addrs[0];
+        let https_addr = server.https_addrs.first().copied();
         Gateway {
             server: Some(server),
             addr,
+            https_addr,
             dir,
         }
     }
