@@ -11,7 +11,6 @@ use base64::Engine as _;
 
 use crate::auth::Verifier;
 use crate::config::apictl::read_project;
-use crate::config::cors::CorsSpec;
 use crate::config::document::Document;
 use crate::config::endpoint::EndpointSpec;
 use crate::config::gateway::GatewayConfig;
@@ -19,6 +18,7 @@ use crate::config::openapi::{read_definition, ApiSpec};
 use crate::config::sources::{discover, Source, SourceEntry};
 use crate::config::url::{Scheme, UpstreamUrl};
 use crate::config::{ConfigError, ConfigErrors, ConfigWarning, FieldPath};
+use crate::cors::CorsPolicy;
 use crate::http::Method;
 use crate::ids::{ApiId, EndpointId, GroupId, RouteId};
 use crate::route::{RouteConflict, Router};
@@ -34,8 +34,8 @@ pub struct Api {
     pub file: PathBuf,
     /// The header carrying the token, as configured (compare case-insensitively).
     pub auth_header: Box<str>,
-    /// The API's `x-wso2-cors`, or the gateway-wide policy.
-    pub cors: Option<CorsSpec>,
+    /// The API's `x-wso2-cors`, or the gateway-wide policy, when enabled.
+    pub cors: Option<CorsPolicy>,
 }
 
 /// One operation, compiled.
@@ -376,7 +376,11 @@ impl<'g> Compiler<'g> {
             base_path: spec.base_path.as_str().into(),
             file: spec.file.clone(),
             auth_header: spec.auth_header.as_str().into(),
-            cors: spec.cors.clone().or_else(|| self.gateway.cors.clone()),
+            cors: spec
+                .cors
+                .as_ref()
+                .or(self.gateway.cors.as_ref())
+                .and_then(CorsPolicy::compile),
         });
         self.api_origins.push(spec.base_path_origin.clone());
         for resource in &spec.resources {

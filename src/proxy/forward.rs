@@ -257,7 +257,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
                 close,
                 http10_keep_alive: !close && self.head.version == Version::Http10,
                 head_request: self.head.method == Method::Head,
-                extra_headers: b"",
+                extra_headers: &self.cors,
             },
         );
         let client_io = Duration::from_millis(gateway.timeouts.client_io_ms);
@@ -536,7 +536,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
                 keep_alive: keep_client,
                 client_version,
                 dechunk,
-                extra: b"",
+                extra: &self.cors,
             },
         );
         let head_len = self.resp.head_len;

@@ -15,6 +15,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent};
 
 use crate::auth::{extract_bearer, AuthError, KeyType};
 use crate::config::gateway::GatewayConfig;
+use crate::cors::is_safe_header_value;
 use crate::error::{GatewayError, RenderOptions};
 use crate::http::{
     parse_request, ChunkLimits, ChunkedDecoder, HeadLimits, HeadScan, HeaderKind, Method, Parsed,
@@ -72,6 +73,8 @@ pub(crate) struct ClientConnection<S> {
     scan: HeadScan,
     /// Heads and small bodies being written (upstream request, client response, errors).
     out: Vec<u8>,
+    /// Extra response header lines for the current request (CORS).
+    cors: Vec<u8>,
     /// The upstream request target being built.
     target: Vec<u8>,
     /// Bytes read from the upstream.
@@ -102,6 +105,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
             head: RequestHead::with_limits(&limits),
             scan: HeadScan::default(),
             out: Vec::with_capacity(READ_CHUNK),
+            cors: Vec::new(),
             target: Vec::with_capacity(256),
             rbuf: Vec::with_capacity(READ_CHUNK),
             resp: ResponseHead::with_limits(&limits),
@@ -180,7 +184,28 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
         let snapshot = &*view.snapshot;
         let gateway = &snapshot.gateway;
         let path = self.head.path.slice(&self.inbuf);
-        let found = match snapshot.router.lookup(self.head.method, path) {
+        let lookup = snapshot.router.lookup(self.head.method, path);
+        self.cors.clear();
+        let api_id = match lookup {
+            Lookup::Found(found) => Some(found.api),
+            Lookup::MethodNotAllowed { api, .. } => Some(api),
+            Lookup::NotFound => None,
+        };
+        if let Some(policy) = api_id.and_then(|api| snapshot.apis[api.index()].cors.as_ref()) {
+            if let Some(origin) = find_header(&self.head, &self.inbuf, b"origin") {
+                if policy.allows(origin) && is_safe_header_value(origin) {
+                    let preflight = self.head.method == Method::Options
+                        && find_header(&self.head, &self.inbuf, b"access-control-request-method")
+                            .is_some();
+                    if preflight {
+                        policy.write_preflight(&mut self.cors, origin);
+                        return self.reply_preflight(gateway).await;
+                    }
+                    policy.write_response(&mut self.cors, origin);
+                }
+            }
+        }
+        let found = match lookup {
             Lookup::Found(found) => found,
             Lookup::NotFound => {
                 return self
@@ -258,20 +283,27 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
 
     /// The value of the first header named `name` (case-insensitive).
     fn header_value(&self, name: &str) -> Option<&[u8]> {
-        let by_kind = name.eq_ignore_ascii_case("authorization");
-        self.head
-            .headers
-            .iter()
-            .find(|h| {
-                if by_kind {
-                    h.kind == HeaderKind::Authorization
-                } else {
-                    h.name
-                        .slice(&self.inbuf)
-                        .eq_ignore_ascii_case(name.as_bytes())
-                }
-            })
-            .map(|h| h.value.slice(&self.inbuf))
+        if name.eq_ignore_ascii_case("authorization") {
+            let header = self
+                .head
+                .headers
+                .iter()
+                .find(|h| h.kind == HeaderKind::Authorization)?;
+            return Some(header.value.slice(&self.inbuf));
+        }
+        find_header(&self.head, &self.inbuf, name.as_bytes())
+    }
+
+    /// Answers a CORS preflight: `204` with the policy's headers (already in `cors`).
+    async fn reply_preflight(&mut self, gateway: &GatewayConfig) -> bool {
+        let close = self.must_close_after_reply();
+        self.out.clear();
+        self.out.extend_from_slice(b"HTTP/1.1 204 No Content\r\n");
+        self.out.extend_from_slice(&self.cors);
+        self.out
+            .extend_from_slice(connection_header(close, self.head.version));
+        self.out.extend_from_slice(b"\r\n");
+        self.finish_reply(gateway, close).await
     }
 
     /// Answers `OPTIONS` on a resource that does not define it: `204` with `Allow`.
@@ -284,6 +316,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
         with_options.insert(Method::Options);
         with_options.write_allow(&mut self.out);
         self.out.extend_from_slice(b"\r\n");
+        self.out.extend_from_slice(&self.cors);
         self.out
             .extend_from_slice(connection_header(close, self.head.version));
         self.out.extend_from_slice(b"\r\n");
@@ -306,7 +339,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
                 close,
                 http10_keep_alive: !close && self.head.version == Version::Http10,
                 head_request: self.head.method == Method::Head,
-                extra_headers: b"",
+                extra_headers: &self.cors,
             },
         );
         self.finish_reply(gateway, close).await
@@ -358,6 +391,14 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
             }
         }
     }
+}
+
+/// The value of the first header named `name` (case-insensitive).
+fn find_header<'b>(head: &RequestHead, buf: &'b [u8], name: &[u8]) -> Option<&'b [u8]> {
+    head.headers
+        .iter()
+        .find(|h| h.name.len() == name.len() && h.name.slice(buf).eq_ignore_ascii_case(name))
+        .map(|h| h.value.slice(buf))
 }
 
 /// The codec's limits from the gateway config.

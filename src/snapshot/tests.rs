@@ -442,11 +442,28 @@ paths: {{/a: {{get: {{}}}}}}
     ));
     let api = &s.apis[0];
     assert_eq!(&*api.auth_header, "X-Token");
-    let cors = api.cors.clone().unwrap();
-    assert!(cors.enabled && cors.allow_credentials);
-    assert_eq!(cors.allow_origins, vec!["https://app.example"]);
-    assert_eq!(cors.allow_methods, vec!["GET", "POST"]);
-    assert_eq!(cors.expose_headers, vec!["x-trace"]);
+    let cors = api.cors.clone().expect("x-wso2-cors is enabled");
+    assert!(cors.allows(b"https://app.example"));
+    assert!(!cors.allows(b"https://other.example"));
+    let mut preflight = Vec::new();
+    cors.write_preflight(&mut preflight, b"https://app.example");
+    let preflight = String::from_utf8(preflight).unwrap();
+    assert!(
+        preflight.contains("access-control-allow-origin: https://app.example\r\n"),
+        "{preflight}"
+    );
+    assert!(
+        preflight.contains("access-control-allow-credentials: true"),
+        "{preflight}"
+    );
+    assert!(
+        preflight.contains("access-control-allow-methods: GET, POST"),
+        "{preflight}"
+    );
+    assert!(
+        preflight.contains("access-control-expose-headers: x-trace"),
+        "{preflight}"
+    );
 }
 
 #[test]
