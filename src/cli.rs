@@ -14,7 +14,7 @@ shardgate - thread-per-core io_uring API gateway for OpenAPI definitions
 
 USAGE:
     shardgate run   [--config FILE] [--api PATH]... [--listen ADDR]... [--listen-tls ADDR]...
-                    [--admin ADDR|off] [--workers N] [--driver uring|legacy]
+                    [--admin ADDR|off] [--workers N] [--driver uring|legacy] [--watch]
     shardgate check [--config FILE] [--api PATH]...
     shardgate token --key PEM --issuer ISS [--keytype SANDBOX] [--ttl 1h] [--claim k=v]...
                     [--kid ID] [--aud AUDIENCE]... [--sub SUBJECT]
@@ -36,6 +36,7 @@ OPTIONS:
     --workers N         shards, one thread per core (default: all cores)
     --driver D          uring (io_uring only) or legacy (epoll only); default: io_uring,
                         falling back to epoll
+    --watch             reload when the config or definition files change (ConfigMaps)
     --log-level L       error, warn, info, debug or trace (default: RUST_LOG, else info)
     --log-format F      human or json
 ";
@@ -67,6 +68,8 @@ pub struct RunArgs {
     pub admin: Option<Option<SocketAddr>>,
     pub workers: Option<usize>,
     pub driver: Driver,
+    /// Reload when the configuration files change.
+    pub watch: bool,
 }
 
 /// `shardgate token`.
@@ -176,6 +179,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Cli, String> {
                 0 => return Err("--workers must be at least 1".to_owned()),
                 n => run.workers = Some(n),
             },
+            ("run", "--watch") => run.watch = true,
             ("run", "--driver") => {
                 run.driver = match value()?.as_str() {
                     "uring" | "io_uring" => Driver::Uring,

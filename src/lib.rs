@@ -1,6 +1,7 @@
 //! shardgate: a thread-per-core io_uring API gateway for OpenAPI definitions carrying the
 //! WSO2 `x-wso2-*` endpoint extensions. The library holds everything; `main.rs` is the CLI.
 
+pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod config;
@@ -19,3 +20,4 @@ pub mod signals;
 pub mod snapshot;
 pub mod tls;
 pub mod upstream;
+pub mod watch;

@@ -4,9 +4,14 @@ use std::process::ExitCode;
 
 use shardgate::auth::{mint_token, parse_claim, parse_ttl, KeyType, MintOptions};
 use shardgate::cli::{self, Command, ConfigArgs, RunArgs, TokenArgs};
-use shardgate::server::Server;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use shardgate::admin::{AdminServer, Reloader};
+use shardgate::server::{Server, Shared};
 use shardgate::signals::{self, Signal};
 use shardgate::snapshot::{LoadOptions, Snapshot};
+use shardgate::watch::Watcher;
 
 fn main() -> ExitCode {
     let cli = match cli::parse(std::env::args().skip(1)) {
@@ -199,28 +204,51 @@ fn start(args: &RunArgs) -> Option<Server> {
     Some(server)
 }
 
-/// Waits for signals: SIGHUP reloads, SIGTERM/SIGINT drain and exit 0.
+/// Waits for signals: SIGHUP reloads, SIGTERM/SIGINT drain and exit 0. The admin listener
+/// and the file watcher (with `--watch`) reload through the same path.
 fn serve_until_stopped(server: Server, args: &RunArgs) -> ExitCode {
+    let shared = Arc::clone(server.shared());
+    let reloader = reloader(Arc::clone(&shared), args.clone());
+    let admin_addr = shared.snapshot().0.gateway.admin;
+    let admin = match admin_addr
+        .map(|addr| AdminServer::start(addr, Arc::clone(&shared), Arc::clone(&reloader)))
+    {
+        Some(Ok(admin)) => {
+            log::info!("admin listening on http://{}", admin.addr);
+            Some(admin)
+        }
+        Some(Err(e)) => {
+            log::error!("{e}");
+            server.stop();
+            return ExitCode::FAILURE;
+        }
+        None => None,
+    };
+    let _watcher = if args.watch {
+        let roots_args = args.clone();
+        let watch_reload = Arc::clone(&reloader);
+        match Watcher::spawn(
+            Duration::from_secs(1),
+            move || watched_paths(&roots_args),
+            move || {
+                log::info!("configuration files changed; reloading");
+                let _ = watch_reload();
+            },
+        ) {
+            Ok(watcher) => Some(watcher),
+            Err(e) => {
+                log::error!("cannot watch the configuration files: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
     loop {
         match signals::wait() {
-            Ok(Signal::Reload) => match load_for_run(args) {
-                Ok(snapshot) => {
-                    for warning in &snapshot.warnings {
-                        log::warn!("{warning}");
-                    }
-                    log::info!(
-                        "reload: {} APIs, {} routes, {} endpoints",
-                        snapshot.apis.len(),
-                        snapshot.routes.len(),
-                        snapshot.endpoints.len()
-                    );
-                    server.publish(snapshot);
-                }
-                Err(errors) => {
-                    report_errors(&errors);
-                    log::error!("reload rejected; the previous configuration keeps serving");
-                }
-            },
+            Ok(Signal::Reload) => {
+                let _ = reloader();
+            }
             Ok(Signal::Terminate) => break,
             Err(e) => {
                 log::error!("waiting for signals failed: {e}");
@@ -229,9 +257,88 @@ fn serve_until_stopped(server: Server, args: &RunArgs) -> ExitCode {
         }
     }
     log::info!("draining: no new connections; waiting for in-flight requests");
+    // The admin listener stays up during the drain (/ready says 503).
     server.stop();
+    if let Some(admin) = admin {
+        admin.stop();
+    }
     log::info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// The one reload path (SIGHUP, POST /reload, --watch): parse and validate once, then
+/// publish; an invalid configuration is rejected and the old one keeps serving.
+fn reloader(shared: Arc<Shared>, args: RunArgs) -> Reloader {
+    let serial = Mutex::new(());
+    Arc::new(move || {
+        let _one_at_a_time = serial.lock().unwrap_or_else(|e| e.into_inner());
+        match load_for_run(&args) {
+            Ok(mut snapshot) => {
+                let (current, _) = shared.snapshot();
+                snapshot.reuse_tls_of(&current);
+                for warning in &snapshot.warnings {
+                    log::warn!("{warning}");
+                }
+                let fixed = [
+                    (
+                        "listeners",
+                        snapshot.gateway.listeners != current.gateway.listeners,
+                    ),
+                    (
+                        "workers",
+                        snapshot.gateway.workers != current.gateway.workers,
+                    ),
+                    ("admin", snapshot.gateway.admin != current.gateway.admin),
+                ];
+                for (field, changed) in fixed {
+                    if changed {
+                        log::warn!(
+                            "reload: '{field}' changed; it takes effect at the next restart"
+                        );
+                    }
+                }
+                let summary = format!(
+                    "{} APIs, {} routes, {} endpoints",
+                    snapshot.apis.len(),
+                    snapshot.routes.len(),
+                    snapshot.endpoints.len()
+                );
+                shared.publish(snapshot);
+                log::info!("reload: {summary}; generation {}", shared.generation());
+                Ok(summary)
+            }
+            Err(errors) => {
+                report_errors(&errors);
+                log::error!("reload rejected; the previous configuration keeps serving");
+                Err(errors.to_string())
+            }
+        }
+    })
+}
+
+/// The files `--watch` fingerprints: the gateway file and the definition paths it and the
+/// command line name.
+fn watched_paths(args: &RunArgs) -> Vec<std::path::PathBuf> {
+    let mut paths = args.config.apis.clone();
+    if let Some(config) = &args.config.config {
+        paths.push(config.clone());
+        if let Ok(gateway) = shardgate::config::gateway::GatewayConfig::load(config) {
+            let base = config.parent().unwrap_or(std::path::Path::new(""));
+            paths.extend(gateway.apis.iter().map(|entry| {
+                // A glob's directory is watched (new matching files appear there).
+                let literal = entry
+                    .find(['*', '?', '['])
+                    .map_or(entry.as_str(), |i| &entry[..i]);
+                let dir = if literal.len() < entry.len() {
+                    literal.rfind('/').map_or("", |i| &literal[..i])
+                } else {
+                    literal
+                };
+                base.join(dir)
+            }));
+        }
+    }
+    paths
 }
 
 /// The example configuration with built-in upstreams, for a first look.

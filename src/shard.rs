@@ -19,14 +19,18 @@ use monoio::net::{TcpListener, TcpStream};
 use crate::auth::TokenCache;
 use crate::cli::Driver;
 use crate::ids::EndpointId;
+use crate::metrics::{latency_histogram, LabelMap, MetricsHub, ShardMetrics};
 use crate::server::{ListenerKind, Shared, CONTROL_INTERVAL};
 use crate::snapshot::Snapshot;
 use crate::tls::{ClientStream, UpstreamStream};
 use crate::upstream::balancer::RoundRobinCursors;
 use crate::upstream::pool::ConnectionPool;
+use hdrhistogram::Histogram;
 
 /// io_uring submission queue size per shard.
 const RING_ENTRIES: u32 = 4096;
+/// Control ticks between two publications of histograms and pool sizes (about 1 s).
+const PUBLISH_EVERY_TICKS: u32 = 20;
 /// Pause after an accept error (EMFILE, ENFILE, ENOBUFS) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -93,6 +97,25 @@ pub struct ShardView {
     pub snapshot: Arc<Snapshot>,
     pub generation: u64,
     pub cursors: RoundRobinCursors,
+    /// Metric label indices of the snapshot's APIs and endpoints.
+    pub labels: LabelMap,
+}
+
+impl ShardView {
+    fn new(snapshot: Arc<Snapshot>, generation: u64, shard: usize, hub: &MetricsHub) -> Self {
+        ShardView {
+            cursors: RoundRobinCursors::new(&snapshot.groups, shard),
+            labels: hub.label_map(&snapshot),
+            snapshot,
+            generation,
+        }
+    }
+}
+
+/// Request latencies of one shard, in microseconds.
+pub struct LatencyHistograms {
+    pub total: Histogram<u64>,
+    pub upstream: Histogram<u64>,
 }
 
 /// Everything one shard owns. Shared by its tasks through `Rc`.
@@ -105,6 +128,9 @@ pub struct ShardContext {
     /// Tokens this shard validated recently.
     pub tokens: RefCell<TokenCache>,
     pub connections: Rc<ClientConnections>,
+    /// This shard's counters (it is their only writer).
+    metrics: RefCell<Arc<ShardMetrics>>,
+    pub latency: RefCell<LatencyHistograms>,
     draining: Cell<bool>,
 }
 
@@ -116,6 +142,34 @@ impl ShardContext {
 
     pub fn is_draining(&self) -> bool {
         self.draining.get()
+    }
+
+    /// This shard's counters.
+    pub fn metrics(&self) -> Arc<ShardMetrics> {
+        Arc::clone(&self.metrics.borrow())
+    }
+
+    /// Runs `f` with the counters (no refcount traffic).
+    #[inline]
+    pub fn with_metrics<R>(&self, f: impl FnOnce(&ShardMetrics) -> R) -> R {
+        f(&self.metrics.borrow())
+    }
+
+    /// Publishes what the admin thread reads but the shard keeps locally.
+    fn publish_observations(&self) {
+        let view = self.view();
+        let pool = self.pool.borrow();
+        self.with_metrics(|metrics| {
+            for (id, &label) in view.labels.endpoint.iter().enumerate() {
+                if let Some(counters) = metrics.endpoint(label) {
+                    counters.idle.set(pool.idle(EndpointId(id as u32)) as i64);
+                }
+            }
+        });
+        let latency = self.latency.borrow();
+        self.shared
+            .metrics
+            .publish_histograms(self.index, &latency.total, &latency.upstream);
     }
 
     /// Passive failure detection: an attempt on `endpoint` failed before any response byte.
@@ -147,12 +201,18 @@ impl ShardContext {
             .map(|e| old_ids.get(&(e.scheme, e.host.clone(), e.port)).copied())
             .collect();
         self.pool.borrow_mut().remap(&mapping);
-        let cursors = RoundRobinCursors::new(&snapshot.groups, self.index);
-        *self.view.borrow_mut() = Rc::new(ShardView {
-            snapshot,
-            generation,
-            cursors,
-        });
+        let view = ShardView::new(snapshot, generation, self.index, &self.shared.metrics);
+        let grown = {
+            let metrics = self.metrics.borrow();
+            (!metrics.fits(view.labels.api_labels, view.labels.endpoint_labels)).then(|| {
+                Arc::new(metrics.grown(view.labels.api_labels, view.labels.endpoint_labels))
+            })
+        };
+        if let Some(grown) = grown {
+            self.shared.metrics.install(self.index, Arc::clone(&grown));
+            *self.metrics.borrow_mut() = grown;
+        }
+        *self.view.borrow_mut() = Rc::new(view);
         log::info!(
             "shard {}: now serving configuration generation {generation}",
             self.index
@@ -176,18 +236,25 @@ async fn shard_main(config: ShardConfig, started: Started, driver: &'static str)
     );
     let drain_for = Duration::from_millis(gateway.timeouts.drain_ms);
     let tokens = TokenCache::new(gateway.jwt.cache_entries, gateway.jwt.clock_skew_secs);
+    let view = ShardView::new(snapshot, generation, index, &shared.metrics);
+    let metrics = Arc::new(ShardMetrics::new(
+        view.labels.api_labels,
+        view.labels.endpoint_labels,
+    ));
+    shared.metrics.install(index, Arc::clone(&metrics));
     let ctx = Rc::new(ShardContext {
         index,
         driver,
         shared: Arc::clone(&shared),
-        view: RefCell::new(Rc::new(ShardView {
-            cursors: RoundRobinCursors::new(&snapshot.groups, index),
-            snapshot,
-            generation,
-        })),
+        view: RefCell::new(Rc::new(view)),
         pool: RefCell::new(pool),
         tokens: RefCell::new(tokens),
         connections: Rc::new(ClientConnections::default()),
+        metrics: RefCell::new(metrics),
+        latency: RefCell::new(LatencyHistograms {
+            total: latency_histogram(),
+            upstream: latency_histogram(),
+        }),
         draining: Cell::new(false),
     });
 
@@ -207,11 +274,17 @@ async fn shard_main(config: ShardConfig, started: Started, driver: &'static str)
     let _ = started.send(Ok((index, driver)));
     drop(started);
 
+    let mut ticks = 0u32;
     while !shared.is_draining() {
         monoio::time::sleep(CONTROL_INTERVAL).await;
         ctx.refresh_view();
         ctx.pool.borrow_mut().evict_expired(Instant::now());
+        ticks = ticks.wrapping_add(1);
+        if ticks % PUBLISH_EVERY_TICKS == 0 {
+            ctx.publish_observations();
+        }
     }
+    ctx.publish_observations();
     drain(&ctx, &listener_fds, drain_for).await;
 }
 
@@ -251,7 +324,7 @@ async fn accept_loop(ctx: Rc<ShardContext>, listener: TcpListener, kind: Listene
                 let task = serve_accepted(Rc::clone(&ctx), stream, peer, kind);
                 monoio::spawn(CatchUnwind {
                     inner: task,
-                    shard: ctx.index,
+                    ctx: Rc::clone(&ctx),
                 });
             }
             Err(_) if ctx.is_draining() => break,
@@ -282,21 +355,33 @@ async fn serve_accepted(
             let view = ctx.view();
             let timeout = Duration::from_millis(view.snapshot.gateway.timeouts.tls_handshake_ms);
             match view.snapshot.tls.server.accept(tcp, timeout).await {
-                Ok(tls) => ClientStream::from(tls),
+                Ok(tls) => {
+                    ctx.with_metrics(|m| m.tls_handshakes.inc());
+                    ClientStream::from(tls)
+                }
                 Err(e) => {
+                    ctx.with_metrics(|m| match e {
+                        crate::tls::HandshakeError::PlainHttp => m.tls_plain_http.inc(),
+                        _ => m.tls_handshake_failures.inc(),
+                    });
                     log::debug!("shard {}: TLS handshake with {peer} failed: {e}", ctx.index);
                     return;
                 }
             }
         }
     };
-    crate::proxy::serve_connection(ctx, stream, peer, kind).await;
+    ctx.with_metrics(|m| {
+        m.client_connections_open.add(1);
+        m.client_connections_total.inc();
+    });
+    crate::proxy::serve_connection(Rc::clone(&ctx), stream, peer, kind).await;
+    ctx.with_metrics(|m| m.client_connections_open.add(-1));
 }
 
 /// Runs a connection task, turning a panic into a closed connection instead of a dead shard.
 struct CatchUnwind<F> {
     inner: F,
-    shard: usize,
+    ctx: Rc<ShardContext>,
 }
 
 impl<F: Future<Output = ()>> Future for CatchUnwind<F> {
@@ -306,7 +391,7 @@ impl<F: Future<Output = ()>> Future for CatchUnwind<F> {
         // SAFETY: `inner` is structurally pinned: it is never moved out of `self`, and
         // `CatchUnwind` has no Drop impl that could move it.
         let this = unsafe { self.get_unchecked_mut() };
-        let shard = this.shard;
+        let ctx = &this.ctx;
         let inner = unsafe { Pin::new_unchecked(&mut this.inner) };
         match std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
             Ok(poll) => poll,
@@ -316,7 +401,11 @@ impl<F: Future<Output = ()>> Future for CatchUnwind<F> {
                     .map(|s| (*s).to_owned())
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_default();
-                log::error!("shard {shard}: a connection task panicked and was closed: {message}");
+                ctx.with_metrics(|m| m.panics.inc());
+                log::error!(
+                    "shard {}: a connection task panicked and was closed: {message}",
+                    ctx.index
+                );
                 Poll::Ready(())
             }
         }

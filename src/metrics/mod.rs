@@ -49,6 +49,12 @@ impl Gauge {
         );
     }
 
+    /// Single-writer set (for values the owner recomputes, like pool sizes).
+    #[inline]
+    pub fn set(&self, value: i64) {
+        self.0.store(value, Ordering::Relaxed);
+    }
+
     pub fn get(&self) -> i64 {
         self.0.load(Ordering::Relaxed)
     }
@@ -72,6 +78,10 @@ pub struct EndpointCounters {
     pub retries: Counter,
     /// Upstream TCP connections opened.
     pub connections_opened: Counter,
+    /// Requests being sent to or answered by the endpoint right now.
+    pub in_flight: Gauge,
+    /// Idle pooled connections (published by the shard's control loop).
+    pub idle: Gauge,
 }
 
 /// One shard's counters, sized for the labels known when it was built.
@@ -131,6 +141,8 @@ impl ShardMetrics {
             new.failures.add(old.failures.get());
             new.retries.add(old.retries.get());
             new.connections_opened.add(old.connections_opened.get());
+            new.in_flight.set(old.in_flight.get());
+            new.idle.set(old.idle.get());
         }
         for (old, new) in [
             (

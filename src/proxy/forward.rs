@@ -125,21 +125,50 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
         let idempotent = self.head.method.is_idempotent();
         let mut outcome = Err(GatewayError::UpstreamUnavailable);
         let mut client_failure = None;
+        let upstream_started = Instant::now();
+        let mut attempts = 0u32;
         'members: for member in plan.members() {
             let member = &group.members[member];
             let endpoint_id = member.endpoint;
             let endpoint = &snapshot.endpoints[endpoint_id.index()];
+            let label = view.labels.endpoint[endpoint_id.index()];
+            self.record.endpoint = Some(endpoint_id);
             self.prepare_upstream_request(group, member, endpoint, found, &body, drop_header);
             let mut pooled = self.ctx.pool.borrow_mut().take(endpoint_id, Instant::now());
             loop {
                 let reused = pooled.is_some();
                 let tls = &snapshot.tls.upstream;
+                self.ctx.with_metrics(|m| {
+                    if let Some(c) = m.endpoint(label) {
+                        c.attempts.inc();
+                        c.in_flight.add(1);
+                        if attempts > 0 {
+                            c.retries.inc();
+                        }
+                        if !reused {
+                            c.connections_opened.inc();
+                        }
+                    }
+                });
+                attempts += 1;
                 let attempt =
                     self.attempt(gateway, tls, endpoint, pooled.take(), &mut body, deadline);
                 let result = monoio::time::timeout_at(deadline.into(), attempt)
                     .await
                     .unwrap_or(Attempt::TimedOut);
                 let replayable = matches!(body, RequestBodyState::Buffered { .. });
+                if !matches!(result, Attempt::Response(_)) {
+                    let failed = matches!(result, Attempt::ConnectFailed)
+                        || (!reused && matches!(result, Attempt::ClosedBeforeResponse));
+                    self.ctx.with_metrics(|m| {
+                        if let Some(c) = m.endpoint(label) {
+                            c.in_flight.add(-1);
+                            if failed {
+                                c.failures.inc();
+                            }
+                        }
+                    });
+                }
                 match result {
                     Attempt::Response(conn) => {
                         outcome = Ok((conn, endpoint_id));
@@ -180,6 +209,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
             }
         }
         self.plan = plan;
+        self.record.retries = attempts.saturating_sub(1);
         if let Some(error) = client_failure {
             return match error {
                 Some(error) => self.reply_error(gateway, error, true).await,
@@ -189,15 +219,25 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
         let request_consumed = self.consume_request(&body);
         match outcome {
             Ok((conn, endpoint_id)) => {
+                self.record.upstream_micros = Some(upstream_started.elapsed().as_micros() as u64);
+                self.record.status = self.resp.status;
                 self.ctx.endpoint_succeeded(endpoint_id);
-                self.relay_response(
-                    gateway,
-                    conn,
-                    endpoint_id,
-                    request_consumed,
-                    Duration::from_millis(group.timeout_ms),
-                )
-                .await
+                let keep_open = self
+                    .relay_response(
+                        gateway,
+                        conn,
+                        endpoint_id,
+                        request_consumed,
+                        Duration::from_millis(group.timeout_ms),
+                    )
+                    .await;
+                let label = view.labels.endpoint[endpoint_id.index()];
+                self.ctx.with_metrics(|m| {
+                    if let Some(c) = m.endpoint(label) {
+                        c.in_flight.add(-1);
+                    }
+                });
+                keep_open
             }
             Err(error) => {
                 log::debug!(
@@ -234,6 +274,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
         error: GatewayError,
         request_consumed: bool,
     ) -> bool {
+        self.record.status = error.status();
         if !request_consumed {
             // The head left `inbuf` with a partly streamed body: answer and close.
             self.out.clear();
@@ -574,6 +615,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
         } else {
             stray = head_len < self.rbuf.len();
         }
+        self.record.bytes += self.out.len() as u64;
         if io::write_all(&mut self.client, &mut self.out, client_io)
             .await
             .is_err()
@@ -598,6 +640,11 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
             };
             done = scan.done;
             stray = scan.done && scan.consumed < self.rbuf.len();
+            self.record.bytes += if decoder.dechunks() {
+                self.out.len()
+            } else {
+                scan.consumed
+            } as u64;
             let sent = if decoder.dechunks() {
                 io::write_all(&mut self.client, &mut self.out, client_io).await
             } else {

@@ -58,6 +58,23 @@ enum Next {
     Reject(GatewayError),
 }
 
+/// What happened to the current request, for metrics and the access log.
+#[derive(Debug, Default)]
+pub(crate) struct RequestRecord {
+    /// When the request head was complete.
+    pub started: Option<Instant>,
+    pub api: Option<crate::ids::ApiId>,
+    /// Status sent to the client; 0 when none was (the client left first).
+    pub status: u16,
+    /// The endpoint that answered (or the last one tried).
+    pub endpoint: Option<crate::ids::EndpointId>,
+    /// From the first attempt to the response head.
+    pub upstream_micros: Option<u64>,
+    pub retries: u32,
+    /// Bytes written to the client for this request.
+    pub bytes: u64,
+}
+
 /// One client connection and its reused buffers.
 pub(crate) struct ClientConnection<S> {
     ctx: Rc<ShardContext>,
@@ -81,6 +98,7 @@ pub(crate) struct ClientConnection<S> {
     rbuf: Vec<u8>,
     resp: ResponseHead,
     plan: AttemptPlan,
+    record: RequestRecord,
 }
 
 impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
@@ -110,6 +128,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
             rbuf: Vec::with_capacity(READ_CHUNK),
             resp: ResponseHead::with_limits(&limits),
             plan: AttemptPlan::default(),
+            record: RequestRecord::default(),
         }
     }
 
@@ -119,7 +138,15 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
             // theirs.
             let view = self.ctx.view();
             let keep_open = match self.next_request(&view.snapshot.gateway).await {
-                Next::Request => self.handle(&view).await,
+                Next::Request => {
+                    self.record = RequestRecord {
+                        started: Some(Instant::now()),
+                        ..RequestRecord::default()
+                    };
+                    let keep_open = self.handle(&view).await;
+                    self.finish_record(&view);
+                    keep_open
+                }
                 Next::Closed => false,
                 Next::Reject(error) => {
                     self.reply_error(&view.snapshot.gateway, error, true).await;
@@ -179,6 +206,31 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
         }
     }
 
+    /// Accounts for the request just answered (or abandoned).
+    fn finish_record(&mut self, view: &ShardView) {
+        let record = &self.record;
+        // 499 (nginx's "client closed request") when the client left before an answer.
+        let status = if record.status == 0 {
+            499
+        } else {
+            record.status
+        };
+        let api_label = record
+            .api
+            .map_or(crate::metrics::NO_API, |api| view.labels.api[api.index()]);
+        self.ctx
+            .with_metrics(|m| m.request(api_label, self.head.method as usize, status));
+        let mut latency = self.ctx.latency.borrow_mut();
+        if let Some(started) = record.started {
+            latency
+                .total
+                .saturating_record(started.elapsed().as_micros().max(1) as u64);
+        }
+        if let Some(upstream) = record.upstream_micros {
+            latency.upstream.saturating_record(upstream.max(1));
+        }
+    }
+
     /// Routes and answers one parsed request; returns whether the connection stays open.
     async fn handle(&mut self, view: &ShardView) -> bool {
         let snapshot = &*view.snapshot;
@@ -191,6 +243,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
             Lookup::MethodNotAllowed { api, .. } => Some(api),
             Lookup::NotFound => None,
         };
+        self.record.api = api_id;
         if let Some(policy) = api_id.and_then(|api| snapshot.apis[api.index()].cors.as_ref()) {
             if let Some(origin) = find_header(&self.head, &self.inbuf, b"origin") {
                 if policy.allows(origin) && is_safe_header_value(origin) {
@@ -347,6 +400,8 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
 
     /// Writes `out` to the client; on keep-alive, drops the answered request from `inbuf`.
     async fn finish_reply(&mut self, gateway: &GatewayConfig, close: bool) -> bool {
+        self.record.status = status_of(&self.out);
+        self.record.bytes += self.out.len() as u64;
         let client_io = Duration::from_millis(gateway.timeouts.client_io_ms);
         if io::write_all(&mut self.client, &mut self.out, client_io)
             .await
@@ -399,6 +454,13 @@ fn find_header<'b>(head: &RequestHead, buf: &'b [u8], name: &[u8]) -> Option<&'b
         .iter()
         .find(|h| h.name.len() == name.len() && h.name.slice(buf).eq_ignore_ascii_case(name))
         .map(|h| h.value.slice(buf))
+}
+
+/// The status code of a response head we rendered (`HTTP/1.1 404 ...`).
+fn status_of(head: &[u8]) -> u16 {
+    head.get(9..12)
+        .filter(|d| d.iter().all(u8::is_ascii_digit))
+        .map_or(0, |d| d.iter().fold(0, |n, b| n * 10 + u16::from(b - b'0')))
 }
 
 /// The codec's limits from the gateway config.

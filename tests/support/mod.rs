@@ -97,6 +97,8 @@ struct BackendState {
     name: String,
     received: Mutex<Vec<Received>>,
     connections: AtomicUsize,
+    /// Connections that ended (the peer closed or the backend stopped).
+    closed: AtomicUsize,
     stopping: AtomicBool,
     open: Mutex<Vec<TcpStream>>,
     handler: Box<Handler>,
@@ -136,6 +138,7 @@ impl Backend {
             name: name.to_owned(),
             received: Mutex::new(Vec::new()),
             connections: AtomicUsize::new(0),
+            closed: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
             open: Mutex::new(Vec::new()),
             handler: Box::new(handler),
@@ -152,7 +155,10 @@ impl Backend {
                             accept_state.open.lock().unwrap().push(clone);
                         }
                         let conn_state = Arc::clone(&accept_state);
-                        thread::spawn(move || serve_backend_connection(conn_state, stream, index));
+                        thread::spawn(move || {
+                            serve_backend_connection(Arc::clone(&conn_state), stream, index);
+                            conn_state.closed.fetch_add(1, Ordering::AcqRel);
+                        });
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         thread::sleep(Duration::from_millis(2))
@@ -187,6 +193,11 @@ impl Backend {
     /// TCP connections accepted so far.
     pub fn connections(&self) -> usize {
         self.state.connections.load(Ordering::Acquire)
+    }
+
+    /// TCP connections that ended.
+    pub fn closed_connections(&self) -> usize {
+        self.state.closed.load(Ordering::Acquire)
     }
 
     /// Stops listening and closes every connection (a killed backend).
@@ -907,6 +918,20 @@ impl GatewayProcess {
         None
     }
 
+    /// The admin address from the start-up log (`admin listening on http://ADDR`).
+    pub fn admin_addr(&self) -> SocketAddr {
+        let mut found = None;
+        eventually(Duration::from_secs(10), || {
+            found = self.log.lock().unwrap().iter().find_map(|l| {
+                l.split("admin listening on http://")
+                    .nth(1)
+                    .and_then(|a| a.trim().parse().ok())
+            });
+            found.is_some()
+        });
+        found.unwrap_or_else(|| panic!("no admin address in the log:\n{}", self.log_text()))
+    }
+
     pub fn log_text(&self) -> String {
         self.log.lock().unwrap().join("\n")
     }
@@ -926,4 +951,30 @@ pub fn api_file(api: &str) -> (tempfile::TempDir, String) {
     std::fs::write(&path, api).unwrap();
     let text = path.to_string_lossy().into_owned();
     (dir, text)
+}
+
+/// A plain HTTP/1.1 request to an admin endpoint; returns (status, body).
+pub fn admin_request(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).expect("connect to admin");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    stream
+        .write_all(
+            format!("{method} {path} HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\n\r\n")
+                .as_bytes(),
+        )
+        .unwrap();
+    let mut raw = String::new();
+    let _ = stream.read_to_string(&mut raw);
+    let status = raw
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
 }
