@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use hdrhistogram::Histogram;
 
-use crate::metrics::{METHOD_SLOTS, STATUS_CLASSES};
+use crate::metrics::{EndpointCounters, ShardMetrics, METHOD_SLOTS, STATUS_CLASSES};
 use crate::server::Shared;
 
 const METHODS: [&str; METHOD_SLOTS] = [
@@ -16,6 +16,16 @@ const BUCKETS: [f64; 18] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     5.0, 10.0, 30.0, 60.0,
 ];
+
+/// A counter or gauge read from an endpoint's counters: (name, help, read).
+type EndpointSeries<T> = (&'static str, &'static str, fn(&EndpointCounters) -> T);
+/// A shard-wide value: (name, type, help, read).
+type ShardSeries = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&ShardMetrics) -> i64,
+);
 
 /// Renders every metric, summed over shards.
 pub fn render(shared: &Shared) -> String {
@@ -70,7 +80,7 @@ pub fn render(shared: &Shared) -> String {
         }
     }
 
-    let endpoint_counters: [(&str, &str, fn(&crate::metrics::EndpointCounters) -> u64); 4] = [
+    let endpoint_counters: [EndpointSeries<u64>; 4] = [
         ("shardgate_upstream_attempts_total", "Requests sent (or attempted) to an endpoint.", |c| c.attempts.get()),
         ("shardgate_upstream_failures_total", "Attempts that failed before any response byte (connect refused or timed out, TLS handshake, reset).", |c| c.failures.get()),
         ("shardgate_upstream_retries_total", "Attempts that retried an earlier attempt of the same request.", |c| c.retries.get()),
@@ -87,7 +97,7 @@ pub fn render(shared: &Shared) -> String {
             let _ = writeln!(out, "{name}{{endpoint=\"{}\"}} {total}", escape(endpoint));
         }
     }
-    let endpoint_gauges: [(&str, &str, fn(&crate::metrics::EndpointCounters) -> i64); 2] = [
+    let endpoint_gauges: [EndpointSeries<i64>; 2] = [
         (
             "shardgate_upstream_in_flight",
             "Requests in progress at an endpoint.",
@@ -113,7 +123,7 @@ pub fn render(shared: &Shared) -> String {
     drop(labels);
     shared.render_health_metrics(&mut out);
 
-    let scalars: [(&str, &str, &str, fn(&crate::metrics::ShardMetrics) -> i64); 7] = [
+    let scalars: [ShardSeries; 7] = [
         (
             "shardgate_client_connections_open",
             "gauge",
