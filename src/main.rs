@@ -166,6 +166,7 @@ fn start(args: &RunArgs) -> Option<Server> {
         snapshot.routes.len(),
         snapshot.endpoints.len()
     );
+    raise_open_file_limit();
     if let Err(e) = signals::block() {
         log::error!("cannot block signals: {e}");
         return None;
@@ -384,4 +385,30 @@ fn demo() -> ExitCode {
     }
     std::thread::spawn(move || shardgate::demo::control_loop(&upstreams));
     serve_until_stopped(server, &args)
+}
+
+/// Raises the soft open-file limit to the hard one: every client and upstream connection is
+/// a file descriptor, and containers often start with a soft limit of 1024.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            let wanted = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) == 0 {
+                log::debug!(
+                    "open-file limit raised from {} to {}",
+                    limit.rlim_cur,
+                    limit.rlim_max
+                );
+            }
+        }
+    }
 }

@@ -152,7 +152,20 @@ impl Server {
             metrics: MetricsHub::new(workers),
             workers,
         });
-        let cores = core_affinity::get_core_ids().unwrap_or_default();
+        // Pin one shard per core only when the process may run on no more cores than it has
+        // shards (bare metal with workers = cores, a Kubernetes pod with exclusive cores).
+        // With more cores allowed (a shared node), pinning every pod to the first cores of
+        // the mask would pile them up on the same CPUs.
+        let allowed = core_affinity::get_core_ids().unwrap_or_default();
+        let cores = if allowed.len() <= workers {
+            allowed
+        } else {
+            log::info!(
+                "not pinning shards: {workers} workers on {} allowed cores",
+                allowed.len()
+            );
+            Vec::new()
+        };
         let (started_tx, started_rx) = mpsc::channel();
         let mut threads = Vec::with_capacity(workers);
         for (index, listeners) in per_shard.into_iter().enumerate() {

@@ -69,6 +69,10 @@ pub fn run(config: ShardConfig, started: Started) {
                     rt.block_on(shard_main(config, started, "io_uring"))
                 }
                 Ok(monoio::FusionRuntime::Legacy(mut rt)) => {
+                    log::warn!(
+                        "shard {}: io_uring is unavailable (kernel or seccomp); using epoll",
+                        config.index
+                    );
                     rt.block_on(shard_main(config, started, "epoll"))
                 }
                 Err(e) => failed(e, &started),

@@ -1,7 +1,7 @@
 //! `--watch`: reload when the configuration files change. A thread polls a fingerprint of
 //! the gateway file and every definition file (path, size, modification time) once a second.
-//! Metadata follows symlinks, so the atomic `..data` symlink swap Kubernetes does when a
-//! ConfigMap changes is seen like any edit.
+//! Metadata follows symlinks and the resolved path is part of the fingerprint, so the atomic
+//! `..data` symlink swap Kubernetes does when a ConfigMap changes is seen like any edit.
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -23,9 +23,12 @@ pub fn fingerprint(roots: &[PathBuf]) -> u64 {
     hasher.finish()
 }
 
-fn collect(path: &Path, depth: usize, out: &mut Vec<(PathBuf, u64, u128)>) {
+/// (path as named, path with symlinks resolved, size, modification time).
+type Entry = (PathBuf, PathBuf, u64, u128);
+
+fn collect(path: &Path, depth: usize, out: &mut Vec<Entry>) {
     let Ok(meta) = std::fs::metadata(path) else {
-        out.push((path.to_owned(), u64::MAX, 0));
+        out.push((path.to_owned(), PathBuf::new(), u64::MAX, 0));
         return;
     };
     if meta.is_dir() {
@@ -44,7 +47,10 @@ fn collect(path: &Path, depth: usize, out: &mut Vec<(PathBuf, u64, u128)>) {
         .ok()
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_nanos());
-    out.push((path.to_owned(), meta.len(), modified));
+    // The resolved path changes when a symlink is swapped to a new version, even when the
+    // new file has the same size and modification time.
+    let resolved = std::fs::canonicalize(path).unwrap_or_default();
+    out.push((path.to_owned(), resolved, meta.len(), modified));
 }
 
 /// A running watcher; stops when dropped.
