@@ -1,6 +1,7 @@
 //! shardgate: a thread-per-core io_uring API gateway for OpenAPI definitions carrying the
 //! WSO2 `x-wso2-*` endpoint extensions. The library holds everything; `main.rs` is the CLI.
 
+pub mod access_log;
 pub mod admin;
 pub mod auth;
 pub mod cli;

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::access_log::AccessLogWriter;
 use crate::cli::Driver;
 use crate::metrics::MetricsHub;
 use crate::shard::{self, ShardConfig};
@@ -105,6 +106,7 @@ pub struct Server {
     pub https_addrs: Vec<SocketAddr>,
     /// The io driver each shard got (`io_uring` or `epoll`).
     pub drivers: Vec<&'static str>,
+    access_log: Option<AccessLogWriter>,
 }
 
 impl Server {
@@ -144,6 +146,10 @@ impl Server {
             }
         }
 
+        let access_log = match snapshot.gateway.access_log.enabled {
+            true => Some(AccessLogWriter::start(&snapshot.gateway.access_log)?),
+            false => None,
+        };
         let shared = Arc::new(Shared {
             current: Mutex::new(Arc::new(snapshot)),
             generation: AtomicU64::new(1),
@@ -175,6 +181,7 @@ impl Server {
                 driver,
                 listeners,
                 shared: Arc::clone(&shared),
+                access_log: access_log.as_ref().map(AccessLogWriter::shard_buffer),
             };
             let started = started_tx.clone();
             let thread = std::thread::Builder::new()
@@ -201,6 +208,7 @@ impl Server {
             http_addrs,
             https_addrs,
             drivers,
+            access_log,
         })
     }
 
@@ -229,6 +237,10 @@ impl Server {
             if thread.join().is_err() {
                 log::error!("a shard thread panicked");
             }
+        }
+        // The shards' buffers went with them; now the writer can finish what is queued.
+        if let Some(access_log) = self.access_log {
+            access_log.finish();
         }
     }
 

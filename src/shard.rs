@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use monoio::net::{TcpListener, TcpStream};
 
+use crate::access_log::AccessLogBuffer;
 use crate::auth::TokenCache;
 use crate::cli::Driver;
 use crate::ids::EndpointId;
@@ -41,6 +42,7 @@ pub struct ShardConfig {
     pub driver: Driver,
     pub listeners: Vec<(ListenerKind, std::net::TcpListener)>,
     pub shared: Arc<Shared>,
+    pub access_log: Option<AccessLogBuffer>,
 }
 
 type Started = mpsc::Sender<io::Result<(usize, &'static str)>>;
@@ -135,6 +137,8 @@ pub struct ShardContext {
     /// This shard's counters (it is their only writer).
     metrics: RefCell<Arc<ShardMetrics>>,
     pub latency: RefCell<LatencyHistograms>,
+    /// This shard's access log lines, when the access log is on.
+    pub access_log: RefCell<Option<AccessLogBuffer>>,
     draining: Cell<bool>,
 }
 
@@ -157,6 +161,16 @@ impl ShardContext {
     #[inline]
     pub fn with_metrics<R>(&self, f: impl FnOnce(&ShardMetrics) -> R) -> R {
         f(&self.metrics.borrow())
+    }
+
+    /// Hands the access log lines gathered so far to the writer.
+    fn flush_access_log(&self) {
+        if let Some(buffer) = self.access_log.borrow_mut().as_mut() {
+            let dropped = buffer.flush();
+            if dropped > 0 {
+                self.with_metrics(|m| m.access_log_dropped.add(dropped));
+            }
+        }
     }
 
     /// Publishes what the admin thread reads but the shard keeps locally.
@@ -229,6 +243,7 @@ async fn shard_main(config: ShardConfig, started: Started, driver: &'static str)
         index,
         listeners,
         shared,
+        access_log,
         ..
     } = config;
     let (snapshot, generation) = shared.snapshot();
@@ -259,6 +274,7 @@ async fn shard_main(config: ShardConfig, started: Started, driver: &'static str)
             total: latency_histogram(),
             upstream: latency_histogram(),
         }),
+        access_log: RefCell::new(access_log),
         draining: Cell::new(false),
     });
 
@@ -283,6 +299,7 @@ async fn shard_main(config: ShardConfig, started: Started, driver: &'static str)
         monoio::time::sleep(CONTROL_INTERVAL).await;
         ctx.refresh_view();
         ctx.pool.borrow_mut().evict_expired(Instant::now());
+        ctx.flush_access_log();
         ticks = ticks.wrapping_add(1);
         if ticks % PUBLISH_EVERY_TICKS == 0 {
             ctx.publish_observations();
@@ -290,6 +307,10 @@ async fn shard_main(config: ShardConfig, started: Started, driver: &'static str)
     }
     ctx.publish_observations();
     drain(&ctx, &listener_fds, drain_for).await;
+    ctx.flush_access_log();
+    // The buffer holds a sender of the writer's queue: release it now rather than when the
+    // last task holding the context is dropped, so the writer can finish and exit.
+    ctx.access_log.borrow_mut().take();
 }
 
 /// Stops accepting, wakes idle keep-alive connections so they close, and waits (bounded) for

@@ -69,10 +69,12 @@ impl Watcher {
     ) -> std::io::Result<Watcher> {
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = Arc::clone(&stop);
+        // The baseline is taken before returning, so a change made right after start-up is
+        // a change, not part of the baseline.
+        let mut last = fingerprint(&roots());
         let thread = std::thread::Builder::new()
             .name("config-watch".into())
             .spawn(move || {
-                let mut last = fingerprint(&roots());
                 while !stopping.load(Ordering::Acquire) {
                     std::thread::sleep(interval);
                     let now = fingerprint(&roots());

@@ -348,3 +348,43 @@ fn sigterm_drains_in_flight_requests_and_exits_zero() {
         gateway.log_text()
     );
 }
+
+#[test]
+fn access_log_writes_one_line_per_request() {
+    let backend = Backend::echo("a");
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    std::fs::write(
+        dir.path().join("gateway.yaml"),
+        format!(
+            "access_log:\n  enabled: true\n  format: json\n  path: {}\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    let config = dir.path().join("gateway.yaml");
+    let (_api_dir, _, mut gateway) = start(
+        &open_api(&[backend.url("")], "load_balance"),
+        &["--config", config.to_str().unwrap()],
+    );
+    let mut client = gateway.client();
+    assert_eq!(client.get("/svc/one?x=1").status, 200);
+    assert_eq!(client.get("/missing").status, 404);
+    gateway.signal(libc::SIGTERM);
+    assert_eq!(gateway.wait(Duration::from_secs(10)), Some(0));
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert_eq!(lines[0]["path"], "/svc/one?x=1");
+    assert_eq!(lines[0]["status"], 200);
+    assert_eq!(
+        lines[0]["upstream"],
+        format!("127.0.0.1:{}", backend.port())
+    );
+    assert_eq!(lines[0]["client"], "127.0.0.1");
+    assert_eq!(lines[1]["status"], 404);
+    assert_eq!(lines[1]["upstream"], serde_json::Value::Null);
+}

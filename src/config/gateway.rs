@@ -249,6 +249,17 @@ pub struct AccessLog {
     pub enabled: bool,
     /// File to append to; absent or `-` means standard output.
     pub path: Option<PathBuf>,
+    /// `text` (one space-separated line) or `json` (one object per line).
+    pub format: AccessLogFormat,
+}
+
+/// Access log line format.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessLogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 impl GatewayConfig {

@@ -92,6 +92,9 @@ pub(crate) struct ClientConnection<S> {
     out: Vec<u8>,
     /// Extra response header lines for the current request (CORS).
     cors: Vec<u8>,
+    /// The request target kept for the access log (the head leaves `inbuf` while a body
+    /// streams). Only filled when the access log is on.
+    log_target: Vec<u8>,
     /// The upstream request target being built.
     target: Vec<u8>,
     /// Bytes read from the upstream.
@@ -124,6 +127,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
             scan: HeadScan::default(),
             out: Vec::with_capacity(READ_CHUNK),
             cors: Vec::new(),
+            log_target: Vec::new(),
             target: Vec::with_capacity(256),
             rbuf: Vec::with_capacity(READ_CHUNK),
             resp: ResponseHead::with_limits(&limits),
@@ -143,6 +147,11 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
                         started: Some(Instant::now()),
                         ..RequestRecord::default()
                     };
+                    if self.ctx.access_log.borrow().is_some() {
+                        self.log_target.clear();
+                        self.log_target
+                            .extend_from_slice(self.head.target.slice(&self.inbuf));
+                    }
                     let keep_open = self.handle(&view).await;
                     self.finish_record(&view);
                     keep_open
@@ -220,14 +229,34 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
             .map_or(crate::metrics::NO_API, |api| view.labels.api[api.index()]);
         self.ctx
             .with_metrics(|m| m.request(api_label, self.head.method as usize, status));
+        let total_micros = record.started.map_or(0, |s| s.elapsed().as_micros() as u64);
         let mut latency = self.ctx.latency.borrow_mut();
-        if let Some(started) = record.started {
-            latency
-                .total
-                .saturating_record(started.elapsed().as_micros().max(1) as u64);
+        if record.started.is_some() {
+            latency.total.saturating_record(total_micros.max(1));
         }
         if let Some(upstream) = record.upstream_micros {
             latency.upstream.saturating_record(upstream.max(1));
+        }
+        drop(latency);
+        if let Some(access_log) = self.ctx.access_log.borrow_mut().as_mut() {
+            let upstream = record
+                .endpoint
+                .map(|e| &*view.snapshot.endpoints[e.index()].authority);
+            let dropped = access_log.record(&crate::access_log::Entry {
+                client: self.peer.ip(),
+                method: self.head.method.as_str(),
+                target: &self.log_target,
+                version: self.head.version.as_str(),
+                status,
+                bytes: record.bytes,
+                upstream,
+                upstream_micros: record.upstream_micros,
+                total_micros,
+                retries: record.retries,
+            });
+            if dropped > 0 {
+                self.ctx.with_metrics(|m| m.access_log_dropped.add(dropped));
+            }
         }
     }
 
