@@ -173,7 +173,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, ArgError> {
             ))
         }
     };
-    if !secs.is_finite() || secs < 0.0 || secs > 1e9 {
+    if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
         return err(format!("duration '{s}' out of range"));
     }
     Ok(Duration::from_secs_f64(secs))

@@ -224,7 +224,7 @@ impl Timeline {
     }
 
     fn flush_current(&mut self) {
-        let mut done = std::mem::replace(&mut self.cur, SecondStats::new());
+        let mut done = std::mem::take(&mut self.cur);
         done.in_flight = self.in_flight;
         if let Some(tx) = &self.tx {
             let _ = tx.send(Msg::Second {

@@ -28,6 +28,12 @@ struct TimerFd {
     base_ts: libc::timespec,
 }
 
+impl Default for PreciseTimer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl PreciseTimer {
     /// Must be called inside a monoio runtime.
     pub fn new() -> PreciseTimer {

@@ -240,7 +240,10 @@ mod tests {
         assert!(ConnectTo::parse("a:x:b:1").is_err());
 
         let url = Url::parse("https://example.org/").unwrap();
-        assert_eq!(ConnectTo::resolve(&[r.clone()], &url), ("127.0.0.1", 8443));
+        assert_eq!(
+            ConnectTo::resolve(std::slice::from_ref(&r), &url),
+            ("127.0.0.1", 8443)
+        );
         assert_eq!(ConnectTo::resolve(&[any], &url), ("127.0.0.1", 443));
         let other = Url::parse("http://other.org/").unwrap();
         assert_eq!(ConnectTo::resolve(&[r], &other), ("other.org", 80));

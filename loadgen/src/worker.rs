@@ -413,6 +413,7 @@ async fn open_loop_conn(ctx: &Ctx, mut conn: Conn) {
 
 async fn closed_loop_conn(ctx: &Ctx, mut conn: Conn) {
     let n_urls = ctx.plan.urls.len();
+    monoio::time::sleep_until(monoio::time::Instant::from_std(ctx.t0)).await;
     loop {
         let now = Instant::now();
         if now >= ctx.end {
@@ -442,6 +443,9 @@ async fn connect(
         match (&target.tls_name, tls) {
             (Some(name), Some(tls)) => match tls.connect(name.clone(), tcp).await {
                 Ok(s) => Ok(Stream::Tls(Box::new(s))),
+                Err(TlsError::Io(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+                    Err(Cause::Other(format!("TLS: {e}")))
+                }
                 Err(TlsError::Io(e)) => Err(Cause::Io(e.kind())),
                 Err(TlsError::Rustls(e)) => Err(Cause::Other(format!("TLS: {e}"))),
             },
