@@ -186,6 +186,7 @@ pub fn to_json(r: &RunResult) -> Value {
             "timeout": r.timeout.as_secs_f64(),
             "method": r.method,
             "urls": r.urls,
+            "driver": if r.io_uring { "io_uring" } else { "epoll" },
         },
         "requests": {
             "issued": c.issued,

@@ -97,6 +97,8 @@ pub struct RunResult {
     pub timeline: Vec<TimelineRow>,
     /// CPU time of the worker threads over the run (user + system).
     pub cpu: Duration,
+    /// Every worker ran on io_uring (else some fell back to epoll).
+    pub io_uring: bool,
     pub honesty: Honesty,
 }
 
@@ -311,6 +313,7 @@ pub fn run(cfg: &Config, mut on_event: impl FnMut(Event<'_>)) -> Result<RunResul
     let mut totals = ThreadStats::new(0, measure_start, cfg.duration, None);
     let mut cpu = Duration::ZERO;
     let mut precise = true;
+    let mut io_uring = true;
     let mut errors = Vec::new();
     for h in handles {
         match h.join() {
@@ -318,6 +321,7 @@ pub fn run(cfg: &Config, mut on_event: impl FnMut(Event<'_>)) -> Result<RunResul
                 totals.merge(&out.stats);
                 cpu += out.cpu;
                 precise &= out.precise_timer;
+                io_uring &= out.io_uring;
             }
             Ok(Ok(None)) => {}
             Ok(Err(e)) => errors.push(e),
@@ -345,6 +349,7 @@ pub fn run(cfg: &Config, mut on_event: impl FnMut(Event<'_>)) -> Result<RunResul
         totals,
         timeline,
         cpu,
+        io_uring,
         honesty,
     })
 }

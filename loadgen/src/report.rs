@@ -71,8 +71,15 @@ pub fn summary(r: &RunResult, with_timeline: bool) -> String {
     };
     let _ = writeln!(
         s,
-        "loadgen: {mode}, {} threads, {} connections, {:?}{warm}",
-        r.threads, r.connections, r.duration
+        "loadgen: {mode}, {} threads, {} connections, {:?}{warm}; {}",
+        r.threads,
+        r.connections,
+        r.duration,
+        if r.io_uring {
+            "io_uring"
+        } else {
+            "epoll (no io_uring)"
+        }
     );
     for u in &r.urls {
         let _ = writeln!(s, "  {} {u}", r.method);

@@ -138,6 +138,14 @@ fn polyline(s: &mut String, pts: &[(f64, f64)], color: &str, width: f64, dash: b
 }
 
 fn legend(s: &mut String, x: f64, y: f64, items: &[(&str, &str)]) {
+    let width = 40.0 + 6.5 * items.iter().map(|(l, _)| l.len()).max().unwrap_or(0) as f64;
+    let _ = writeln!(
+        s,
+        r##"<rect x="{}" y="{}" width="{width:.0}" height="{}" fill="#fff" fill-opacity="0.85" stroke="#ccc"/>"##,
+        x - 6.0,
+        y - 10.0,
+        items.len() as f64 * 16.0 + 4.0
+    );
     for (i, (label, color)) in items.iter().enumerate() {
         let yy = y + i as f64 * 16.0;
         let _ = writeln!(
@@ -338,19 +346,19 @@ fn latency_panel(s: &mut String, rows: &[TimelineRow], p: &Panel) {
 pub fn render(r: &RunResult) -> String {
     let panels = [
         Panel {
-            top: 80.0,
+            top: 110.0,
             h: 360.0,
         },
         Panel {
-            top: 510.0,
+            top: 540.0,
             h: 200.0,
         },
         Panel {
-            top: 780.0,
+            top: 810.0,
             h: 200.0,
         },
     ];
-    let height = 1040.0;
+    let height = 1070.0;
     let mut s = String::with_capacity(64 * 1024);
     let _ = writeln!(
         s,
@@ -364,31 +372,44 @@ pub fn render(r: &RunResult) -> String {
     let c = &r.totals.counters;
     let _ = writeln!(
         s,
-        r#"<text x="{LEFT}" y="28" font-size="16" font-weight="bold">loadgen: {} {}</text>"#,
+        r#"<text x="{LEFT}" y="24" font-size="16" font-weight="bold">loadgen: {} {}</text>"#,
         esc(&r.method),
         esc(&r.urls.join(" "))
     );
     let _ = writeln!(
         s,
-        r#"<text x="{LEFT}" y="50" font-size="12">{}; {} threads, {} connections, {:?}; {} completed, {} errors; p99 {} (corrected), max {}{}</text>"#,
+        r#"<text x="{LEFT}" y="42" font-size="12">{}; {} threads, {} connections, {:?}; {} completed, {} errors, {} unsent</text>"#,
         esc(&mode),
         r.threads,
         r.connections,
         r.duration,
         c.completed,
         c.total_errors(),
-        fmt_us(if r.totals.corrected.is_empty() {
-            0
-        } else {
-            r.totals.corrected.value_at_quantile(0.99)
-        }),
-        fmt_us(r.totals.corrected.max()),
-        if r.honesty.could_not_keep_up {
-            "; WARNING: the generator did not keep up"
-        } else {
-            ""
-        }
+        c.unsent
     );
+    let p99 = if r.totals.corrected.is_empty() {
+        0
+    } else {
+        r.totals.corrected.value_at_quantile(0.99)
+    };
+    let _ = writeln!(
+        s,
+        r#"<text x="{LEFT}" y="58" font-size="12">p99 {} and max {} ({}); schedule lag p99 {}</text>"#,
+        fmt_us(p99),
+        fmt_us(r.totals.corrected.max()),
+        if r.is_open_loop() {
+            "corrected"
+        } else {
+            "closed loop, uncorrected"
+        },
+        fmt_us(r.honesty.schedule_lag_p99_us)
+    );
+    if r.honesty.could_not_keep_up {
+        let _ = writeln!(
+            s,
+            r##"<text x="{LEFT}" y="76" font-size="12" font-weight="bold" fill="#d62728">WARNING: the generator did not keep up with the target rate (see the summary)</text>"##
+        );
+    }
     spectrum_panel(&mut s, r, &panels[0]);
     rate_panel(&mut s, &r.timeline, r.honesty.target_rate, &panels[1]);
     latency_panel(&mut s, &r.timeline, &panels[2]);
