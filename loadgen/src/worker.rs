@@ -27,12 +27,12 @@ use monoio_rustls::{ClientTlsStream, TlsConnector, TlsError};
 use rustls::pki_types::ServerName;
 
 use crate::http::{HttpError, ResponseReader};
-use crate::queue::LocalQueue;
+use crate::queue::SlotQueue;
 use crate::stats::{Cause, ErrorKind, Msg, ThreadStats};
 use crate::timer::PreciseTimer;
 
 /// Read buffer per connection (reused for every response).
-const READ_BUF: usize = 64 * 1024;
+const READ_BUF: usize = 16 * 1024;
 /// A response head larger than this is a protocol error.
 const MAX_HEAD: usize = 1024 * 1024;
 
@@ -79,12 +79,6 @@ pub(crate) struct WorkerOut {
     pub cpu: Duration,
     /// Whether the runtime got io_uring (else monoio's epoll fallback).
     pub io_uring: bool,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Slot {
-    intended: Instant,
-    url: usize,
 }
 
 enum Stream {
@@ -145,7 +139,7 @@ struct Ctx {
     end: Instant,
     drain_deadline: Instant,
     stats: RefCell<ThreadStats>,
-    queue: LocalQueue<Slot>,
+    queue: SlotQueue,
     requests: Vec<Rc<Vec<u8>>>,
     tls: Option<TlsConnector>,
     precise: Cell<bool>,
@@ -310,10 +304,6 @@ async fn worker_main(
     for took in initial {
         stats.on_connect(took, false);
     }
-    let queue_cap = match plan.rate {
-        Some(r) => ((r / plan.threads as f64) * 0.05) as usize + 64,
-        None => 0,
-    };
     let ctx = Rc::new(Ctx {
         requests: plan
             .urls
@@ -326,7 +316,7 @@ async fn worker_main(
         end,
         drain_deadline: end + plan.timeout,
         stats: RefCell::new(stats),
-        queue: LocalQueue::new(n, queue_cap),
+        queue: SlotQueue::new(n),
         tls,
         precise: Cell::new(false),
         plan,
@@ -355,16 +345,12 @@ async fn worker_main(
     // The ticker stops one second before the end of the window, so this does not wait.
     ticker.await;
     let cpu = thread_cpu_time().saturating_sub(cpu_start);
-    let leftover = ctx
-        .queue
-        .drain()
-        .iter()
-        .filter(|s| s.intended >= ctx.measure_start)
-        .count();
+    // Connections only stop once every released request is taken, so this is 0.
+    let leftover = ctx.queue.backlog();
     let precise = ctx.precise.get();
     let ctx = Rc::try_unwrap(ctx).map_err(|_| "worker context still shared".to_string())?;
     let mut stats = ctx.stats.into_inner();
-    stats.counters.unsent += leftover as u64;
+    stats.counters.unsent += leftover;
     stats.finish_timeline();
     Ok(Some(WorkerOut {
         stats,
@@ -385,55 +371,61 @@ async fn ticker(ctx: Rc<Ctx>) {
     }
 }
 
+impl Ctx {
+    /// This thread's request `j`: its intended time and URL. It is request
+    /// `i = k + j * threads` of the whole run, due at `t0 + i / rate`.
+    fn slot(&self, j: u64) -> (Instant, usize) {
+        let rate = self.plan.rate.expect("open loop");
+        let i = self.k as u64 + j * self.plan.threads as u64;
+        let intended = self.t0 + Duration::from_secs_f64(i as f64 / rate);
+        (intended, (i % self.plan.urls.len() as u64) as usize)
+    }
+}
+
 /// The open-loop schedule of this thread.
 async fn dispatch(ctx: &Ctx) {
-    let rate = ctx.plan.rate.expect("open loop");
-    let threads = ctx.plan.threads as u64;
-    let n_urls = ctx.plan.urls.len() as u64;
-    let due = |i: u64| ctx.t0 + Duration::from_secs_f64(i as f64 / rate);
     let mut timer = PreciseTimer::new();
     ctx.precise.set(timer.is_precise());
-    let mut i = ctx.k as u64;
+    let mut j = 0u64;
     loop {
-        let next = due(i);
+        let (next, _) = ctx.slot(j);
         if next >= ctx.end {
             break;
         }
         if Instant::now() < next {
             timer.sleep_until(next).await;
         }
-        // Release everything due by now: with any timer, several requests may have fallen
-        // due since the last wake-up.
+        // Release everything due by now: several requests may have fallen due since the
+        // last wake-up.
         let now = Instant::now();
         let mut stats = ctx.stats.borrow_mut();
         loop {
-            let intended = due(i);
+            let (intended, _) = ctx.slot(j);
             if intended > now || intended >= ctx.end {
                 break;
             }
             if intended >= ctx.measure_start {
                 stats.on_lag(now - intended);
             }
-            ctx.queue.push(Slot {
-                intended,
-                url: (i % n_urls) as usize,
-            });
-            i += threads;
+            j += 1;
         }
+        drop(stats);
+        ctx.queue.release_until(j);
     }
     ctx.queue.close();
 }
 
 async fn open_loop_conn(ctx: &Ctx, mut conn: Conn) {
-    while let Some(slot) = ctx.queue.pop(conn.id).await {
-        let counted = slot.intended >= ctx.measure_start;
+    while let Some(j) = ctx.queue.pop(conn.id).await {
+        let (intended, url) = ctx.slot(j);
+        let counted = intended >= ctx.measure_start;
         if Instant::now() >= ctx.drain_deadline {
             if counted {
                 ctx.stats.borrow_mut().counters.unsent += 1;
             }
             continue;
         }
-        execute(ctx, &mut conn, slot.intended, slot.url, counted).await;
+        execute(ctx, &mut conn, intended, url, counted).await;
     }
 }
 
