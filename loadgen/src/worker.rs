@@ -425,7 +425,7 @@ async fn open_loop_conn(ctx: &Ctx, mut conn: Conn) {
             }
             continue;
         }
-        execute(ctx, &mut conn, intended, url, counted).await;
+        execute(ctx, &mut conn, intended, Instant::now(), url, counted).await;
     }
 }
 
@@ -439,7 +439,7 @@ async fn closed_loop_conn(ctx: &Ctx, mut conn: Conn) {
         }
         let url = conn.next_url % n_urls;
         conn.next_url = conn.next_url.wrapping_add(1);
-        let ok = execute(ctx, &mut conn, now, url, now >= ctx.measure_start).await;
+        let ok = execute(ctx, &mut conn, now, now, url, now >= ctx.measure_start).await;
         if !ok && !conn.backoff.is_zero() {
             // Do not spin on a dead server; the wait is not part of any request.
             let wake = (Instant::now() + conn.backoff).min(ctx.end);
@@ -476,19 +476,22 @@ async fn connect(
     }
 }
 
-/// Runs one request on `conn`; returns whether it got a response.
+/// Runs one request on `conn` (taken up at `now`); returns whether it got a response.
 async fn execute(
     ctx: &Ctx,
     conn: &mut Conn,
     intended: Instant,
+    now: Instant,
     url_idx: usize,
     counted: bool,
 ) -> bool {
     let url = &ctx.plan.urls[url_idx];
     let t = url.target;
-    ctx.stats.borrow_mut().on_issue(Instant::now(), counted);
+    ctx.stats.borrow_mut().on_issue(now, counted);
     let mut first_send: Option<Instant> = None;
     let mut retried = false;
+    // The clock is read once per step: `now` stays the send time unless a connect intervenes.
+    let mut now = now;
     loop {
         if conn.streams[t].is_none() {
             let start = Instant::now();
@@ -499,7 +502,8 @@ async fn execute(
                     conn.streams[t] = Some(s);
                     conn.served[t] = 0;
                     conn.backoff = Duration::ZERO;
-                    ctx.stats.borrow_mut().on_connect(start.elapsed(), re);
+                    now = Instant::now();
+                    ctx.stats.borrow_mut().on_connect(now - start, re);
                 }
                 Err(cause) => {
                     conn.backoff = (conn.backoff * 2)
@@ -516,7 +520,7 @@ async fn execute(
         }
         let reused = conn.served[t] > 0;
         let stream = conn.streams[t].as_mut().expect("connected");
-        let sent = Instant::now();
+        let sent = now;
         let first = *first_send.get_or_insert(sent);
         let deadline = monoio::time::Instant::from_std(first + ctx.plan.timeout);
         let fut = exchange(
