@@ -143,6 +143,8 @@ struct Ctx {
     requests: Vec<Rc<Vec<u8>>>,
     tls: Option<TlsConnector>,
     precise: Cell<bool>,
+    /// This thread's CPU time when the measured window began (after the warmup).
+    cpu_at_start: Cell<Option<Duration>>,
 }
 
 fn thread_cpu_time() -> Duration {
@@ -319,9 +321,13 @@ async fn worker_main(
         queue: SlotQueue::new(n),
         tls,
         precise: Cell::new(false),
+        cpu_at_start: Cell::new(if plan.warmup.is_zero() {
+            Some(thread_cpu_time())
+        } else {
+            None
+        }),
         plan,
     });
-    let cpu_start = thread_cpu_time();
 
     let ticker = monoio::spawn(ticker(ctx.clone()));
     let mut tasks = Vec::with_capacity(n);
@@ -344,7 +350,7 @@ async fn worker_main(
     }
     // The ticker stops one second before the end of the window, so this does not wait.
     ticker.await;
-    let cpu = thread_cpu_time().saturating_sub(cpu_start);
+    let cpu = thread_cpu_time().saturating_sub(ctx.cpu_at_start.get().unwrap_or_default());
     // Connections only stop once every released request is taken, so this is 0.
     let leftover = ctx.queue.backlog();
     let precise = ctx.precise.get();
@@ -363,6 +369,10 @@ async fn worker_main(
 /// Closes each second of the timeline shortly after it ends (the last one is closed after
 /// the drain, so that late completions still land in it).
 async fn ticker(ctx: Rc<Ctx>) {
+    if ctx.cpu_at_start.get().is_none() {
+        monoio::time::sleep_until(monoio::time::Instant::from_std(ctx.measure_start)).await;
+        ctx.cpu_at_start.set(Some(thread_cpu_time()));
+    }
     let seconds = (ctx.plan.duration.as_secs_f64().ceil() as u64).max(1);
     for s in 1..seconds {
         let at = ctx.measure_start + Duration::from_secs(s) + Duration::from_millis(2);
