@@ -6,6 +6,7 @@
 //! Interim 1xx responses (other than 101) are skipped.
 
 use std::fmt;
+use std::mem::MaybeUninit;
 
 /// Headers beyond this count make the response a protocol error.
 const MAX_HEADERS: usize = 96;
@@ -155,9 +156,15 @@ impl ResponseReader {
     /// Parses the head if complete. Sets `status` (left 0 for an interim 1xx) and the body
     /// state; returns the head length.
     fn parse_head(&mut self, buf: &[u8]) -> Result<Option<usize>, HttpError> {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut resp = httparse::Response::new(&mut headers);
-        let head_len = match resp.parse(buf) {
+        // Uninitialised header slots: no 3 KiB memset per response.
+        let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut resp = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut resp,
+            buf,
+            &mut headers,
+        );
+        let head_len = match parsed {
             Ok(httparse::Status::Complete(n)) => n,
             Ok(httparse::Status::Partial) => return Ok(None),
             Err(httparse::Error::TooManyHeaders) => {
