@@ -2,6 +2,7 @@
 //! choose among endpoints, with their timeouts, retries and limits).
 
 pub mod balancer;
+pub mod health;
 pub mod pool;
 
 use std::net::SocketAddr;
