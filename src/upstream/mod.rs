@@ -4,6 +4,7 @@
 pub mod balancer;
 pub mod health;
 pub mod pool;
+pub mod probe;
 
 use std::net::SocketAddr;
 
