@@ -6,6 +6,7 @@ pub mod cors;
 pub mod document;
 pub mod endpoint;
 pub mod error;
+pub mod failure;
 pub mod gateway;
 pub mod jwt;
 pub mod locate;

@@ -2,7 +2,10 @@
 //! choose among endpoints, with their timeouts, retries and limits).
 
 pub mod balancer;
+pub mod circuit;
+pub mod health;
 pub mod pool;
+pub mod probe;
 
 use std::net::SocketAddr;
 
