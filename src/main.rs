@@ -236,7 +236,10 @@ fn serve_until_stopped(server: Server, args: &RunArgs) -> ExitCode {
                 let _ = watch_reload();
             },
         ) {
-            Ok(watcher) => Some(watcher),
+            Ok(watcher) => {
+                log::info!("watching the configuration files for changes");
+                Some(watcher)
+            }
             Err(e) => {
                 log::error!("cannot watch the configuration files: {e}");
                 None
@@ -276,7 +279,7 @@ fn reloader(shared: Arc<Shared>, args: RunArgs) -> Reloader {
         match load_for_run(&args) {
             Ok(mut snapshot) => {
                 let (current, _) = shared.snapshot();
-                snapshot.reuse_tls_of(&current);
+                snapshot.carry_state_from(&current);
                 for warning in &snapshot.warnings {
                     log::warn!("{warning}");
                 }

@@ -23,9 +23,12 @@ use crate::ids::EndpointId;
 use crate::metrics::{latency_histogram, LabelMap, MetricsHub, ShardMetrics};
 use crate::server::{ListenerKind, Shared, CONTROL_INTERVAL};
 use crate::snapshot::Snapshot;
-use crate::tls::{ClientStream, UpstreamStream};
+use crate::tls::ClientStream;
 use crate::upstream::balancer::RoundRobinCursors;
+use crate::upstream::connection::UpstreamConnection;
+use crate::upstream::health::{HealthWord, LocalHealth, SuspensionPolicy, Transition};
 use crate::upstream::pool::ConnectionPool;
+use crate::upstream::probe::{run_health_checks, ProbeTarget};
 use hdrhistogram::Histogram;
 
 /// io_uring submission queue size per shard.
@@ -130,7 +133,11 @@ pub struct ShardContext {
     pub driver: &'static str,
     pub shared: Arc<Shared>,
     view: RefCell<Rc<ShardView>>,
-    pub pool: RefCell<ConnectionPool<UpstreamStream>>,
+    pub pool: RefCell<ConnectionPool<UpstreamConnection>>,
+    /// The last health epoch this shard saw per endpoint.
+    local_health: RefCell<LocalHealth>,
+    /// Jitter source (backoffs).
+    rng: Cell<u64>,
     /// Tokens this shard validated recently.
     pub tokens: RefCell<TokenCache>,
     pub connections: Rc<ClientConnections>,
@@ -190,13 +197,67 @@ impl ShardContext {
             .publish_histograms(self.index, &latency.total, &latency.upstream);
     }
 
-    /// Passive failure detection: an attempt on `endpoint` failed before any response byte.
-    pub fn endpoint_failed(&self, endpoint: EndpointId) {
-        log::debug!("shard {}: endpoint {} failed", self.index, endpoint.0);
+    /// Passive failure detection: an attempt on `endpoint` failed before any response byte
+    /// (connect, TLS handshake, or a fresh connection closed). Suspends it for all shards.
+    pub fn endpoint_failed(
+        &self,
+        view: &ShardView,
+        endpoint: EndpointId,
+        policy: &SuspensionPolicy,
+    ) {
+        let transition = view
+            .snapshot
+            .health
+            .report_failure(endpoint, Instant::now(), policy);
+        if let Transition::Suspended { for_ms } | Transition::Resuspended { for_ms, .. } =
+            transition
+        {
+            let label = view.labels.endpoint[endpoint.index()];
+            self.with_metrics(|m| {
+                if let Some(c) = m.endpoint(label) {
+                    c.suspensions.inc();
+                }
+            });
+            log::warn!(
+                "endpoint {} failed; suspended for {for_ms} ms",
+                view.snapshot.endpoints[endpoint.index()].origin()
+            );
+        }
+        // This shard knows already: its idle connections to the endpoint are suspect.
+        self.reconcile(endpoint, view.snapshot.health.load(endpoint));
     }
 
-    /// An attempt on `endpoint` got a response.
-    pub fn endpoint_succeeded(&self, _endpoint: EndpointId) {}
+    /// An attempt on `endpoint` got a response: healthy again for all shards (a plain load
+    /// when it already was).
+    pub fn endpoint_succeeded(&self, view: &ShardView, endpoint: EndpointId) {
+        if view.snapshot.health.report_success(endpoint) == Transition::Recovered {
+            log::info!(
+                "endpoint {} recovered",
+                view.snapshot.endpoints[endpoint.index()].origin()
+            );
+        }
+    }
+
+    /// Reconciles this shard with an endpoint's health word: when it went down (or bounced)
+    /// since this shard last looked, the shard's idle connections to it are closed.
+    #[inline]
+    pub fn reconcile(&self, endpoint: EndpointId, word: HealthWord) {
+        if let Some(change) = self.local_health.borrow().observe_word(endpoint, word) {
+            if change.drains_pool() {
+                self.pool.borrow_mut().drain(endpoint);
+            }
+        }
+    }
+
+    /// `base` scaled by a factor in [0.5, 1.5) (xorshift; no shared state).
+    pub fn jittered(&self, base: Duration) -> Duration {
+        let mut x = self.rng.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng.set(x);
+        base.mul_f64(0.5 + (x >> 11) as f64 / (1u64 << 53) as f64)
+    }
 
     fn refresh_view(&self) {
         let generation = self.shared.generation();
@@ -205,20 +266,10 @@ impl ShardContext {
         }
         let (snapshot, generation) = self.shared.snapshot();
         let old = self.view();
-        // Pools of endpoints still present survive; the others are closed.
-        let old_ids: std::collections::HashMap<_, _> = old
-            .snapshot
-            .endpoints
-            .iter()
-            .enumerate()
-            .map(|(i, e)| ((e.scheme, e.host.clone(), e.port), EndpointId(i as u32)))
-            .collect();
-        let mapping: Vec<Option<EndpointId>> = snapshot
-            .endpoints
-            .iter()
-            .map(|e| old_ids.get(&(e.scheme, e.host.clone(), e.port)).copied())
-            .collect();
+        // Pools and health observations of endpoints still present survive; the others go.
+        let mapping = snapshot.endpoint_mapping(&old.snapshot);
         self.pool.borrow_mut().remap(&mapping);
+        self.local_health.borrow_mut().remap(&mapping);
         let view = ShardView::new(snapshot, generation, self.index, &self.shared.metrics);
         let grown = {
             let metrics = self.metrics.borrow();
@@ -231,6 +282,7 @@ impl ShardContext {
             *self.metrics.borrow_mut() = grown;
         }
         *self.view.borrow_mut() = Rc::new(view);
+        spawn_health_checks(self);
         log::info!(
             "shard {}: now serving configuration generation {generation}",
             self.index
@@ -255,6 +307,7 @@ async fn shard_main(config: ShardConfig, started: Started, driver: &'static str)
     );
     let drain_for = Duration::from_millis(gateway.timeouts.drain_ms);
     let tokens = TokenCache::new(gateway.jwt.cache_entries, gateway.jwt.clock_skew_secs);
+    let snapshot_endpoints = snapshot.endpoints.len();
     let view = ShardView::new(snapshot, generation, index, &shared.metrics);
     let metrics = Arc::new(ShardMetrics::new(
         view.labels.api_labels,
@@ -266,6 +319,10 @@ async fn shard_main(config: ShardConfig, started: Started, driver: &'static str)
         driver,
         shared: Arc::clone(&shared),
         view: RefCell::new(Rc::new(view)),
+        local_health: RefCell::new(LocalHealth::new(snapshot_endpoints)),
+        rng: Cell::new(
+            0x9e37_79b9_7f4a_7c15 ^ (index as u64 + 1).wrapping_mul(0xbf58_476d_1ce4_e5b9),
+        ),
         pool: RefCell::new(pool),
         tokens: RefCell::new(tokens),
         connections: Rc::new(ClientConnections::default()),
@@ -290,6 +347,7 @@ async fn shard_main(config: ShardConfig, started: Started, driver: &'static str)
         listener_fds.push(listener.as_raw_fd());
         monoio::spawn(accept_loop(Rc::clone(&ctx), listener, kind));
     }
+    spawn_health_checks(&ctx);
     shared.mark_ready();
     let _ = started.send(Ok((index, driver)));
     drop(started);
@@ -364,6 +422,55 @@ async fn accept_loop(ctx: Rc<ShardContext>, listener: TcpListener, kind: Listene
             }
         }
     }
+}
+
+/// Starts this shard's share of the active health checks for the current snapshot: endpoint
+/// `i` is checked by shard `i mod workers` (one checker per endpoint across shards), with
+/// the settings of the first group it is a member of that checks. The checkers stop when
+/// the snapshot is replaced (the next refresh starts new ones) or the shard drains.
+fn spawn_health_checks(ctx: &ShardContext) {
+    let view = ctx.view();
+    let snapshot = &view.snapshot;
+    let workers = ctx.shared.workers.max(1);
+    let mut targets = Vec::new();
+    for (id, endpoint) in snapshot.endpoints.iter().enumerate() {
+        if id % workers != ctx.index {
+            continue;
+        }
+        let endpoint_id = EndpointId(id as u32);
+        let checking = snapshot.groups.iter().find_map(|g| {
+            let settings = g.health_check.as_ref()?;
+            g.members
+                .iter()
+                .any(|m| m.endpoint == endpoint_id)
+                .then(|| (settings.clone(), g.suspension))
+        });
+        let Some((mut settings, policy)) = checking else {
+            continue;
+        };
+        // The HTTP check speaks plain HTTP: https endpoints get a TCP connect check.
+        if endpoint.scheme == crate::config::url::Scheme::Https {
+            settings.path = None;
+        }
+        targets.push(ProbeTarget {
+            endpoint: endpoint_id,
+            addrs: endpoint.addrs.clone(),
+            authority: endpoint.authority.clone(),
+            settings,
+            policy,
+        });
+    }
+    if targets.is_empty() {
+        return;
+    }
+    let shared = Arc::clone(&ctx.shared);
+    let generation = view.generation;
+    let stop = move || shared.is_draining() || shared.generation() != generation;
+    monoio::spawn(run_health_checks(
+        Arc::clone(&snapshot.health),
+        targets,
+        stop,
+    ));
 }
 
 /// A connection's task: the TLS handshake on HTTPS listeners (inside the task, so a slow

@@ -23,6 +23,9 @@ use crate::http::Method;
 use crate::ids::{ApiId, EndpointId, GroupId, RouteId};
 use crate::route::{RouteConflict, Router};
 use crate::tls::{ServerTls, UpstreamTls};
+use crate::upstream::circuit::CircuitBreakers;
+use crate::upstream::health::{HealthTable, SuspensionPolicy};
+use crate::upstream::probe::HealthCheckSettings;
 use crate::upstream::{Endpoint, Group, GroupMember, RetryPolicy};
 
 /// One API definition, compiled.
@@ -64,6 +67,10 @@ pub struct Snapshot {
     pub verifier: Arc<Verifier>,
     /// Certificates of the HTTPS listeners and the client configuration for https upstreams.
     pub tls: Arc<TlsContexts>,
+    /// Endpoint health shared by all shards (carried over across reloads).
+    pub health: Arc<HealthTable>,
+    /// Circuit breaker counters of the groups that configure limits.
+    pub breakers: Arc<CircuitBreakers>,
     /// Things worth logging that did not stop the load.
     pub warnings: Vec<ConfigWarning>,
 }
@@ -212,6 +219,8 @@ impl Snapshot {
                 }
             }
         }
+        let health = Arc::new(HealthTable::new(endpoints.len()));
+        let breakers = Arc::new(CircuitBreakers::new(&groups));
         Ok(Snapshot {
             gateway,
             config_file,
@@ -221,19 +230,65 @@ impl Snapshot {
             endpoints,
             router,
             verifier: Arc::new(verifier),
+            health,
+            breakers,
             tls: Arc::new(tls),
             warnings,
         })
     }
 
-    /// Keeps the previous snapshot's TLS contexts when the TLS settings did not change, so a
-    /// reload does not invalidate session tickets and caches.
-    pub fn reuse_tls_of(&mut self, previous: &Snapshot) {
+    /// Carries what must survive a reload over from the snapshot being replaced: the health
+    /// of endpoints still present, the circuit breaker counts of groups still present, and
+    /// the TLS contexts when the TLS settings did not change (so session tickets and caches
+    /// stay valid).
+    pub fn carry_state_from(&mut self, previous: &Snapshot) {
         if self.gateway.tls == previous.gateway.tls
             && self.gateway.upstream.tls == previous.gateway.upstream.tls
         {
             self.tls = Arc::clone(&previous.tls);
         }
+        let old_endpoint_of = self.endpoint_mapping(previous);
+        self.health = Arc::new(HealthTable::carry_over(&previous.health, &old_endpoint_of));
+        let old_groups: HashMap<String, GroupId> = previous
+            .groups
+            .iter()
+            .enumerate()
+            .map(|(i, g)| {
+                (
+                    g.identity(&previous.endpoints, &previous.apis[g.api.index()].base_path),
+                    GroupId(i as u32),
+                )
+            })
+            .collect();
+        let old_group_of: Vec<Option<GroupId>> = self
+            .groups
+            .iter()
+            .map(|g| {
+                old_groups
+                    .get(&g.identity(&self.endpoints, &self.apis[g.api.index()].base_path))
+                    .copied()
+            })
+            .collect();
+        self.breakers = Arc::new(CircuitBreakers::carry_over(
+            &previous.breakers,
+            &self.groups,
+            &old_group_of,
+        ));
+    }
+
+    /// For each endpoint of this snapshot, its id in `previous` when it is there too (same
+    /// scheme, host and port).
+    pub fn endpoint_mapping(&self, previous: &Snapshot) -> Vec<Option<EndpointId>> {
+        let old: HashMap<(Scheme, &str, u16), EndpointId> = previous
+            .endpoints
+            .iter()
+            .enumerate()
+            .map(|(i, e)| ((e.scheme, &*e.host, e.port), EndpointId(i as u32)))
+            .collect();
+        self.endpoints
+            .iter()
+            .map(|e| old.get(&(e.scheme, &*e.host, e.port)).copied())
+            .collect()
     }
 
     /// The route table as `check` prints it.
@@ -331,7 +386,8 @@ struct Compiler<'g> {
     api_origins: Vec<ConfigError>,
     routes: Vec<Route>,
     groups: Vec<Group>,
-    group_ids: HashMap<(ApiId, EndpointSpec), GroupId>,
+    /// (API, endpoint object, the `group_overrides` entries that apply) -> group.
+    group_ids: HashMap<(ApiId, EndpointSpec, Vec<usize>), GroupId>,
     endpoints: Vec<Endpoint>,
     endpoint_ids: HashMap<(Scheme, String, u16), EndpointId>,
     router: Router,
@@ -385,8 +441,25 @@ impl<'g> Compiler<'g> {
         self.api_origins.push(spec.base_path_origin.clone());
         for resource in &spec.resources {
             let route = RouteId::next(&self.routes);
-            let production = resource.production.as_ref().map(|e| self.group(api, e));
-            let sandbox = resource.sandbox.as_ref().map(|e| self.group(api, e));
+            let overrides = crate::config::failure::matching(
+                &self.gateway.group_overrides,
+                &spec.base_path,
+                &resource.template,
+                resource.method,
+            );
+            let place = (
+                spec.base_path.as_str(),
+                resource.template.as_str(),
+                resource.method,
+            );
+            let production = resource
+                .production
+                .as_ref()
+                .map(|e| self.group(api, e, &overrides, place));
+            let sandbox = resource
+                .sandbox
+                .as_ref()
+                .map(|e| self.group(api, e, &overrides, place));
             self.router
                 .add_route(api, &resource.template, resource.method, route)
                 .map_err(|conflict| {
@@ -412,10 +485,28 @@ impl<'g> Compiler<'g> {
         Ok(())
     }
 
-    fn group(&mut self, api: ApiId, spec: &EndpointSpec) -> GroupId {
-        if let Some(&id) = self.group_ids.get(&(api, spec.clone())) {
+    /// The group for an endpoint object used at `place` (API base path, template, method);
+    /// objects with the same overrides share one group.
+    fn group(
+        &mut self,
+        api: ApiId,
+        spec: &EndpointSpec,
+        overrides: &[usize],
+        place: (&str, &str, Method),
+    ) -> GroupId {
+        let key = (api, spec.clone(), overrides.to_vec());
+        if let Some(&id) = self.group_ids.get(&key) {
             return id;
         }
+        let gateway = self.gateway;
+        let failure = crate::config::failure::resolve(
+            &gateway.group_overrides,
+            &gateway.suspension,
+            &gateway.health_check,
+            place.0,
+            place.1,
+            place.2,
+        );
         let members = spec
             .urls
             .iter()
@@ -442,8 +533,11 @@ impl<'g> Compiler<'g> {
                     .encode(format!("{}:{}", auth.username, auth.password));
                 format!("Basic {credentials}").into_bytes().into()
             }),
+            suspension: SuspensionPolicy::from(&failure.suspension),
+            health_check: (failure.health_check.enabled && spec.urls.len() > 1)
+                .then(|| HealthCheckSettings::from(&failure.health_check)),
         });
-        self.group_ids.insert((api, spec.clone()), id);
+        self.group_ids.insert(key, id);
         id
     }
 

@@ -229,6 +229,9 @@ fn sighup_reloads_and_an_invalid_config_keeps_the_old_one() {
 fn watch_reloads_when_a_definition_changes() {
     let backend = Backend::echo("a");
     let (_dir, api_path, gateway) = start(&api_with_paths(&backend, &["/one"]), &["--watch"]);
+    assert!(eventually(Duration::from_secs(10), || gateway
+        .log_text()
+        .contains("watching the configuration files")));
     std::fs::write(&api_path, api_with_paths(&backend, &["/one", "/watched"])).unwrap();
     assert!(
         eventually(Duration::from_secs(5), || gateway

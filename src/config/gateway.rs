@@ -29,6 +29,8 @@ pub struct GatewayConfig {
     pub limits: Limits,
     pub suspension: Suspension,
     pub health_check: HealthCheck,
+    /// Per-API/resource/method overrides of `suspension` and `health_check`.
+    pub group_overrides: Vec<super::failure::GroupOverride>,
     /// The CORS policy for APIs without `x-wso2-cors`; absent means no CORS handling.
     pub cors: Option<CorsSpec>,
     pub access_log: AccessLog,
@@ -49,6 +51,7 @@ impl Default for GatewayConfig {
             limits: Limits::default(),
             suspension: Suspension::default(),
             health_check: HealthCheck::default(),
+            group_overrides: Vec::new(),
             cors: None,
             access_log: AccessLog::default(),
             jwt: JwtConfig::default(),
@@ -364,6 +367,9 @@ impl GatewayConfig {
                     "must be a request path starting with '/'",
                 );
             }
+        }
+        if let Err(e) = super::failure::validate(&self.group_overrides, &self.suspension) {
+            return field_error(&e.field, &e.problem);
         }
         if self.upstream.tls.client_certificate.is_some() != self.upstream.tls.client_key.is_some()
         {

@@ -78,6 +78,8 @@ pub struct EndpointCounters {
     pub retries: Counter,
     /// Upstream TCP connections opened.
     pub connections_opened: Counter,
+    /// Times this shard suspended the endpoint after a failure.
+    pub suspensions: Counter,
     /// Requests being sent to or answered by the endpoint right now.
     pub in_flight: Gauge,
     /// Idle pooled connections (published by the shard's control loop).
@@ -141,6 +143,7 @@ impl ShardMetrics {
             new.failures.add(old.failures.get());
             new.retries.add(old.retries.get());
             new.connections_opened.add(old.connections_opened.get());
+            new.suspensions.add(old.suspensions.get());
             new.in_flight.set(old.in_flight.get());
             new.idle.set(old.idle.get());
         }

@@ -3,8 +3,10 @@
 //! requests are answered in order, one at a time). Heads stay in the connection's reused
 //! read buffer as offsets; the common path allocates nothing once the buffers are warm.
 
+mod exchange;
 mod forward;
 mod io;
+mod relay;
 
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;

@@ -116,6 +116,8 @@ mod tests {
             retry: None,
             circuit_breakers: None,
             authorization: None,
+            suspension: crate::upstream::health::SuspensionPolicy::default(),
+            health_check: None,
         }
     }
 

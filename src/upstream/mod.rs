@@ -3,6 +3,7 @@
 
 pub mod balancer;
 pub mod circuit;
+pub mod connection;
 pub mod health;
 pub mod pool;
 pub mod probe;
@@ -12,6 +13,8 @@ use std::net::SocketAddr;
 use crate::config::endpoint::{CircuitBreakerSpec, GroupKind};
 use crate::config::url::Scheme;
 use crate::ids::{ApiId, EndpointId};
+use crate::upstream::health::SuspensionPolicy;
+use crate::upstream::probe::HealthCheckSettings;
 
 /// A distinct upstream server.
 #[derive(Clone, Debug)]
@@ -64,4 +67,21 @@ pub struct Group {
     pub circuit_breakers: Option<CircuitBreakerSpec>,
     /// `Basic ...` sent instead of the client's `Authorization` (securityConfig).
     pub authorization: Option<Box<[u8]>>,
+    /// How long a failed member is avoided (gateway `suspension`, with `group_overrides`).
+    pub suspension: SuspensionPolicy,
+    /// Active health checks of the members; `None` for one-URL groups or when turned off.
+    pub health_check: Option<HealthCheckSettings>,
+}
+
+impl Group {
+    /// A stable identity across reloads: the API, the balancing type and the members.
+    pub fn identity(&self, endpoints: &[Endpoint], api_base_path: &str) -> String {
+        let mut key = format!("{api_base_path} {}", self.kind.as_str());
+        for member in self.members.iter() {
+            key.push(' ');
+            key.push_str(&endpoints[member.endpoint.index()].origin());
+            key.push_str(&String::from_utf8_lossy(&member.base_path));
+        }
+        key
+    }
 }

@@ -16,6 +16,8 @@ fn group(spec: Option<CircuitBreakerSpec>) -> Group {
         retry: None,
         circuit_breakers: spec,
         authorization: None,
+        suspension: crate::upstream::health::SuspensionPolicy::default(),
+        health_check: None,
     }
 }
 

@@ -1,0 +1,185 @@
+//! One attempt on one upstream connection: send the request head (with the buffered body or
+//! its beginning), stream the rest of the body, read the final response head (relaying
+//! interim ones). Connecting (TCP, then TLS for https endpoints) lives here too.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use monoio::io::{AsyncReadRent, AsyncWriteRent};
+use monoio::net::TcpStream;
+
+use super::forward::{Attempt, BodyDecoder, RequestBodyState};
+use super::io::{self, IoError};
+use super::{ClientConnection, READ_CHUNK};
+use crate::config::gateway::GatewayConfig;
+use crate::config::url::Scheme;
+use crate::error::GatewayError;
+use crate::http::{
+    parse_response, write_client_head, ClientHead, HeadLimits, Method, Parsed, Version,
+};
+use crate::tls::{UpstreamStream, UpstreamTls};
+use crate::upstream::connection::UpstreamConnection;
+use crate::upstream::Endpoint;
+
+impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
+    /// One try on one connected endpoint: send the request, read the final response head.
+    pub(super) async fn attempt(
+        &mut self,
+        gateway: &GatewayConfig,
+        conn: &mut UpstreamConnection,
+        reused: bool,
+        body: &mut RequestBodyState,
+        deadline: Instant,
+    ) -> Attempt {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match io::write_all(&mut conn.stream, &mut self.out, left).await {
+            Ok(()) => {}
+            Err(IoError::TimedOut) => return Attempt::TimedOut,
+            Err(_) if reused => return Attempt::ClosedBeforeResponse,
+            Err(_) => return Attempt::BrokenMidRequest,
+        }
+        if let RequestBodyState::Streaming(decoder) = body {
+            if let Some(failed) = self
+                .stream_request_body(&mut conn.stream, decoder, gateway)
+                .await
+            {
+                return failed;
+            }
+        }
+        match self
+            .read_response_head(gateway, &mut conn.stream, deadline)
+            .await
+        {
+            Ok(()) => Attempt::Response,
+            Err(failed) => failed,
+        }
+    }
+
+    /// Forwards the rest of a streamed request body, from the client to `conn`.
+    pub(super) async fn stream_request_body(
+        &mut self,
+        conn: &mut UpstreamStream,
+        decoder: &mut BodyDecoder,
+        gateway: &GatewayConfig,
+    ) -> Option<Attempt> {
+        let client_io = Duration::from_millis(gateway.timeouts.client_io_ms);
+        // The head and the body's beginning went out with the head.
+        self.inbuf.clear();
+        loop {
+            match io::read_more(&mut self.client, &mut self.inbuf, READ_CHUNK, client_io).await {
+                Ok(_) => {}
+                Err(_) => return Some(Attempt::ClientFailed(None)),
+            }
+            let scan = match decoder.scan(&self.inbuf) {
+                Ok(scan) => scan,
+                Err(e) => {
+                    return Some(Attempt::ClientFailed(Some(GatewayError::BadRequest(
+                        e.reason(),
+                    ))))
+                }
+            };
+            if io::write_range(conn, &mut self.inbuf, 0..scan.consumed, client_io)
+                .await
+                .is_err()
+            {
+                return Some(Attempt::BrokenMidRequest);
+            }
+            self.inbuf.drain(..scan.consumed);
+            if scan.done {
+                return None;
+            }
+        }
+    }
+
+    /// Reads until `rbuf` holds a final response head, relaying interim (1xx) ones.
+    pub(super) async fn read_response_head(
+        &mut self,
+        gateway: &GatewayConfig,
+        conn: &mut UpstreamStream,
+        deadline: Instant,
+    ) -> Result<(), Attempt> {
+        let limits = HeadLimits {
+            max_head: gateway.limits.max_response_head_bytes,
+            max_request_line: gateway.limits.max_response_head_bytes,
+            max_headers: HeadLimits::MAX_HEADERS_CAP,
+        };
+        let was_head = self.head.method == Method::Head;
+        self.rbuf.clear();
+        let mut received_any = false;
+        loop {
+            if !self.rbuf.is_empty() {
+                match parse_response(&self.rbuf, was_head, &limits, &mut self.resp) {
+                    Ok(Parsed::Complete) if self.resp.is_interim() => {
+                        let head_len = self.resp.head_len;
+                        // The gateway answered `Expect: 100-continue` itself; other interim
+                        // responses (103 Early Hints, ...) reach HTTP/1.1 clients.
+                        if self.resp.status != 100 && self.head.version == Version::Http11 {
+                            self.out.clear();
+                            write_client_head(
+                                &mut self.out,
+                                &self.rbuf,
+                                &self.resp,
+                                &ClientHead {
+                                    keep_alive: true,
+                                    client_version: Version::Http11,
+                                    dechunk: false,
+                                    extra: b"",
+                                },
+                            );
+                            let client_io = Duration::from_millis(gateway.timeouts.client_io_ms);
+                            if io::write_all(&mut self.client, &mut self.out, client_io)
+                                .await
+                                .is_err()
+                            {
+                                return Err(Attempt::ClientFailed(None));
+                            }
+                        }
+                        self.rbuf.drain(..head_len);
+                        continue;
+                    }
+                    Ok(Parsed::Complete) => return Ok(()),
+                    Ok(Parsed::Partial) => {}
+                    Err(_) => return Err(Attempt::BadResponse),
+                }
+            }
+            match io::read_more_until(conn, &mut self.rbuf, READ_CHUNK, deadline).await {
+                Ok(_) => received_any = true,
+                Err(IoError::TimedOut) => return Err(Attempt::TimedOut),
+                Err(_) if !received_any => return Err(Attempt::ClosedBeforeResponse),
+                Err(_) => return Err(Attempt::BadResponse),
+            }
+        }
+    }
+}
+
+/// Connects to the first address of the endpoint that accepts, within `timeout` for the
+/// whole step (TLS handshake included: a handshake failure is a connect failure).
+pub(super) async fn connect(
+    endpoint: &Endpoint,
+    timeout: Duration,
+    tls: &UpstreamTls,
+) -> Option<UpstreamStream> {
+    let deadline = Instant::now() + timeout;
+    for &addr in endpoint.addrs.iter() {
+        let Ok(Ok(tcp)) =
+            monoio::time::timeout_at(deadline.into(), TcpStream::connect_addr(addr)).await
+        else {
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        if endpoint.scheme == Scheme::Http {
+            return Some(UpstreamStream::from(tcp));
+        }
+        match monoio::time::timeout_at(deadline.into(), tls.connect(tcp, &endpoint.host)).await {
+            Ok(Ok(stream)) => return Some(UpstreamStream::from(stream)),
+            Ok(Err(e)) => log::debug!("TLS handshake with {} failed: {e}", endpoint.origin()),
+            Err(_) => log::debug!("TLS handshake with {} timed out", endpoint.origin()),
+        }
+    }
+    log::debug!(
+        "cannot connect to {} ({:?})",
+        endpoint.origin(),
+        endpoint.addrs.first().map(SocketAddr::to_string)
+    );
+    None
+}

@@ -1,0 +1,194 @@
+//! Relaying the response: the head rewritten for the client, the body streamed with its
+//! framing checked (length, chunked, until close; de-chunked for HTTP/1.0 clients), and the
+//! upstream connection pooled only when the response ended cleanly.
+
+use std::time::{Duration, Instant};
+
+use monoio::io::{AsyncReadRent, AsyncWriteRent};
+
+use super::io::{self, IoError};
+use super::{ClientConnection, READ_CHUNK};
+use crate::config::gateway::GatewayConfig;
+use crate::error::GatewayError;
+use crate::http::{
+    write_client_head, ChunkError, ChunkLimits, ChunkedDecoder, ClientHead, LengthDecoder,
+    ResponseBody, Scan, Version,
+};
+use crate::ids::EndpointId;
+use crate::upstream::connection::UpstreamConnection;
+
+impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
+    /// Sends the response head and body to the client; pools the upstream connection when
+    /// the response ended cleanly. Returns whether the client connection stays open.
+    pub(super) async fn relay_response(
+        &mut self,
+        gateway: &GatewayConfig,
+        mut conn: UpstreamConnection,
+        endpoint_id: EndpointId,
+        request_consumed: bool,
+        upstream_idle: Duration,
+    ) -> bool {
+        let client_io = Duration::from_millis(gateway.timeouts.client_io_ms);
+        let client_version = self.head.version;
+        let dechunk = client_version == Version::Http10 && self.resp.body == ResponseBody::Chunked;
+        let keep_client = request_consumed
+            && self.head.keep_alive
+            && !self.ctx.is_draining()
+            && self.resp.body != ResponseBody::UntilClose
+            && !dechunk;
+        self.out.clear();
+        write_client_head(
+            &mut self.out,
+            &self.rbuf,
+            &self.resp,
+            &ClientHead {
+                keep_alive: keep_client,
+                client_version,
+                dechunk,
+                extra: &self.cors,
+            },
+        );
+        let head_len = self.resp.head_len;
+        let mut decoder = match self.resp.body {
+            ResponseBody::None => None,
+            ResponseBody::Length(length) => {
+                Some(ResponseDecoder::Length(LengthDecoder::new(length)))
+            }
+            ResponseBody::Chunked => Some(ResponseDecoder::Chunked(
+                ChunkedDecoder::new(ChunkLimits::default()),
+                dechunk,
+            )),
+            ResponseBody::UntilClose => Some(ResponseDecoder::UntilClose),
+        };
+        // The body's first bytes go out with the head, in one write.
+        let mut done = decoder.is_none();
+        let mut stray;
+        if let Some(decoder) = &mut decoder {
+            match decoder.relay(&self.rbuf[head_len..], &mut self.out) {
+                Ok(scan) => {
+                    done = scan.done;
+                    stray = scan.done && head_len + scan.consumed < self.rbuf.len();
+                }
+                Err(_) => {
+                    // Nothing was sent yet: the upstream broke its own framing.
+                    return self
+                        .reply_upstream_error(
+                            gateway,
+                            GatewayError::BadUpstreamResponse,
+                            request_consumed,
+                        )
+                        .await;
+                }
+            }
+        } else {
+            stray = head_len < self.rbuf.len();
+        }
+        self.record.bytes += self.out.len() as u64;
+        if io::write_all(&mut self.client, &mut self.out, client_io)
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        while !done {
+            let Some(decoder) = &mut decoder else { break };
+            self.rbuf.clear();
+            match io::read_more(&mut conn.stream, &mut self.rbuf, READ_CHUNK, upstream_idle).await {
+                Ok(_) => {}
+                Err(IoError::Closed) if matches!(decoder, ResponseDecoder::UntilClose) => {
+                    return false
+                }
+                // Mid-body failure: closing the client connection is the only honest signal
+                // (never a truncated response that looks complete).
+                Err(_) => return false,
+            }
+            let scan = match decoder.relay_in_place(&mut self.rbuf, &mut self.out) {
+                Ok(scan) => scan,
+                Err(_) => return false,
+            };
+            done = scan.done;
+            stray = scan.done && scan.consumed < self.rbuf.len();
+            self.record.bytes += if decoder.dechunks() {
+                self.out.len()
+            } else {
+                scan.consumed
+            } as u64;
+            let sent = if decoder.dechunks() {
+                io::write_all(&mut self.client, &mut self.out, client_io).await
+            } else {
+                io::write_range(
+                    &mut self.client,
+                    &mut self.rbuf,
+                    0..scan.consumed,
+                    client_io,
+                )
+                .await
+            };
+            if sent.is_err() {
+                return false;
+            }
+        }
+        if self.resp.keep_alive && !stray {
+            self.ctx
+                .pool
+                .borrow_mut()
+                .put(endpoint_id, conn, Instant::now());
+        }
+        keep_client
+    }
+}
+
+/// Frames a response body while relaying it.
+enum ResponseDecoder {
+    Length(LengthDecoder),
+    /// The bool says whether to de-chunk (HTTP/1.0 client).
+    Chunked(ChunkedDecoder, bool),
+    UntilClose,
+}
+
+impl ResponseDecoder {
+    fn dechunks(&self) -> bool {
+        matches!(self, ResponseDecoder::Chunked(_, true))
+    }
+
+    /// Appends the body part of `input` to `out` (de-chunked if needed).
+    fn relay(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<Scan, ChunkError> {
+        match self {
+            ResponseDecoder::Length(d) => {
+                let scan = d.scan(input);
+                out.extend_from_slice(&input[..scan.consumed]);
+                Ok(scan)
+            }
+            ResponseDecoder::Chunked(d, true) => d.decode(input, out),
+            ResponseDecoder::Chunked(d, false) => {
+                let scan = d.scan(input)?;
+                out.extend_from_slice(&input[..scan.consumed]);
+                Ok(scan)
+            }
+            ResponseDecoder::UntilClose => {
+                out.extend_from_slice(input);
+                Ok(Scan {
+                    consumed: input.len(),
+                    done: false,
+                })
+            }
+        }
+    }
+
+    /// Frames `input` for writing it as it is (`input[..consumed]`), or, when de-chunking,
+    /// decodes into `out` (cleared first).
+    fn relay_in_place(&mut self, input: &mut [u8], out: &mut Vec<u8>) -> Result<Scan, ChunkError> {
+        match self {
+            ResponseDecoder::Length(d) => Ok(d.scan(input)),
+            ResponseDecoder::Chunked(d, false) => d.scan(input),
+            ResponseDecoder::Chunked(d, true) => {
+                out.clear();
+                d.decode(input, out)
+            }
+            ResponseDecoder::UntilClose => Ok(Scan {
+                consumed: input.len(),
+                done: false,
+            }),
+        }
+    }
+}
