@@ -67,16 +67,42 @@ impl Shared {
     }
 
     /// The health of endpoint `id` of the current snapshot, for `/endpoints`.
-    pub fn health_of(&self, _id: usize) -> EndpointHealth {
-        EndpointHealth {
-            state: "unknown",
-            epoch: 0,
-            suspended_remaining_ms: 0,
-        }
+    pub fn health_of(&self, id: usize) -> EndpointHealth {
+        let (snapshot, _) = self.snapshot();
+        endpoint_health(&snapshot, id)
     }
 
-    /// Appends the health table's metrics.
-    pub fn render_health_metrics(&self, _out: &mut String) {}
+    /// Appends the health table's metrics: state per endpoint and its transition epoch.
+    pub fn render_health_metrics(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let (snapshot, _) = self.snapshot();
+        let _ = writeln!(
+            out,
+            "# HELP shardgate_endpoint_state Health of each endpoint (1 for its current state)."
+        );
+        let _ = writeln!(out, "# TYPE shardgate_endpoint_state gauge");
+        for (id, endpoint) in snapshot.endpoints.iter().enumerate() {
+            let health = endpoint_health(&snapshot, id);
+            for state in ["healthy", "suspended", "probing"] {
+                let value = u8::from(health.state == state);
+                let _ = writeln!(
+                    out,
+                    "shardgate_endpoint_state{{endpoint=\"{}\",state=\"{state}\"}} {value}",
+                    endpoint.origin()
+                );
+            }
+        }
+        let _ = writeln!(out, "# HELP shardgate_endpoint_health_epoch Health transitions of each endpoint (16-bit, wraps).");
+        let _ = writeln!(out, "# TYPE shardgate_endpoint_health_epoch gauge");
+        for (id, endpoint) in snapshot.endpoints.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "shardgate_endpoint_health_epoch{{endpoint=\"{}\"}} {}",
+                endpoint.origin(),
+                endpoint_health(&snapshot, id).epoch
+            );
+        }
+    }
 
     pub(crate) fn mark_ready(&self) {
         self.ready.fetch_add(1, Ordering::AcqRel);
@@ -84,6 +110,27 @@ impl Shared {
 
     pub fn ready_shards(&self) -> usize {
         self.ready.load(Ordering::Acquire)
+    }
+}
+
+/// An endpoint's health from the snapshot's table.
+fn endpoint_health(snapshot: &Snapshot, id: usize) -> EndpointHealth {
+    let table = &snapshot.health;
+    let word = table.load(crate::ids::EndpointId(id as u32));
+    let now_ms = table.millis(std::time::Instant::now());
+    let state = match word.state() {
+        crate::upstream::health::State::Healthy => "healthy",
+        crate::upstream::health::State::Suspended => "suspended",
+        crate::upstream::health::State::Probing => "probing",
+    };
+    EndpointHealth {
+        state,
+        epoch: u64::from(word.epoch()),
+        suspended_remaining_ms: if word.is_healthy() {
+            0
+        } else {
+            word.until_ms().saturating_sub(now_ms)
+        },
     }
 }
 

@@ -80,11 +80,12 @@ pub fn render(shared: &Shared) -> String {
         }
     }
 
-    let endpoint_counters: [EndpointSeries<u64>; 4] = [
+    let endpoint_counters: [EndpointSeries<u64>; 5] = [
         ("shardgate_upstream_attempts_total", "Requests sent (or attempted) to an endpoint.", |c| c.attempts.get()),
         ("shardgate_upstream_failures_total", "Attempts that failed before any response byte (connect refused or timed out, TLS handshake, reset).", |c| c.failures.get()),
         ("shardgate_upstream_retries_total", "Attempts that retried an earlier attempt of the same request.", |c| c.retries.get()),
         ("shardgate_upstream_connections_opened_total", "Upstream connections opened.", |c| c.connections_opened.get()),
+        ("shardgate_upstream_suspensions_total", "Times an endpoint was suspended after a failure.", |c| c.suspensions.get()),
     ];
     for (name, help, get) in endpoint_counters {
         header(&mut out, name, "counter", help);

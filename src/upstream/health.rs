@@ -81,8 +81,7 @@
 //!
 //! (The separate target directory keeps the loom build from invalidating the normal one.)
 
-// `cfg(loom)` is set only by the command above; the crate declares no such cfg.
-#![allow(unexpected_cfgs)]
+// `cfg(loom)` is declared in Cargo.toml (`[lints.rust]`) and set only by the command above.
 
 use std::cell::Cell;
 use std::fmt;
