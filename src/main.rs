@@ -137,13 +137,21 @@ fn report_errors(errors: &shardgate::config::ConfigErrors) {
 /// Serves until SIGTERM/SIGINT; SIGHUP reloads.
 fn run(args: &RunArgs) -> ExitCode {
     match start(args) {
-        Some(server) => serve_until_stopped(server, args),
+        Some(running) => serve_until_stopped(running, args),
         None => ExitCode::FAILURE,
     }
 }
 
-/// Loads the configuration and starts the shards; logs and returns None on failure.
-fn start(args: &RunArgs) -> Option<Server> {
+/// A started gateway: the shards, the admin listener, the reload path.
+struct Running {
+    server: Server,
+    admin: Option<AdminServer>,
+    reloader: Reloader,
+}
+
+/// Loads the configuration, binds the listeners, starts the admin listener (so `/ready`
+/// can say "starting"), then the shards; logs and returns None on failure.
+fn start(args: &RunArgs) -> Option<Running> {
     let snapshot = match load_for_run(args) {
         Ok(snapshot) => snapshot,
         Err(errors) => {
@@ -171,7 +179,30 @@ fn start(args: &RunArgs) -> Option<Server> {
         log::error!("cannot block signals: {e}");
         return None;
     }
-    let server = match Server::start(snapshot, args.driver) {
+    let bound = match Server::bind(snapshot) {
+        Ok(bound) => bound,
+        Err(e) => {
+            log::error!("{e}");
+            return None;
+        }
+    };
+    let shared = Arc::clone(bound.shared());
+    let reloader = reloader(Arc::clone(&shared), args.clone());
+    let admin_addr = shared.snapshot().0.gateway.admin;
+    let admin = match admin_addr
+        .map(|addr| AdminServer::start(addr, Arc::clone(&shared), Arc::clone(&reloader)))
+    {
+        Some(Ok(admin)) => {
+            log::info!("admin listening on http://{}", admin.addr);
+            Some(admin)
+        }
+        Some(Err(e)) => {
+            log::error!("{e}");
+            return None;
+        }
+        None => None,
+    };
+    let server = match bound.start(args.driver) {
         Ok(server) => server,
         Err(e) => {
             log::error!("{e}");
@@ -202,29 +233,21 @@ fn start(args: &RunArgs) -> Option<Server> {
             "upstream.tls.insecure_skip_verify is on: https upstream certificates are not verified"
         );
     }
-    Some(server)
+    Some(Running {
+        server,
+        admin,
+        reloader,
+    })
 }
 
 /// Waits for signals: SIGHUP reloads, SIGTERM/SIGINT drain and exit 0. The admin listener
 /// and the file watcher (with `--watch`) reload through the same path.
-fn serve_until_stopped(server: Server, args: &RunArgs) -> ExitCode {
-    let shared = Arc::clone(server.shared());
-    let reloader = reloader(Arc::clone(&shared), args.clone());
-    let admin_addr = shared.snapshot().0.gateway.admin;
-    let admin = match admin_addr
-        .map(|addr| AdminServer::start(addr, Arc::clone(&shared), Arc::clone(&reloader)))
-    {
-        Some(Ok(admin)) => {
-            log::info!("admin listening on http://{}", admin.addr);
-            Some(admin)
-        }
-        Some(Err(e)) => {
-            log::error!("{e}");
-            server.stop();
-            return ExitCode::FAILURE;
-        }
-        None => None,
-    };
+fn serve_until_stopped(running: Running, args: &RunArgs) -> ExitCode {
+    let Running {
+        server,
+        admin,
+        reloader,
+    } = running;
     let _watcher = if args.watch {
         let roots_args = args.clone();
         let watch_reload = Arc::clone(&reloader);
@@ -373,7 +396,7 @@ fn demo() -> ExitCode {
         },
         ..RunArgs::default()
     };
-    let Some(server) = start(&args) else {
+    let Some(running) = start(&args) else {
         return ExitCode::FAILURE;
     };
     let token = token(&TokenArgs {
@@ -383,11 +406,11 @@ fn demo() -> ExitCode {
         ..TokenArgs::default()
     })
     .unwrap_or_else(|e| format!("<could not mint a token: {e}>"));
-    if let Some(http) = server.http_addrs.first() {
+    if let Some(http) = running.server.http_addrs.first() {
         println!("{}", shardgate::demo::instructions(*http, &token));
     }
     std::thread::spawn(move || shardgate::demo::control_loop(&upstreams));
-    serve_until_stopped(server, &args)
+    serve_until_stopped(running, &args)
 }
 
 /// Raises the soft open-file limit to the hard one: every client and upstream connection is

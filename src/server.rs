@@ -160,6 +160,12 @@ impl Server {
     /// Binds the listeners the snapshot's gateway config names, starts the shards and returns
     /// once every shard is accepting.
     pub fn start(snapshot: Snapshot, driver: Driver) -> io::Result<Server> {
+        Server::bind(snapshot)?.start(driver)
+    }
+
+    /// Binds every listener and builds the shared state, without starting shards: what the
+    /// admin listener needs to answer (`/ready` says "starting" until the shards accept).
+    pub fn bind(snapshot: Snapshot) -> io::Result<BoundServer> {
         let workers = snapshot.gateway.worker_count();
         let backlog = snapshot.gateway.listeners.backlog.min(i32::MAX as u32) as i32;
         let mut per_shard: Vec<Vec<(ListenerKind, std::net::TcpListener)>> =
@@ -205,6 +211,42 @@ impl Server {
             metrics: MetricsHub::new(workers),
             workers,
         });
+        Ok(BoundServer {
+            shared,
+            per_shard,
+            http_addrs,
+            https_addrs,
+            access_log,
+            workers,
+        })
+    }
+}
+
+/// Listeners bound and state built; shards not started yet.
+pub struct BoundServer {
+    shared: Arc<Shared>,
+    per_shard: Vec<Vec<(ListenerKind, std::net::TcpListener)>>,
+    pub http_addrs: Vec<SocketAddr>,
+    pub https_addrs: Vec<SocketAddr>,
+    access_log: Option<AccessLogWriter>,
+    workers: usize,
+}
+
+impl BoundServer {
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Starts one pinned shard per worker; returns once every shard is accepting.
+    pub fn start(self, driver: Driver) -> io::Result<Server> {
+        let BoundServer {
+            shared,
+            per_shard,
+            http_addrs,
+            https_addrs,
+            access_log,
+            workers,
+        } = self;
         // Pin one shard per core only when the process may run on no more cores than it has
         // shards (bare metal with workers = cores, a Kubernetes pod with exclusive cores).
         // With more cores allowed (a shared node), pinning every pod to the first cores of
@@ -258,7 +300,9 @@ impl Server {
             access_log,
         })
     }
+}
 
+impl Server {
     pub fn workers(&self) -> usize {
         self.workers
     }

@@ -391,3 +391,43 @@ fn access_log_writes_one_line_per_request() {
     assert_eq!(lines[1]["status"], 404);
     assert_eq!(lines[1]["upstream"], serde_json::Value::Null);
 }
+
+#[test]
+fn ready_is_false_until_every_shard_accepts() {
+    use shardgate::admin::AdminServer;
+    use shardgate::cli::Driver;
+    use shardgate::server::Server;
+    use shardgate::snapshot::{LoadOptions, Snapshot};
+    let backend = Backend::echo("a");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("api.yaml"),
+        open_api(&[backend.url("")], "load_balance"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("gateway.yaml"), "listeners:\n  http: [\"127.0.0.1:0\"]\n  https: []\nworkers: 2\nadmin: \"127.0.0.1:0\"\napis: [api.yaml]\n").unwrap();
+    let snapshot = Snapshot::load(&LoadOptions {
+        config: Some(dir.path().join("gateway.yaml")),
+        apis: vec![],
+        resolve_hosts: true,
+    })
+    .unwrap();
+    let bound = Server::bind(snapshot).unwrap();
+    let admin = AdminServer::start(
+        "127.0.0.1:0".parse().unwrap(),
+        std::sync::Arc::clone(bound.shared()),
+        std::sync::Arc::new(|| Ok(String::new())),
+    )
+    .unwrap();
+    let (status, body) = admin_request(admin.addr, "GET", "/ready");
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("\"status\":\"starting\"") && body.contains("\"shards_ready\":0"),
+        "{body}"
+    );
+    let server = bound.start(Driver::Auto).unwrap();
+    let (status, body) = admin_request(admin.addr, "GET", "/ready");
+    assert_eq!(status, 200, "{body}");
+    server.stop();
+    admin.stop();
+}
