@@ -63,38 +63,45 @@ pub fn run(config: ShardConfig, started: Started) {
             format!("shard {}: cannot build the io runtime: {e}", config.index),
         )));
     };
-    match config.driver {
-        Driver::Auto => {
-            match monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
-                .with_entries(RING_ENTRIES)
-                .enable_timer()
-                .build()
-            {
-                Ok(monoio::FusionRuntime::Uring(mut rt)) => {
-                    rt.block_on(shard_main(config, started, "io_uring"))
-                }
-                Ok(monoio::FusionRuntime::Legacy(mut rt)) => {
-                    log::warn!(
-                        "shard {}: io_uring is unavailable (kernel or seccomp); using epoll",
-                        config.index
-                    );
-                    rt.block_on(shard_main(config, started, "epoll"))
-                }
-                Err(e) => failed(e, &started),
-            }
-        }
-        Driver::Uring => match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+    let uring = || {
+        // Completions are reaped by the shard's own thread only: no inter-processor
+        // interrupt per completion (COOP_TASKRUN), one submitter (SINGLE_ISSUER). Kernels
+        // older than 6.0 refuse the flags; the ring is then built without them.
+        let mut tuned = io_uring::IoUring::builder();
+        tuned.setup_coop_taskrun().setup_single_issuer();
+        monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
             .with_entries(RING_ENTRIES)
+            .uring_builder(tuned)
             .enable_timer()
             .build()
-        {
+            .or_else(|_| {
+                monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+                    .with_entries(RING_ENTRIES)
+                    .enable_timer()
+                    .build()
+            })
+    };
+    let legacy = || {
+        monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+    };
+    match config.driver {
+        Driver::Auto | Driver::Uring => match uring() {
             Ok(mut rt) => rt.block_on(shard_main(config, started, "io_uring")),
-            Err(e) => failed(e, &started),
+            Err(e) if config.driver == Driver::Uring => failed(e, &started),
+            Err(e) => {
+                log::warn!(
+                    "shard {}: io_uring is unavailable ({e}); using epoll",
+                    config.index
+                );
+                match legacy() {
+                    Ok(mut rt) => rt.block_on(shard_main(config, started, "epoll")),
+                    Err(e) => failed(e, &started),
+                }
+            }
         },
-        Driver::Legacy => match monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
-            .enable_timer()
-            .build()
-        {
+        Driver::Legacy => match legacy() {
             Ok(mut rt) => rt.block_on(shard_main(config, started, "epoll")),
             Err(e) => failed(e, &started),
         },

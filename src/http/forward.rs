@@ -17,7 +17,7 @@ pub struct UpstreamHead<'a> {
     /// The upstream authority for `Host` (port omitted when default).
     pub host: &'a [u8],
     /// The client's address, appended to `X-Forwarded-For`.
-    pub client_ip: IpAddr,
+    pub client_ip: &'a [u8],
     /// The scheme the client used (`http` or `https`), for `X-Forwarded-Proto`.
     pub proto: &'a [u8],
     /// A header to remove, case-insensitively (the token header, unless configured to keep it).
@@ -56,7 +56,7 @@ pub fn upstream_head_capacity(head: &RequestHead, f: &UpstreamHead<'_>) -> usize
         + f.host.len()
         + f.proto.len()
         + f.authorization.map_or(0, <[u8]>::len)
-        + MAX_IP_TEXT
+        + f.client_ip.len()
         + ADDED
 }
 
@@ -117,7 +117,7 @@ pub fn write_upstream_head(
             }
         }
     }
-    push_ip(out, f.client_ip);
+    out.extend_from_slice(f.client_ip);
     out.extend_from_slice(b"\r\n");
     push_field(out, b"X-Forwarded-Proto", f.proto);
     if let Some(host) = head.host {
@@ -218,8 +218,8 @@ fn push_decimal(out: &mut Vec<u8>, mut value: u64) {
 }
 
 /// Writes an address as X-Forwarded-For carries it: dotted IPv4 (IPv4-mapped IPv6 from a
-/// dual-stack listener included), bare IPv6 text.
-fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
+/// dual-stack listener included), bare IPv6 text. Rendered once per client connection.
+pub fn write_client_ip(out: &mut Vec<u8>, ip: IpAddr) {
     match ip.to_canonical() {
         IpAddr::V4(v4) => {
             for (i, octet) in v4.octets().into_iter().enumerate() {
@@ -302,7 +302,7 @@ mod tests {
         UpstreamHead {
             target: b"/v2/pet?x=1",
             host: b"backend:8080",
-            client_ip: IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7)),
+            client_ip: b"203.0.113.7",
             proto: b"https",
             drop_header: None,
             authorization: None,
@@ -395,7 +395,7 @@ X-Forwarded-Host: gw.example\r\n\r\n"
         ];
         for (ip, text) in cases {
             let mut out = Vec::new();
-            push_ip(&mut out, ip);
+            write_client_ip(&mut out, ip);
             assert_eq!(out, text.as_bytes());
         }
     }
@@ -545,7 +545,7 @@ X-Forwarded-Proto: http\r\n\r\n"
         ];
         let f = UpstreamHead {
             authorization: Some(b"Basic dXNlcjpwYXNzd29yZA=="),
-            client_ip: "1111:2222:3333:4444:5555:6666:7777:8888".parse().unwrap(),
+            client_ip: b"1111:2222:3333:4444:5555:6666:7777:8888",
             ..upstream_fields()
         };
         for buf in fixtures {

@@ -29,10 +29,9 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
         conn: &mut UpstreamConnection,
         reused: bool,
         body: &mut RequestBodyState,
-        deadline: Instant,
     ) -> Attempt {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match io::write_all(&mut conn.stream, &mut self.out, left).await {
+        // The caller bounds the whole attempt by the route deadline; no timer per step.
+        match io::write_all_untimed(&mut conn.stream, &mut self.out).await {
             Ok(()) => {}
             Err(IoError::TimedOut) => return Attempt::TimedOut,
             Err(_) if reused => return Attempt::ClosedBeforeResponse,
@@ -46,10 +45,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
                 return failed;
             }
         }
-        match self
-            .read_response_head(gateway, &mut conn.stream, deadline)
-            .await
-        {
+        match self.read_response_head(gateway, &mut conn.stream).await {
             Ok(()) => Attempt::Response,
             Err(failed) => failed,
         }
@@ -96,7 +92,6 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
         &mut self,
         gateway: &GatewayConfig,
         conn: &mut UpstreamStream,
-        deadline: Instant,
     ) -> Result<(), Attempt> {
         let limits = HeadLimits {
             max_head: gateway.limits.max_response_head_bytes,
@@ -142,7 +137,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
                     Err(_) => return Err(Attempt::BadResponse),
                 }
             }
-            match io::read_more_until(conn, &mut self.rbuf, READ_CHUNK, deadline).await {
+            match io::read_more_untimed(conn, &mut self.rbuf, READ_CHUNK).await {
                 Ok(_) => received_any = true,
                 Err(IoError::TimedOut) => return Err(Attempt::TimedOut),
                 Err(_) if !received_any => return Err(Attempt::ClosedBeforeResponse),

@@ -8,6 +8,7 @@
 //! any response byte marks the endpoint failed, and idempotent requests whose body is
 //! buffered move on to the next endpoint.
 
+use std::pin::pin;
 use std::time::{Duration, Instant};
 
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
@@ -295,7 +296,14 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
                 };
                 self.record.endpoint = Some(endpoint_id);
                 self.prepare_upstream_request(group, member, endpoint, found, body, drop_header);
-                let mut pooled = self.ctx.pool.borrow_mut().take(endpoint_id, Instant::now());
+                // A request that could not be replayed on a fresh connection must not meet a
+                // stale one: check those; the others are retried if the connection was stale.
+                let must_check = !(idempotent && matches!(body, RequestBodyState::Buffered { .. }));
+                let mut pooled =
+                    self.ctx
+                        .pool
+                        .borrow_mut()
+                        .take(endpoint_id, Instant::now(), must_check);
                 loop {
                     let reused = pooled.is_some();
                     let mut conn = match pooled.take() {
@@ -331,10 +339,11 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
                         *attempts += 1;
                         self.count_attempt(label, *attempts, true);
                     }
-                    let attempt = self.attempt(gateway, &mut conn, reused, body, deadline);
-                    let result = monoio::time::timeout_at(deadline.into(), attempt)
-                        .await
-                        .unwrap_or(Attempt::TimedOut);
+                    let result = {
+                        let attempt = pin!(self.attempt(gateway, &mut conn, reused, body));
+                        let timer = pin!(monoio::time::sleep_until(deadline.into()));
+                        io::race(attempt, timer).await.unwrap_or(Attempt::TimedOut)
+                    };
                     let replayable = matches!(body, RequestBodyState::Buffered { .. });
                     if !matches!(result, Attempt::Response) {
                         self.ctx.with_metrics(|m| {
@@ -560,7 +569,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
             &UpstreamHead {
                 target: &self.target,
                 host: endpoint.authority.as_bytes(),
-                client_ip: self.peer.ip(),
+                client_ip: &self.client_ip,
                 proto: self.proto,
                 drop_header,
                 authorization: group.authorization.as_deref(),

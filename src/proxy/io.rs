@@ -3,12 +3,16 @@
 //! it, so callers close the connection after a timeout (they must anyway: bytes may have
 //! been consumed).
 
+use std::future::{poll_fn, Future};
 use std::io;
 use std::ops::Range;
+use std::pin::{pin, Pin};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use monoio::time::Sleep;
 
 /// Why an I/O step ended without its bytes.
 #[derive(Debug)]
@@ -36,6 +40,25 @@ impl From<io::Error> for IoError {
     }
 }
 
+/// Polls `future` until it completes or `timer` fires (`None`). Both are pinned by the
+/// caller where they stand: wrapping a future in `monoio::time::timeout` moves it (twice,
+/// with `.await`), and on the request path those copies of large futures add up.
+pub async fn race<F: Future>(
+    mut future: Pin<&mut F>,
+    mut timer: Pin<&mut Sleep>,
+) -> Option<F::Output> {
+    poll_fn(|cx| {
+        if let Poll::Ready(output) = future.as_mut().poll(cx) {
+            return Poll::Ready(Some(output));
+        }
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
+}
+
 /// Reads into the spare capacity of `buf` (appending), making sure at least `min_spare`
 /// bytes are free first. Returns the number of bytes read; end of stream is `Closed`.
 pub async fn read_more<S: AsyncReadRent>(
@@ -48,10 +71,11 @@ pub async fn read_more<S: AsyncReadRent>(
         buf.reserve(min_spare);
     }
     let (len, cap) = (buf.len(), buf.capacity());
-    let read = stream.read(std::mem::take(buf).slice_mut(len..cap));
-    match monoio::time::timeout(timeout, read).await {
-        Err(_) => Err(IoError::TimedOut),
-        Ok((result, slice)) => {
+    let read = pin!(stream.read(std::mem::take(buf).slice_mut(len..cap)));
+    let timer = pin!(monoio::time::sleep(timeout));
+    match race(read, timer).await {
+        None => Err(IoError::TimedOut),
+        Some((result, slice)) => {
             *buf = slice.into_inner();
             match result {
                 Ok(0) => Err(IoError::Closed),
@@ -60,6 +84,39 @@ pub async fn read_more<S: AsyncReadRent>(
             }
         }
     }
+}
+
+/// Like [`read_more`] without a timer of its own, for callers already under a deadline.
+pub async fn read_more_untimed<S: AsyncReadRent>(
+    stream: &mut S,
+    buf: &mut Vec<u8>,
+    min_spare: usize,
+) -> Result<usize, IoError> {
+    if buf.capacity() - buf.len() < min_spare {
+        buf.reserve(min_spare);
+    }
+    let (len, cap) = (buf.len(), buf.capacity());
+    let (result, slice) = stream.read(std::mem::take(buf).slice_mut(len..cap)).await;
+    *buf = slice.into_inner();
+    match result {
+        Ok(0) => Err(IoError::Closed),
+        Ok(n) => Ok(n),
+        Err(e) => Err(IoError::Io(e)),
+    }
+}
+
+/// Writes all of `buf` without a timer of its own, for callers already under a deadline.
+pub async fn write_all_untimed<S: AsyncWriteRent>(
+    stream: &mut S,
+    buf: &mut Vec<u8>,
+) -> Result<(), IoError> {
+    if buf.is_empty() {
+        return Ok(());
+    }
+    let len = buf.len();
+    let (result, slice) = stream.write_all(std::mem::take(buf).slice(0..len)).await;
+    *buf = slice.into_inner();
+    result.map(|_| ()).map_err(IoError::Io)
 }
 
 /// Like [`read_more`] with an absolute deadline.
@@ -86,10 +143,11 @@ pub async fn write_range<S: AsyncWriteRent>(
     if range.is_empty() {
         return Ok(());
     }
-    let write = stream.write_all(std::mem::take(buf).slice(range));
-    match monoio::time::timeout(timeout, write).await {
-        Err(_) => Err(IoError::TimedOut),
-        Ok((result, slice)) => {
+    let write = pin!(stream.write_all(std::mem::take(buf).slice(range)));
+    let timer = pin!(monoio::time::sleep(timeout));
+    match race(write, timer).await {
+        None => Err(IoError::TimedOut),
+        Some((result, slice)) => {
             *buf = slice.into_inner();
             result.map(|_| ()).map_err(IoError::Io)
         }

@@ -84,6 +84,8 @@ pub(crate) struct ClientConnection<S> {
     peer: SocketAddr,
     /// `http` or `https`, for `X-Forwarded-Proto`.
     proto: &'static [u8],
+    /// The client's address as `X-Forwarded-For` text, rendered once per connection.
+    client_ip: Vec<u8>,
     slot: ConnectionSlot,
     /// Client bytes not consumed yet: the current request's head and body prefix, then any
     /// pipelined requests.
@@ -124,6 +126,11 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
                 ListenerKind::Https => b"https",
             },
             slot,
+            client_ip: {
+                let mut text = Vec::with_capacity(45);
+                crate::http::write_client_ip(&mut text, peer.ip());
+                text
+            },
             inbuf: Vec::with_capacity(READ_CHUNK),
             head: RequestHead::with_limits(&limits),
             scan: HeadScan::default(),

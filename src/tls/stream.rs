@@ -215,18 +215,22 @@ impl<T: AsRawFd> AsRawFd for TcpOrTls<T> {
     }
 }
 
+// The TLS arms box their futures: a TLS read or write future is several hundred bytes, and
+// without the box every plain-TCP operation would carry (and move, several times per await)
+// a future of the TLS size. TLS already allocates per record; one more small box there is
+// the cheaper side of the trade.
 impl<T: AsyncReadRent> AsyncReadRent for TcpOrTls<T> {
     async fn read<B: IoBufMut>(&mut self, buf: B) -> BufResult<usize, B> {
         match self {
             TcpOrTls::Plain(tcp) => tcp.read(buf).await,
-            TcpOrTls::Tls(tls) => tls.read(buf).await,
+            TcpOrTls::Tls(tls) => Box::pin(tls.read(buf)).await,
         }
     }
 
     async fn readv<B: IoVecBufMut>(&mut self, buf: B) -> BufResult<usize, B> {
         match self {
             TcpOrTls::Plain(tcp) => tcp.readv(buf).await,
-            TcpOrTls::Tls(tls) => tls.readv(buf).await,
+            TcpOrTls::Tls(tls) => Box::pin(tls.readv(buf)).await,
         }
     }
 }
@@ -235,28 +239,28 @@ impl<T: AsyncWriteRent> AsyncWriteRent for TcpOrTls<T> {
     async fn write<B: IoBuf>(&mut self, buf: B) -> BufResult<usize, B> {
         match self {
             TcpOrTls::Plain(tcp) => tcp.write(buf).await,
-            TcpOrTls::Tls(tls) => tls.write(buf).await,
+            TcpOrTls::Tls(tls) => Box::pin(tls.write(buf)).await,
         }
     }
 
     async fn writev<B: IoVecBuf>(&mut self, buf: B) -> BufResult<usize, B> {
         match self {
             TcpOrTls::Plain(tcp) => tcp.writev(buf).await,
-            TcpOrTls::Tls(tls) => tls.writev(buf).await,
+            TcpOrTls::Tls(tls) => Box::pin(tls.writev(buf)).await,
         }
     }
 
     async fn flush(&mut self) -> io::Result<()> {
         match self {
             TcpOrTls::Plain(tcp) => tcp.flush().await,
-            TcpOrTls::Tls(tls) => tls.flush().await,
+            TcpOrTls::Tls(tls) => Box::pin(tls.flush()).await,
         }
     }
 
     async fn shutdown(&mut self) -> io::Result<()> {
         match self {
             TcpOrTls::Plain(tcp) => tcp.shutdown().await,
-            TcpOrTls::Tls(tls) => tls.shutdown().await,
+            TcpOrTls::Tls(tls) => Box::pin(tls.shutdown()).await,
         }
     }
 }

@@ -15,6 +15,13 @@ struct Idle<C> {
     since: Instant,
 }
 
+/// Connections idle for less than this are reused without a liveness check: servers close
+/// idle keep-alive connections after seconds (nginx 75 s, Apache and Node 5 s), so one that
+/// answered within the last second is live in practice, and when it is not the request is
+/// retried on a fresh connection (the stale-connection rule). The check costs a syscall per
+/// request on a busy path.
+pub const LIVENESS_CHECK_AFTER: Duration = Duration::from_secs(1);
+
 /// Per-endpoint stacks of idle connections.
 pub struct ConnectionPool<C> {
     stacks: Vec<VecDeque<Idle<C>>>,
@@ -32,15 +39,22 @@ impl<C: AsRawFd> ConnectionPool<C> {
     }
 
     /// The warmest live connection to `endpoint`, if any. Expired and dead connections met on
-    /// the way are dropped.
-    pub fn take(&mut self, endpoint: EndpointId, now: Instant) -> Option<C> {
+    /// the way are dropped. A connection idle for less than [`LIVENESS_CHECK_AFTER`] is
+    /// taken without the liveness syscall unless `must_check` (a request that could not be
+    /// replayed on a fresh connection if this one turned out stale).
+    pub fn take(&mut self, endpoint: EndpointId, now: Instant, must_check: bool) -> Option<C> {
         let stack = self.stacks.get_mut(endpoint.index())?;
         while let Some(idle) = stack.pop_back() {
-            if now.saturating_duration_since(idle.since) < self.idle_timeout
-                && is_reusable(idle.conn.as_raw_fd())
-            {
-                return Some(idle.conn);
+            let idle_for = now.saturating_duration_since(idle.since);
+            if idle_for >= self.idle_timeout {
+                continue;
             }
+            if (must_check || idle_for >= LIVENESS_CHECK_AFTER)
+                && !is_reusable(idle.conn.as_raw_fd())
+            {
+                continue;
+            }
+            return Some(idle.conn);
         }
         None
     }
@@ -152,7 +166,7 @@ mod tests {
         p.put(EndpointId(0), a, now);
         p.put(EndpointId(0), b, now);
         assert_eq!(
-            p.take(EndpointId(0), now)
+            p.take(EndpointId(0), now, true)
                 .unwrap()
                 .local_addr()
                 .unwrap()
@@ -160,15 +174,15 @@ mod tests {
             b_port
         );
         assert_eq!(
-            p.take(EndpointId(0), now)
+            p.take(EndpointId(0), now, true)
                 .unwrap()
                 .local_addr()
                 .unwrap()
                 .port(),
             a_port
         );
-        assert!(p.take(EndpointId(0), now).is_none());
-        assert!(p.take(EndpointId(1), now).is_none());
+        assert!(p.take(EndpointId(0), now, true).is_none());
+        assert!(p.take(EndpointId(1), now, true).is_none());
     }
 
     #[test]
@@ -183,7 +197,7 @@ mod tests {
         drop(server);
         std::thread::sleep(Duration::from_millis(20));
         assert_eq!(
-            p.take(EndpointId(0), now)
+            p.take(EndpointId(0), now, true)
                 .unwrap()
                 .local_addr()
                 .unwrap()
@@ -200,7 +214,7 @@ mod tests {
         server.write_all(b"HTTP/1.1 200 OK\r\n").unwrap();
         std::thread::sleep(Duration::from_millis(20));
         p.put(EndpointId(0), conn, now);
-        assert!(p.take(EndpointId(0), now).is_none());
+        assert!(p.take(EndpointId(0), now, true).is_none());
     }
 
     #[test]
@@ -210,13 +224,45 @@ mod tests {
         let (a, _sa) = pair();
         p.put(EndpointId(0), a, then);
         assert!(p
-            .take(EndpointId(0), then + Duration::from_millis(100))
+            .take(EndpointId(0), then + Duration::from_millis(100), true)
             .is_none());
         let (b, _sb) = pair();
         p.put(EndpointId(0), b, then);
         assert_eq!(p.evict_expired(then + Duration::from_millis(50)), 0);
         assert_eq!(p.evict_expired(then + Duration::from_millis(150)), 1);
         assert_eq!(p.idle(EndpointId(0)), 0);
+    }
+
+    #[test]
+    fn recently_used_connections_skip_the_liveness_check_unless_asked() {
+        let mut p = pool(8);
+        let then = Instant::now();
+        let (closed, server) = pair();
+        p.put(EndpointId(0), closed, then);
+        drop(server);
+        std::thread::sleep(Duration::from_millis(20));
+        // Within a second and no check asked: handed out (a stale one is retried by the proxy).
+        assert!(p
+            .take(EndpointId(0), then + Duration::from_millis(10), false)
+            .is_some());
+        let (closed, server) = pair();
+        p.put(EndpointId(0), closed, then);
+        drop(server);
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(
+            p.take(EndpointId(0), then + Duration::from_millis(10), true)
+                .is_none(),
+            "checked when asked"
+        );
+        let (closed, server) = pair();
+        p.put(EndpointId(0), closed, then);
+        drop(server);
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(
+            p.take(EndpointId(0), then + LIVENESS_CHECK_AFTER, false)
+                .is_none(),
+            "checked after a second idle"
+        );
     }
 
     #[test]
@@ -235,7 +281,7 @@ mod tests {
         }
         assert_eq!(p.idle(EndpointId(0)), 2);
         assert_eq!(
-            p.take(EndpointId(0), now)
+            p.take(EndpointId(0), now, true)
                 .unwrap()
                 .local_addr()
                 .unwrap()
@@ -243,7 +289,7 @@ mod tests {
             ports[2]
         );
         assert_eq!(
-            p.take(EndpointId(0), now)
+            p.take(EndpointId(0), now, true)
                 .unwrap()
                 .local_addr()
                 .unwrap()
