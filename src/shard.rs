@@ -493,7 +493,10 @@ async fn serve_accepted(
         ListenerKind::Https => {
             let view = ctx.view();
             let timeout = Duration::from_millis(view.snapshot.gateway.timeouts.tls_handshake_ms);
-            match view.snapshot.tls.server.accept(tcp, timeout).await {
+            // Boxed: the handshake's state is large and would otherwise size every
+            // connection task, plain HTTP ones included, for the whole connection's life.
+            let handshake = Box::pin(view.snapshot.tls.server.accept(tcp, timeout));
+            match handshake.await {
                 Ok(tls) => {
                     ctx.with_metrics(|m| m.tls_handshakes.inc());
                     ClientStream::from(tls)

@@ -3,6 +3,7 @@
 //! interim ones). Connecting (TCP, then TLS for https endpoints) lives here too.
 
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::time::{Duration, Instant};
 
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
@@ -27,15 +28,15 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
         &mut self,
         gateway: &GatewayConfig,
         conn: &mut UpstreamConnection,
-        reused: bool,
         body: &mut RequestBodyState,
     ) -> Attempt {
         // The caller bounds the whole attempt by the route deadline; no timer per step.
         match io::write_all_untimed(&mut conn.stream, &mut self.out).await {
             Ok(()) => {}
             Err(IoError::TimedOut) => return Attempt::TimedOut,
-            Err(_) if reused => return Attempt::ClosedBeforeResponse,
-            Err(_) => return Attempt::BrokenMidRequest,
+            // No response byte came back: the same case as a close before the response
+            // (the caller's rules decide whether it can be retried).
+            Err(_) => return Attempt::ClosedBeforeResponse,
         }
         if let RequestBodyState::Streaming(decoder) = body {
             if let Some(failed) = self
@@ -62,7 +63,14 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
         // The head and the body's beginning went out with the head.
         self.inbuf.clear();
         loop {
-            match io::read_more(&mut self.client, &mut self.inbuf, READ_CHUNK, client_io).await {
+            match io::read_more(
+                &mut self.client,
+                &mut self.inbuf,
+                READ_CHUNK,
+                self.timer.arm_in(client_io),
+            )
+            .await
+            {
                 Ok(_) => {}
                 Err(_) => return Some(Attempt::ClientFailed(None)),
             }
@@ -74,9 +82,14 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
                     ))))
                 }
             };
-            if io::write_range(conn, &mut self.inbuf, 0..scan.consumed, client_io)
-                .await
-                .is_err()
+            if io::write_range(
+                conn,
+                &mut self.inbuf,
+                0..scan.consumed,
+                self.timer.arm_in(client_io),
+            )
+            .await
+            .is_err()
             {
                 return Some(Attempt::BrokenMidRequest);
             }
@@ -122,9 +135,13 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
                                 },
                             );
                             let client_io = Duration::from_millis(gateway.timeouts.client_io_ms);
-                            if io::write_all(&mut self.client, &mut self.out, client_io)
-                                .await
-                                .is_err()
+                            if io::write_all(
+                                &mut self.client,
+                                &mut self.out,
+                                self.timer.arm_in(client_io),
+                            )
+                            .await
+                            .is_err()
                             {
                                 return Err(Attempt::ClientFailed(None));
                             }
@@ -153,22 +170,24 @@ pub(super) async fn connect(
     endpoint: &Endpoint,
     timeout: Duration,
     tls: &UpstreamTls,
+    timer: &mut io::Timer,
 ) -> Option<UpstreamStream> {
     let deadline = Instant::now() + timeout;
     for &addr in endpoint.addrs.iter() {
-        let Ok(Ok(tcp)) =
-            monoio::time::timeout_at(deadline.into(), TcpStream::connect_addr(addr)).await
-        else {
+        let connecting = pin!(TcpStream::connect_addr(addr));
+        let Some(Ok(tcp)) = io::race(connecting, timer.arm_at(deadline)).await else {
             continue;
         };
         let _ = tcp.set_nodelay(true);
         if endpoint.scheme == Scheme::Http {
             return Some(UpstreamStream::from(tcp));
         }
-        match monoio::time::timeout_at(deadline.into(), tls.connect(tcp, &endpoint.host)).await {
-            Ok(Ok(stream)) => return Some(UpstreamStream::from(stream)),
-            Ok(Err(e)) => log::debug!("TLS handshake with {} failed: {e}", endpoint.origin()),
-            Err(_) => log::debug!("TLS handshake with {} timed out", endpoint.origin()),
+        // Boxed: a TLS handshake is rare (connections are pooled) and its state is large.
+        let mut handshake = Box::pin(tls.connect(tcp, &endpoint.host));
+        match io::race(handshake.as_mut(), timer.arm_at(deadline)).await {
+            Some(Ok(stream)) => return Some(UpstreamStream::from(stream)),
+            Some(Err(e)) => log::debug!("TLS handshake with {} failed: {e}", endpoint.origin()),
+            None => log::debug!("TLS handshake with {} timed out", endpoint.origin()),
         }
     }
     log::debug!(

@@ -121,9 +121,13 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
         {
             self.out.clear();
             self.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
-            if io::write_all(&mut self.client, &mut self.out, client_io)
-                .await
-                .is_err()
+            if io::write_all(
+                &mut self.client,
+                &mut self.out,
+                self.timer.arm_in(client_io),
+            )
+            .await
+            .is_err()
             {
                 return false;
             }
@@ -319,7 +323,14 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
                                     .min(deadline.saturating_duration_since(Instant::now()));
                             *attempts += 1;
                             self.count_attempt(label, *attempts, false);
-                            match connect(endpoint, connect_for, &snapshot.tls.upstream).await {
+                            match connect(
+                                endpoint,
+                                connect_for,
+                                &snapshot.tls.upstream,
+                                &mut self.timer,
+                            )
+                            .await
+                            {
                                 Some(stream) => UpstreamConnection { stream, slot },
                                 None => {
                                     // Nothing was sent: the next member, whatever the method.
@@ -340,9 +351,18 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
                         self.count_attempt(label, *attempts, true);
                     }
                     let result = {
-                        let attempt = pin!(self.attempt(gateway, &mut conn, reused, body));
-                        let timer = pin!(monoio::time::sleep_until(deadline.into()));
-                        io::race(attempt, timer).await.unwrap_or(Attempt::TimedOut)
+                        // The connection's timer bounds the attempt; steps inside that need
+                        // their own bound (streaming a body from the client) get a timer of
+                        // their own meanwhile.
+                        let mut timer = self.timer.take();
+                        let result = {
+                            let attempt = pin!(self.attempt(gateway, &mut conn, body));
+                            io::race(attempt, timer.arm_at(deadline))
+                                .await
+                                .unwrap_or(Attempt::TimedOut)
+                        };
+                        self.timer = timer;
+                        result
                     };
                     let replayable = matches!(body, RequestBodyState::Buffered { .. });
                     if !matches!(result, Attempt::Response) {
@@ -455,7 +475,12 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
                 },
             );
             let client_io = Duration::from_millis(gateway.timeouts.client_io_ms);
-            let _ = io::write_all(&mut self.client, &mut self.out, client_io).await;
+            let _ = io::write_all(
+                &mut self.client,
+                &mut self.out,
+                self.timer.arm_in(client_io),
+            )
+            .await;
             return false;
         }
         // `inbuf` no longer holds the head; reply_error only needs the copied head fields.
@@ -471,9 +496,13 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
             },
         );
         let client_io = Duration::from_millis(gateway.timeouts.client_io_ms);
-        io::write_all(&mut self.client, &mut self.out, client_io)
-            .await
-            .is_ok()
+        io::write_all(
+            &mut self.client,
+            &mut self.out,
+            self.timer.arm_in(client_io),
+        )
+        .await
+        .is_ok()
             && !close
     }
 
@@ -525,9 +554,14 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
         }
         while self.inbuf.len() - head_len < REPLAY_LIMIT {
             let before = self.inbuf.len();
-            if io::read_more(&mut self.client, &mut self.inbuf, READ_CHUNK, client_io)
-                .await
-                .is_err()
+            if io::read_more(
+                &mut self.client,
+                &mut self.inbuf,
+                READ_CHUNK,
+                self.timer.arm_in(client_io),
+            )
+            .await
+            .is_err()
             {
                 return Err(None);
             }

@@ -1,7 +1,7 @@
 //! Owned-buffer I/O helpers over monoio: append a read to a `Vec`, write a range of one,
-//! each bounded by a deadline. A timed-out operation is cancelled and its buffer lost with
-//! it, so callers close the connection after a timeout (they must anyway: bytes may have
-//! been consumed).
+//! each bounded by the connection's timer. A timed-out operation is cancelled and its buffer
+//! lost with it, so callers close the connection after a timeout (they must anyway: bytes
+//! may have been consumed).
 
 use std::future::{poll_fn, Future};
 use std::io;
@@ -40,9 +40,42 @@ impl From<io::Error> for IoError {
     }
 }
 
+/// A connection's one timer, re-armed for each timed step. monoio's `Sleep` is 640 bytes
+/// (its entry is cache-padded for multi-threaded use); one per connection, allocated once,
+/// keeps every future of the request path small and free of timer copies. A connection times
+/// one step at a time, so one timer is enough.
+#[derive(Default)]
+pub struct Timer {
+    /// Allocated on first use.
+    sleep: Option<Pin<Box<Sleep>>>,
+}
+
+impl Timer {
+    /// Arms the timer to fire `after` from now.
+    pub fn arm_in(&mut self, after: Duration) -> Pin<&mut Sleep> {
+        self.arm_at(Instant::now() + after)
+    }
+
+    /// Arms the timer to fire at `deadline`.
+    pub fn arm_at(&mut self, deadline: Instant) -> Pin<&mut Sleep> {
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(monoio::time::sleep_until(deadline.into())));
+        sleep.as_mut().reset(deadline.into());
+        sleep.as_mut()
+    }
+
+    /// Moves the timer out (leaving an empty one, without allocating), for racing a future
+    /// that borrows the timer's owner.
+    pub fn take(&mut self) -> Timer {
+        Timer {
+            sleep: self.sleep.take(),
+        }
+    }
+}
+
 /// Polls `future` until it completes or `timer` fires (`None`). Both are pinned by the
-/// caller where they stand: wrapping a future in `monoio::time::timeout` moves it (twice,
-/// with `.await`), and on the request path those copies of large futures add up.
+/// caller where they stand: nothing is moved into a wrapper.
 pub async fn race<F: Future>(
     mut future: Pin<&mut F>,
     mut timer: Pin<&mut Sleep>,
@@ -60,19 +93,19 @@ pub async fn race<F: Future>(
 }
 
 /// Reads into the spare capacity of `buf` (appending), making sure at least `min_spare`
-/// bytes are free first. Returns the number of bytes read; end of stream is `Closed`.
+/// bytes are free first, until `timer` fires. Returns the number of bytes read; end of
+/// stream is `Closed`.
 pub async fn read_more<S: AsyncReadRent>(
     stream: &mut S,
     buf: &mut Vec<u8>,
     min_spare: usize,
-    timeout: Duration,
+    timer: Pin<&mut Sleep>,
 ) -> Result<usize, IoError> {
     if buf.capacity() - buf.len() < min_spare {
         buf.reserve(min_spare);
     }
     let (len, cap) = (buf.len(), buf.capacity());
     let read = pin!(stream.read(std::mem::take(buf).slice_mut(len..cap)));
-    let timer = pin!(monoio::time::sleep(timeout));
     match race(read, timer).await {
         None => Err(IoError::TimedOut),
         Some((result, slice)) => {
@@ -86,7 +119,7 @@ pub async fn read_more<S: AsyncReadRent>(
     }
 }
 
-/// Like [`read_more`] without a timer of its own, for callers already under a deadline.
+/// Like [`read_more`] without a timer, for callers already under a deadline.
 pub async fn read_more_untimed<S: AsyncReadRent>(
     stream: &mut S,
     buf: &mut Vec<u8>,
@@ -105,7 +138,37 @@ pub async fn read_more_untimed<S: AsyncReadRent>(
     }
 }
 
-/// Writes all of `buf` without a timer of its own, for callers already under a deadline.
+/// Writes `buf[range]` completely, until `timer` fires.
+pub async fn write_range<S: AsyncWriteRent>(
+    stream: &mut S,
+    buf: &mut Vec<u8>,
+    range: Range<usize>,
+    timer: Pin<&mut Sleep>,
+) -> Result<(), IoError> {
+    if range.is_empty() {
+        return Ok(());
+    }
+    let write = pin!(stream.write_all(std::mem::take(buf).slice(range)));
+    match race(write, timer).await {
+        None => Err(IoError::TimedOut),
+        Some((result, slice)) => {
+            *buf = slice.into_inner();
+            result.map(|_| ()).map_err(IoError::Io)
+        }
+    }
+}
+
+/// Writes all of `buf`, until `timer` fires.
+pub async fn write_all<S: AsyncWriteRent>(
+    stream: &mut S,
+    buf: &mut Vec<u8>,
+    timer: Pin<&mut Sleep>,
+) -> Result<(), IoError> {
+    let len = buf.len();
+    write_range(stream, buf, 0..len, timer).await
+}
+
+/// Writes all of `buf` without a timer, for callers already under a deadline.
 pub async fn write_all_untimed<S: AsyncWriteRent>(
     stream: &mut S,
     buf: &mut Vec<u8>,
@@ -119,51 +182,6 @@ pub async fn write_all_untimed<S: AsyncWriteRent>(
     result.map(|_| ()).map_err(IoError::Io)
 }
 
-/// Like [`read_more`] with an absolute deadline.
-pub async fn read_more_until<S: AsyncReadRent>(
-    stream: &mut S,
-    buf: &mut Vec<u8>,
-    min_spare: usize,
-    deadline: Instant,
-) -> Result<usize, IoError> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    if left.is_zero() {
-        return Err(IoError::TimedOut);
-    }
-    read_more(stream, buf, min_spare, left).await
-}
-
-/// Writes `buf[range]` completely.
-pub async fn write_range<S: AsyncWriteRent>(
-    stream: &mut S,
-    buf: &mut Vec<u8>,
-    range: Range<usize>,
-    timeout: Duration,
-) -> Result<(), IoError> {
-    if range.is_empty() {
-        return Ok(());
-    }
-    let write = pin!(stream.write_all(std::mem::take(buf).slice(range)));
-    let timer = pin!(monoio::time::sleep(timeout));
-    match race(write, timer).await {
-        None => Err(IoError::TimedOut),
-        Some((result, slice)) => {
-            *buf = slice.into_inner();
-            result.map(|_| ()).map_err(IoError::Io)
-        }
-    }
-}
-
-/// Writes all of `buf`.
-pub async fn write_all<S: AsyncWriteRent>(
-    stream: &mut S,
-    buf: &mut Vec<u8>,
-    timeout: Duration,
-) -> Result<(), IoError> {
-    let len = buf.len();
-    write_range(stream, buf, 0..len, timeout).await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,16 +193,28 @@ mod tests {
             .build()
             .unwrap();
         rt.block_on(async {
+            let mut timer = Timer::default();
             let mut source: &[u8] = b"world";
             let mut buf = b"hello ".to_vec();
-            let n = read_more(&mut source, &mut buf, 16, Duration::from_secs(1))
-                .await
-                .unwrap();
+            let n = read_more(
+                &mut source,
+                &mut buf,
+                16,
+                timer.arm_in(Duration::from_secs(1)),
+            )
+            .await
+            .unwrap();
             assert_eq!(n, 5);
             assert_eq!(buf, b"hello world");
             let mut empty: &[u8] = b"";
             assert!(matches!(
-                read_more(&mut empty, &mut buf, 16, Duration::from_secs(1)).await,
+                read_more(
+                    &mut empty,
+                    &mut buf,
+                    16,
+                    timer.arm_in(Duration::from_secs(1))
+                )
+                .await,
                 Err(IoError::Closed)
             ));
             assert_eq!(
@@ -229,11 +259,17 @@ mod tests {
             .build()
             .unwrap();
         rt.block_on(async {
+            let mut timer = Timer::default();
             let mut sink = TrickleSink(Vec::new());
             let mut buf = b"0123456789".to_vec();
-            write_range(&mut sink, &mut buf, 2..7, Duration::from_secs(1))
-                .await
-                .unwrap();
+            write_range(
+                &mut sink,
+                &mut buf,
+                2..7,
+                timer.arm_in(Duration::from_secs(1)),
+            )
+            .await
+            .unwrap();
             assert_eq!(sink.0, b"23456");
             assert_eq!(buf, b"0123456789");
         });

@@ -48,7 +48,8 @@ pub async fn serve_connection(
     connection.serve().await;
     // A TLS client learns that a close-delimited body is complete from close_notify; plain
     // TCP gets a FIN. Best effort, briefly.
-    let _ = monoio::time::timeout(linger, connection.client.shutdown()).await;
+    let shutdown = std::pin::pin!(connection.client.shutdown());
+    let _ = io::race(shutdown, connection.timer.arm_in(linger)).await;
 }
 
 /// What came of waiting for the next request.
@@ -106,6 +107,8 @@ pub(crate) struct ClientConnection<S> {
     resp: ResponseHead,
     plan: AttemptPlan,
     record: RequestRecord,
+    /// Bounds whichever step is timed right now (one at a time).
+    timer: io::Timer,
 }
 
 impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
@@ -142,6 +145,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
             resp: ResponseHead::with_limits(&limits),
             plan: AttemptPlan::default(),
             record: RequestRecord::default(),
+            timer: io::Timer::default(),
         }
     }
 
@@ -199,11 +203,22 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
             }
             let read = match head_deadline {
                 None => {
-                    io::read_more(&mut self.client, &mut self.inbuf, READ_CHUNK, keepalive).await
+                    io::read_more(
+                        &mut self.client,
+                        &mut self.inbuf,
+                        READ_CHUNK,
+                        self.timer.arm_in(keepalive),
+                    )
+                    .await
                 }
                 Some(deadline) => {
-                    io::read_more_until(&mut self.client, &mut self.inbuf, READ_CHUNK, deadline)
-                        .await
+                    io::read_more(
+                        &mut self.client,
+                        &mut self.inbuf,
+                        READ_CHUNK,
+                        self.timer.arm_at(deadline),
+                    )
+                    .await
                 }
             };
             match read {
@@ -441,9 +456,13 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
         self.record.status = status_of(&self.out);
         self.record.bytes += self.out.len() as u64;
         let client_io = Duration::from_millis(gateway.timeouts.client_io_ms);
-        if io::write_all(&mut self.client, &mut self.out, client_io)
-            .await
-            .is_err()
+        if io::write_all(
+            &mut self.client,
+            &mut self.out,
+            self.timer.arm_in(client_io),
+        )
+        .await
+        .is_err()
         {
             return false;
         }

@@ -84,16 +84,27 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
             stray = head_len < self.rbuf.len();
         }
         self.record.bytes += self.out.len() as u64;
-        if io::write_all(&mut self.client, &mut self.out, client_io)
-            .await
-            .is_err()
+        if io::write_all(
+            &mut self.client,
+            &mut self.out,
+            self.timer.arm_in(client_io),
+        )
+        .await
+        .is_err()
         {
             return false;
         }
         while !done {
             let Some(decoder) = &mut decoder else { break };
             self.rbuf.clear();
-            match io::read_more(&mut conn.stream, &mut self.rbuf, READ_CHUNK, upstream_idle).await {
+            match io::read_more(
+                &mut conn.stream,
+                &mut self.rbuf,
+                READ_CHUNK,
+                self.timer.arm_in(upstream_idle),
+            )
+            .await
+            {
                 Ok(_) => {}
                 Err(IoError::Closed) if matches!(decoder, ResponseDecoder::UntilClose) => {
                     return false
@@ -114,13 +125,18 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
                 scan.consumed
             } as u64;
             let sent = if decoder.dechunks() {
-                io::write_all(&mut self.client, &mut self.out, client_io).await
+                io::write_all(
+                    &mut self.client,
+                    &mut self.out,
+                    self.timer.arm_in(client_io),
+                )
+                .await
             } else {
                 io::write_range(
                     &mut self.client,
                     &mut self.rbuf,
                     0..scan.consumed,
-                    client_io,
+                    self.timer.arm_in(client_io),
                 )
                 .await
             };

@@ -1,0 +1,579 @@
+#!/usr/bin/env python3
+"""Peer comparison: shardgate vs nginx vs haproxy, measured in one run on this machine.
+
+Every proxy gets one worker pinned to the same core (PROXY_CPU), in front of the same nginx
+origins (pinned with the load generator to ORIGIN_CPU), with an upstream keep-alive pool and
+logging off. Targets are interleaved over rounds so that machine drift hits all of them
+equally. Figures that mean something on a shared 2-core box are ratios within one run.
+
+Scenarios (all by default):
+  plain     closed loop (max requests/s, proxy CPU time per request) and open loop at a fixed
+            rate (half of nginx's maximum: p50/p99/p99.9 from the intended send time) for
+            bodies of 64 B, 4 KiB and 64 KiB
+  https     TLS termination with the same certificate (ECDSA P-256), body 64 B
+  failover  open loop while the primary of a failover group is killed and restarted:
+            client-visible errors, latency spike, time until traffic is back on the primary
+  idle      RSS per idle keep-alive client connection (9,000 connections by default)
+
+Usage: bench/compare.py [--rounds N] [--duration S] [--scenarios plain,https,...]
+                        [--bodies 64,4096,65536] [--conns N] [--out DIR] [--no-build]
+Only 127.0.0.1 is contacted. Every process started is killed by PID at the end.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PROXY_CPU, LOAD_CPU = 0, 1
+ORIGIN_PORTS = (18081, 18082)
+FAILOVER_PRIMARY, FAILOVER_BACKUP = 18083, 18084
+PORTS = {"nginx": 18090, "haproxy": 18091, "shardgate": 18092}
+TLS_PORTS = {"nginx": 18190, "haproxy": 18191, "shardgate": 18192}
+BODY_PATHS = {64: "/b64", 4096: "/b4k", 65536: "/b64k"}
+TICK = os.sysconf("SC_CLK_TCK")
+
+STARTED = []  # Popen objects, killed at exit
+
+
+def log(*args):
+    print(*args, file=sys.stderr, flush=True)
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, check=True, **kw)
+
+
+def ensure_tools(install):
+    missing = [t for t in ("nginx", "haproxy", "openssl", "taskset") if not shutil.which(t)]
+    if missing and install and os.geteuid() == 0 and shutil.which("apt-get"):
+        log(f"installing {missing} (Debian packages)")
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        run(["apt-get", "update", "-qq"], env=env)
+        pkgs = {"nginx": "nginx", "haproxy": "haproxy", "openssl": "openssl", "taskset": "util-linux"}
+        run(["apt-get", "install", "-y", "-qq"] + [pkgs[m] for m in missing], env=env)
+    still = [t for t in ("nginx", "haproxy", "openssl", "taskset") if not shutil.which(t)]
+    if still:
+        sys.exit(f"compare.py: missing tools {still}")
+
+
+def raise_fd_limit():
+    """In the child: room for tens of thousands of connections (root may raise the hard limit)."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    for wanted in (200_000, hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, max(wanted, hard)))
+            return
+        except (ValueError, OSError):
+            continue
+
+
+def start(name, cmd, cpu, **kw):
+    """Starts a process pinned to `cpu` in its own process group."""
+    proc = subprocess.Popen(["taskset", "-c", str(cpu)] + cmd, start_new_session=True, preexec_fn=raise_fd_limit,
+                            stdout=kw.pop("stdout", subprocess.DEVNULL),
+                            stderr=kw.pop("stderr", subprocess.DEVNULL), **kw)
+    proc.bench_name = name
+    STARTED.append(proc)
+    return proc
+
+
+def stop_all():
+    for proc in reversed(STARTED):
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.time() + 5
+    for proc in STARTED:
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+    STARTED.clear()
+
+
+def wait_port(port, timeout=10.0, tls=False):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    sys.exit(f"compare.py: nothing listening on {port}")
+
+
+def group_pids(proc):
+    """The pids of a started process's group (nginx has a master and a worker)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        if int(fields[2]) == proc.pid:  # pgrp
+            pids.append(int(entry))
+    return pids
+
+
+def cpu_seconds(pids):
+    total = 0
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        total += int(fields[11]) + int(fields[12])  # utime + stime
+    return total / TICK
+
+
+def rss_kb(pids):
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+# ---------------------------------------------------------------- configurations
+
+def write_origin(tmp, port_list, name, access_log=None):
+    root = tmp / "www"
+    root.mkdir(exist_ok=True)
+    for size, path in BODY_PATHS.items():
+        (root / path.lstrip("/")).write_bytes(b"x" * size)
+    servers = "\n".join(
+        f"  server {{ listen 127.0.0.1:{p}; root {root}; location / {{ default_type text/plain; }} }}"
+        for p in port_list)
+    log_line = f"access_log {access_log} timed;" if access_log else "access_log off;"
+    conf = tmp / f"{name}.conf"
+    conf.write_text(f"""worker_processes 1;
+daemon off;
+pid {tmp}/{name}.pid;
+error_log {tmp}/{name}.err;
+events {{ worker_connections 20000; }}
+http {{
+  log_format timed '$msec';
+  {log_line}
+  keepalive_requests 10000000;
+  keepalive_timeout 300s;
+{servers}
+}}
+""")
+    return conf
+
+
+def write_nginx_proxy(tmp, cert, key):
+    conf = tmp / "nginx-proxy.conf"
+    ups = "\n".join(f"    server 127.0.0.1:{p};" for p in ORIGIN_PORTS)
+    conf.write_text(f"""worker_processes 1;
+daemon off;
+worker_rlimit_nofile 30000;
+pid {tmp}/nginx-proxy.pid;
+error_log {tmp}/nginx-proxy.err;
+events {{ worker_connections 20000; }}
+http {{
+  access_log off;
+  keepalive_requests 10000000;
+  keepalive_timeout 300s;
+  upstream origins {{
+{ups}
+    keepalive 1024;
+  }}
+  upstream failover {{
+    server 127.0.0.1:{FAILOVER_PRIMARY} max_fails=1 fail_timeout=2s;
+    server 127.0.0.1:{FAILOVER_BACKUP} backup;
+    keepalive 64;
+  }}
+  proxy_http_version 1.1;
+  proxy_set_header Connection "";
+  proxy_next_upstream error timeout;
+  server {{
+    listen 127.0.0.1:{PORTS['nginx']};
+    listen 127.0.0.1:{TLS_PORTS['nginx']} ssl;
+    ssl_certificate {cert};
+    ssl_certificate_key {key};
+    ssl_session_tickets on;
+    location /fo/ {{ proxy_pass http://failover/; }}
+    location / {{ proxy_pass http://origins; }}
+  }}
+}}
+""")
+    return conf
+
+
+def write_haproxy(tmp, pem):
+    conf = tmp / "haproxy.cfg"
+    conf.write_text(f"""global
+  nbthread 1
+  # Two descriptors per connection must fit the open-file limit (20,000 on the dev box).
+  maxconn 9900
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 300s
+  timeout server 300s
+  option http-keep-alive
+frontend fe
+  bind 127.0.0.1:{PORTS['haproxy']}
+  bind 127.0.0.1:{TLS_PORTS['haproxy']} ssl crt {pem}
+  use_backend failover if {{ path_beg /fo/ }}
+  default_backend origins
+backend origins
+  balance roundrobin
+  http-reuse always
+  server o1 127.0.0.1:{ORIGIN_PORTS[0]}
+  server o2 127.0.0.1:{ORIGIN_PORTS[1]}
+backend failover
+  http-reuse always
+  http-request set-path %[path,regsub(^/fo/,/)]
+  option redispatch
+  retries 1
+  server primary 127.0.0.1:{FAILOVER_PRIMARY} check inter 500 fall 1 rise 1
+  server backup 127.0.0.1:{FAILOVER_BACKUP} backup
+""")
+    return conf
+
+
+def write_shardgate(tmp, cert, key):
+    apis = tmp / "sg-apis"
+    apis.mkdir(exist_ok=True)
+    urls = ", ".join(f"'http://127.0.0.1:{p}'" for p in ORIGIN_PORTS)
+    (apis / "bench.yaml").write_text(f"""openapi: 3.0.1
+info: {{title: bench, version: '1'}}
+x-wso2-basePath: /
+x-wso2-disable-security: true
+x-wso2-production-endpoints: {{urls: [{urls}], type: load_balance}}
+paths:
+  /*: {{get: {{}}}}
+""")
+    (apis / "failover.yaml").write_text(f"""openapi: 3.0.1
+info: {{title: failover, version: '1'}}
+x-wso2-basePath: /fo
+x-wso2-disable-security: true
+x-wso2-production-endpoints:
+  urls: ['http://127.0.0.1:{FAILOVER_PRIMARY}', 'http://127.0.0.1:{FAILOVER_BACKUP}']
+  type: failover
+paths:
+  /*: {{get: {{}}}}
+""")
+    conf = tmp / "shardgate.yaml"
+    conf.write_text(f"""listeners:
+  http: ["127.0.0.1:{PORTS['shardgate']}"]
+  https: ["127.0.0.1:{TLS_PORTS['shardgate']}"]
+workers: 1
+admin: null
+apis: [sg-apis/]
+tls:
+  certificates: [{{certificate_chain: {cert}, private_key: {key}}}]
+upstream:
+  max_idle_per_endpoint: 1024
+suspension: {{initial_ms: 500, max_ms: 2000}}
+health_check: {{interval_ms: 500, timeout_ms: 300, unhealthy_threshold: 1, healthy_threshold: 1}}
+""")
+    return conf
+
+
+# ---------------------------------------------------------------- load
+
+def loadgen(url, duration, conns, out_json, rate=None, extra=()):
+    cmd = ["taskset", "-c", str(LOAD_CPU), str(ROOT / "target/release/loadgen"), "-t", "1",
+           "-c", str(conns), "-d", f"{duration}s", "--warmup", "1s", "--timeout", "5s",
+           "--no-progress", "-q", "--json", str(out_json)]
+    if rate:
+        cmd += ["--rate", str(int(rate))]
+    cmd += list(extra) + [url]
+    subprocess.run(cmd, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return json.loads(out_json.read_text())
+
+
+def measure(target, pids, url, duration, conns, out_json, rate=None, extra=()):
+    before = cpu_seconds(pids)
+    t0 = time.time()
+    result = loadgen(url, duration, conns, out_json, rate, extra)
+    elapsed = time.time() - t0
+    cpu = cpu_seconds(pids) - before
+    requests = result["requests"]
+    # The warmup is excluded from the loadgen figures but not from /proc: scale CPU by the
+    # share of the run that was measured.
+    measured_share = duration / max(elapsed, duration)
+    completed = requests["completed"]
+    pct = result["latencyPercentiles"]
+    return {
+        "rps": result["summary"]["requestsPerSec"],
+        "completed": completed,
+        "errors": requests["errors"] + requests["statusErrors"],
+        "p50_us": pct["p50"] * 1e6, "p99_us": pct["p99"] * 1e6, "p999_us": pct["p99.9"] * 1e6,
+        "max_us": pct["p100"] * 1e6,
+        "cpu_us_per_req": cpu * measured_share * 1e6 / completed if completed else float("nan"),
+        "keptUp": not result["honesty"]["couldNotKeepUp"],
+    }
+
+
+def median(values):
+    values = sorted(v for v in values if v == v)
+    return values[len(values) // 2] if values else float("nan")
+
+
+# ---------------------------------------------------------------- scenarios
+
+def plain(targets, args, tmp, results):
+    for body in args.bodies:
+        path = BODY_PATHS[body]
+        closed = {t: [] for t in targets}
+        for r in range(args.rounds):
+            names = list(targets)
+            order = names[r % len(names):] + names[:r % len(names)]
+            for t in order:
+                url = f"http://127.0.0.1:{PORTS[t]}{path}"
+                m = measure(t, targets[t], url, args.duration, args.conns, tmp / f"c-{t}.json")
+                closed[t].append(m)
+                log(f"  closed body={body} round={r + 1} {t:10} {m['rps']:9.0f} rps {m['cpu_us_per_req']:6.2f} us/req errors {m['errors']}")
+        rate = 0.5 * median([m["rps"] for m in closed["nginx"]])
+        opened = {t: [] for t in targets}
+        for r in range(args.rounds):
+            names = list(targets)
+            order = names[r % len(names):] + names[:r % len(names)]
+            for t in order:
+                url = f"http://127.0.0.1:{PORTS[t]}{path}"
+                m = measure(t, targets[t], url, args.duration, args.conns, tmp / f"o-{t}.json", rate=rate)
+                opened[t].append(m)
+                log(f"  open   body={body} round={r + 1} {t:10} p99 {m['p99_us']:8.0f} us p99.9 {m['p999_us']:8.0f} us")
+        results.append(("plain", body, rate, closed, opened))
+
+
+def https(targets, args, tmp, results):
+    closed = {t: [] for t in targets}
+    for r in range(args.rounds):
+        names = list(targets)
+        order = names[r % len(names):] + names[:r % len(names)]
+        for t in order:
+            url = f"https://localhost:{TLS_PORTS[t]}/b64"
+            m = measure(t, targets[t], url, args.duration, args.conns, tmp / f"t-{t}.json", extra=("-k",))
+            closed[t].append(m)
+            log(f"  https round={r + 1} {t:10} {m['rps']:9.0f} rps {m['cpu_us_per_req']:6.2f} us/req")
+    results.append(("https", 64, None, closed, None))
+
+
+def failover(targets, args, tmp, results, rate):
+    """Per target: open loop through its failover route; the primary origin is killed after
+    a third of the run and restarted after two thirds."""
+    outcome = {}
+    for t in targets:
+        primary_log = tmp / f"primary-{t}.log"
+        primary_conf = write_origin(tmp, [FAILOVER_PRIMARY], f"primary-{t}", access_log=primary_log)
+        primary = start("primary", ["nginx", "-c", str(primary_conf)], LOAD_CPU)
+        wait_port(FAILOVER_PRIMARY)
+        time.sleep(1.5)  # health checks see it up
+        duration = max(6, args.duration * 2)
+        url = f"http://127.0.0.1:{PORTS[t]}/fo/b64"
+        out = tmp / f"f-{t}.json"
+        cmd = ["taskset", "-c", str(LOAD_CPU), str(ROOT / "target/release/loadgen"), "-t", "1",
+               "-c", str(args.conns), "-d", f"{duration}s", "--timeout", "5s", "--rate", str(int(rate)),
+               "--no-progress", "-q", "--json", str(out), url]
+        gen = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(duration / 3)
+        os.killpg(primary.pid, signal.SIGKILL)
+        primary.wait()
+        STARTED.remove(primary)
+        time.sleep(duration / 3)
+        restarted = time.time()
+        primary = start("primary", ["nginx", "-c", str(primary_conf)], LOAD_CPU)
+        gen.wait()
+        result = json.loads(out.read_text())
+        back = None
+        try:
+            times = [float(line) for line in primary_log.read_text().split() if float(line) > restarted]
+            back = min(times) - restarted if times else None
+        except (OSError, ValueError):
+            pass
+        os.killpg(primary.pid, signal.SIGTERM)
+        primary.wait()
+        STARTED.remove(primary)
+        primary_log.unlink(missing_ok=True)
+        req = result["requests"]
+        outcome[t] = {
+            "requests": req["completed"] + req["errors"],
+            "errors": req["errors"] + req["statusErrors"],
+            "status": result["statusCodeDistribution"],
+            "p99_us": result["latencyPercentiles"]["p99"] * 1e6,
+            "max_us": result["latencyPercentiles"]["p100"] * 1e6,
+            "failback_s": back,
+        }
+        log(f"  failover {t:10} errors {outcome[t]['errors']} {result['errors']} max {outcome[t]['max_us']:.0f} us failback {back}")
+    results.append(("failover", 64, rate, outcome, None))
+
+
+def idle(targets, args, tmp, results, count):
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    count = min(count, hard - 100)
+    outcome = {}
+    for t in targets:
+        pids = targets[t]
+        before = rss_kb(pids)
+        sockets = []
+        for _ in range(count):
+            s = socket.create_connection(("127.0.0.1", PORTS[t]))
+            sockets.append(s)
+        # One request on each, so each connection holds whatever a served keep-alive
+        # connection holds.
+        for s in sockets:
+            s.sendall(b"GET /b64 HTTP/1.1\r\nHost: x\r\n\r\n")
+        for s in sockets:
+            s.settimeout(5)
+            got = b""
+            while b"x" * 64 not in got:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                got += chunk
+        time.sleep(0.5)
+        after = rss_kb(pids)
+        for s in sockets:
+            s.close()
+        outcome[t] = {"connections": count, "rss_before_kb": before, "rss_after_kb": after,
+                      "bytes_per_conn": (after - before) * 1024 / count}
+        log(f"  idle {t:10} {outcome[t]['bytes_per_conn']:8.0f} B/connection")
+        time.sleep(1)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    results.append(("idle", None, None, outcome, None))
+
+
+# ---------------------------------------------------------------- report
+
+def report(results, targets, machine):
+    lines = []
+    add = lines.append
+    add(f"machine: {machine}")
+    for scenario, body, rate, a, b in results:
+        if scenario in ("plain", "https"):
+            title = f"{scenario} body={body} B" if scenario == "plain" else "https body=64 B (TLS termination)"
+            add(f"\n### {title}")
+            add("| target | rps (median) | proxy CPU us/req | CPU vs nginx | rps vs nginx | errors |"
+                + (" p50 us | p99 us | p99.9 us |" if b else ""))
+            add("|---|---:|---:|---:|---:|---:|" + ("---:|---:|---:|" if b else ""))
+            ng_cpu = median([m["cpu_us_per_req"] for m in a["nginx"]])
+            ng_rps = median([m["rps"] for m in a["nginx"]])
+            for t in targets:
+                cpu = median([m["cpu_us_per_req"] for m in a[t]])
+                rps = median([m["rps"] for m in a[t]])
+                errors = sum(m["errors"] for m in a[t])
+                row = f"| {t} | {rps:.0f} | {cpu:.2f} | {cpu / ng_cpu:.2f} | {rps / ng_rps:.2f} | {errors} |"
+                if b:
+                    p = [median([m[k] for m in b[t]]) for k in ("p50_us", "p99_us", "p999_us")]
+                    row += f" {p[0]:.0f} | {p[1]:.0f} | {p[2]:.0f} |"
+                lines.append(row)
+            if b:
+                add(f"open loop at {rate:.0f} req/s (half of nginx's closed-loop maximum), latency from the intended send time")
+        elif scenario == "failover":
+            add(f"\n### failover (open loop {rate:.0f} req/s, primary killed at 1/3, restarted at 2/3)")
+            add("| target | requests | errors | p99 us | max us | back on primary after restart |")
+            add("|---|---:|---:|---:|---:|---:|")
+            for t in targets:
+                o = a[t]
+                back = f"{o['failback_s']:.2f} s" if o["failback_s"] is not None else "never"
+                add(f"| {t} | {o['requests']} | {o['errors']} | {o['p99_us']:.0f} | {o['max_us']:.0f} | {back} |")
+        elif scenario == "idle":
+            add("\n### idle keep-alive client connections")
+            add("| target | connections | RSS before kB | RSS after kB | bytes per connection |")
+            add("|---|---:|---:|---:|---:|")
+            for t in targets:
+                o = a[t]
+                add(f"| {t} | {o['connections']} | {o['rss_before_kb']} | {o['rss_after_kb']} | {o['bytes_per_conn']:.0f} |")
+    return "\n".join(lines)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--duration", type=int, default=4, help="seconds per measurement")
+    p.add_argument("--conns", type=int, default=64)
+    p.add_argument("--bodies", default="64,4096,65536")
+    p.add_argument("--scenarios", default="plain,https,failover,idle")
+    # haproxy needs two descriptors per connection and the dev box allows 20,000: 9,000 idle
+    # connections for every target keeps the comparison equal.
+    p.add_argument("--idle-connections", type=int, default=9000)
+    p.add_argument("--out", default=str(ROOT / "bench/out"))
+    p.add_argument("--no-build", action="store_true")
+    p.add_argument("--no-install", action="store_true")
+    args = p.parse_args()
+    args.bodies = [int(b) for b in args.bodies.split(",")]
+    scenarios = args.scenarios.split(",")
+    ensure_tools(not args.no_install)
+    if not args.no_build:
+        run(["cargo", "build", "--release", "-p", "shardgate", "-p", "loadgen"], cwd=ROOT,
+            stdout=subprocess.DEVNULL)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="shardgate-bench-"))
+    # nginx workers drop root privileges: they must be able to read the origin files.
+    tmp.chmod(0o755)
+    try:
+        key, cert = tmp / "key.pem", tmp / "cert.pem"
+        run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+             "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=localhost",
+             "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"], stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL)
+        pem = tmp / "haproxy.pem"
+        pem.write_bytes(cert.read_bytes() + key.read_bytes())
+        origin = start("origin", ["nginx", "-c", str(write_origin(tmp, ORIGIN_PORTS, "origin"))], LOAD_CPU)
+        backup = start("backup", ["nginx", "-c", str(write_origin(tmp, [FAILOVER_BACKUP], "backup"))], LOAD_CPU)
+        for port in ORIGIN_PORTS + (FAILOVER_BACKUP,):
+            wait_port(port)
+        procs = {
+            "nginx": start("nginx", ["nginx", "-c", str(write_nginx_proxy(tmp, cert, key))], PROXY_CPU),
+            "haproxy": start("haproxy", ["haproxy", "-f", str(write_haproxy(tmp, pem))], PROXY_CPU),
+            "shardgate": start("shardgate", [str(ROOT / "target/release/shardgate"), "run", "--config",
+                                             str(write_shardgate(tmp, cert, key)), "--log-level", "error"],
+                               PROXY_CPU, stderr=open(tmp / "shardgate.err", "w")),
+        }
+        for t, port in PORTS.items():
+            wait_port(port)
+        time.sleep(0.5)
+        targets = {t: group_pids(proc) for t, proc in procs.items()}
+        log(f"# pids: {targets}")
+        machine = f"{os.cpu_count()} CPUs, {os.uname().release}, loadavg at start {os.getloadavg()[0]:.2f}"
+        results = []
+        started = time.time()
+        if "plain" in scenarios:
+            plain(targets, args, tmp, results)
+        if "https" in scenarios:
+            https(targets, args, tmp, results)
+        if "failover" in scenarios:
+            rate = 0.5 * median([m["rps"] for m in results[0][3]["nginx"]]) if results else 5000
+            failover(targets, args, tmp, results, min(rate, 20000))
+        if "idle" in scenarios:
+            idle(targets, args, tmp, results, args.idle_connections)
+        text = report(results, list(targets), machine + f", loadavg at end {os.getloadavg()[0]:.2f}, "
+                      f"{time.time() - started:.0f} s")
+        print(text)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        (out_dir / f"compare-{stamp}.md").write_text(text + "\n")
+        log(f"# written to {out_dir}/compare-{stamp}.md")
+    finally:
+        stop_all()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
