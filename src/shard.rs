@@ -21,6 +21,7 @@ use crate::auth::TokenCache;
 use crate::cli::Driver;
 use crate::ids::EndpointId;
 use crate::metrics::{latency_histogram, LabelMap, MetricsHub, ShardMetrics};
+use crate::proxy::buffers::BufferPool;
 use crate::server::{ListenerKind, Shared, CONTROL_INTERVAL};
 use crate::snapshot::Snapshot;
 use crate::tls::ClientStream;
@@ -154,6 +155,8 @@ pub struct ShardContext {
     /// This shard's access log lines, when the access log is on.
     pub access_log: RefCell<Option<AccessLogBuffer>>,
     draining: Cell<bool>,
+    /// Full-size I/O buffers of connections between requests.
+    pub buffers: BufferPool,
 }
 
 impl ShardContext {
@@ -340,6 +343,7 @@ async fn shard_main(config: ShardConfig, started: Started, driver: &'static str)
         }),
         access_log: RefCell::new(access_log),
         draining: Cell::new(false),
+        buffers: BufferPool::default(),
     });
 
     let mut listener_fds = Vec::new();
@@ -368,6 +372,7 @@ async fn shard_main(config: ShardConfig, started: Started, driver: &'static str)
         ticks = ticks.wrapping_add(1);
         if ticks % PUBLISH_EVERY_TICKS == 0 {
             ctx.publish_observations();
+            ctx.buffers.trim();
         }
     }
     ctx.publish_observations();

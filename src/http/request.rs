@@ -76,6 +76,15 @@ impl Default for RequestHead {
 }
 
 impl RequestHead {
+    /// A head with room for `headers` header lines before its vector grows. A long-lived
+    /// connection's head grows at most to the limit once and then stays that size.
+    pub fn with_header_capacity(headers: usize) -> RequestHead {
+        RequestHead {
+            headers: Vec::with_capacity(headers),
+            ..RequestHead::default()
+        }
+    }
+
     /// A head whose header vector is already sized for `limits`, so that no request allocates.
     pub fn with_limits(limits: &HeadLimits) -> RequestHead {
         RequestHead {

@@ -47,6 +47,15 @@ pub struct ResponseHead {
 }
 
 impl ResponseHead {
+    /// A head with room for `headers` header lines before its vector grows. A long-lived
+    /// connection's head grows at most to the limit once and then stays that size.
+    pub fn with_header_capacity(headers: usize) -> ResponseHead {
+        ResponseHead {
+            headers: Vec::with_capacity(headers),
+            ..ResponseHead::default()
+        }
+    }
+
     /// A head whose header vector is already sized for `limits`, so that no response allocates.
     pub fn with_limits(limits: &HeadLimits) -> ResponseHead {
         ResponseHead {
