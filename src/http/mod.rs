@@ -21,7 +21,9 @@ pub use head::find_head_end;
 pub use header::{classify_header, Header, HeaderError, HeaderKind};
 pub use length::LengthDecoder;
 pub use method::Method;
-pub use request::{parse_request, HeadScan, RequestBody, RequestError, RequestHead};
+pub use request::{
+    parse_request, parse_scanned_request, HeadScan, RequestBody, RequestError, RequestHead,
+};
 pub use response::{parse_response, ResponseBody, ResponseError, ResponseHead};
 
 use std::ops::Range;

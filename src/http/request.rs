@@ -289,6 +289,18 @@ pub fn parse_request(
         }
         return Ok(Parsed::Partial);
     };
+    parse_scanned_request(buf, head_len, limits, head)
+}
+
+/// [`parse_request`] for a head whose end a [`HeadScan`] (or [`find_head_end`]) already found
+/// at `head_len`: the line endings are not scanned a second time.
+pub fn parse_scanned_request(
+    buf: &[u8],
+    head_len: usize,
+    limits: &HeadLimits,
+    head: &mut RequestHead,
+) -> Result<Parsed, RequestError> {
+    debug_assert_eq!(find_head_end(buf, 0), Ok(Some(head_len)));
     // Spans are u32: a head larger than that is refused whatever the configured limit.
     if head_len > limits.max_head || head_len > u32::MAX as usize {
         return Err(RequestError::HeadTooLarge);

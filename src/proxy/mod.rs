@@ -21,8 +21,8 @@ use crate::config::gateway::GatewayConfig;
 use crate::cors::is_safe_header_value;
 use crate::error::{GatewayError, RenderOptions};
 use crate::http::{
-    parse_request, ChunkLimits, ChunkedDecoder, HeadLimits, HeadScan, HeaderKind, Method, Parsed,
-    RequestBody, RequestError, RequestHead, ResponseHead, Version,
+    parse_scanned_request, ChunkLimits, ChunkedDecoder, HeadLimits, HeadScan, HeaderKind, Method,
+    Parsed, RequestBody, RequestError, RequestHead, ResponseHead, Version,
 };
 use crate::route::{Lookup, MethodSet};
 use crate::server::ListenerKind;
@@ -203,12 +203,15 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
         let keepalive = Duration::from_millis(gateway.timeouts.client_keepalive_ms);
         let head_timeout = Duration::from_millis(gateway.timeouts.client_head_ms);
         let mut head_deadline = None;
-        loop {
+        let head_len = loop {
             if !self.inbuf.is_empty() {
-                head_deadline.get_or_insert_with(|| Instant::now() + head_timeout);
                 match self.scan.poll(&self.inbuf, &limits) {
-                    Ok(Some(_)) => break,
-                    Ok(None) => {}
+                    Ok(Some(head_len)) => break head_len,
+                    // The head timeout runs from its first bytes (no clock read when a head
+                    // arrives whole).
+                    Ok(None) => {
+                        head_deadline.get_or_insert_with(|| Instant::now() + head_timeout);
+                    }
                     Err(e) => return Next::Reject(request_error(e)),
                 }
             }
@@ -236,9 +239,9 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
                 }
                 Err(_) => return Next::Closed,
             }
-        }
+        };
         self.slot.set_idle(false);
-        match parse_request(&self.inbuf, &limits, &mut self.head) {
+        match parse_scanned_request(&self.inbuf, head_len, &limits, &mut self.head) {
             Ok(Parsed::Complete) => Next::Request,
             Ok(Parsed::Partial) => {
                 Next::Reject(GatewayError::BadRequest("incomplete request head"))
