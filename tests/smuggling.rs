@@ -460,6 +460,56 @@ fn bad_chunk_after_a_streamed_prefix_aborts_the_upstream_request() {
 }
 
 #[test]
+fn chunked_body_over_the_configured_limit_gets_413() {
+    // `limits.max_body_bytes` bounds chunked bodies as it bounds Content-Length ones:
+    // oversized chunk sizes must not get around it.
+    let rig = rig_with("limits:\n  max_body_bytes: 10\n");
+    refuse_all(
+        &rig,
+        &[
+            ("one chunk over the limit", b"POST /svc/s HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nb\r\nhello world\r\n0\r\n\r\n", 413),
+            ("small chunks adding up over the limit", b"POST /svc/s HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nhello \r\n5\r\nworld\r\n0\r\n\r\n", 413),
+            ("huge announced size", b"POST /svc/s HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\nhello", 413),
+            ("Content-Length over the limit", b"POST /svc/s HTTP/1.1\r\nHost: h\r\nContent-Length: 11\r\n\r\nhello world", 413),
+        ],
+    );
+    // At the limit both framings pass, with the exact body.
+    let mut client = rig.gateway.client();
+    client.send(b"POST /svc/ten HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n5\r\nworld\r\n0\r\n\r\n");
+    assert_eq!(client.read_response(false).unwrap().status, 200);
+    client.send(b"POST /svc/ten HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nhelloworld");
+    assert_eq!(client.read_response(false).unwrap().status, 200);
+    let bodies: Vec<Vec<u8>> = rig.backend.requests().into_iter().map(|r| r.body).collect();
+    assert_eq!(bodies, [b"helloworld".to_vec(), b"helloworld".to_vec()]);
+}
+
+#[test]
+fn streamed_chunked_body_over_the_limit_is_cut_off() {
+    // Over the replay buffer and over the limit: the gateway has started streaming when the
+    // limit is crossed, so the client gets 413 and close, and the upstream request is
+    // abandoned (its connection closed, no complete request seen).
+    let rig = rig_with("limits:\n  max_body_bytes: 100000\n");
+    let mut client = rig.gateway.client();
+    let mut request =
+        b"POST /svc/big HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..40 {
+        request.extend_from_slice(b"1000\r\n");
+        request.extend(std::iter::repeat_n(b'x', 0x1000));
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"0\r\n\r\n");
+    client.send(&request);
+    let response = client.read_response(false).expect("an answer");
+    assert_eq!(response.status, 413);
+    assert!(client.is_closed(Duration::from_secs(5)));
+    assert!(rig.backend.requests().is_empty());
+    assert!(eventually(Duration::from_secs(10), || rig
+        .backend
+        .peer_closed()
+        == rig.backend.connections()));
+}
+
+#[test]
 fn request_line_and_version_vectors_are_refused() {
     let rig = rig();
     refuse_all(
