@@ -58,7 +58,8 @@ struct ScriptState {
     requests: Mutex<Vec<RawRequest>>,
     logs: Mutex<Vec<Arc<ConnectionLog>>>,
     stopping: AtomicBool,
-    open: Mutex<Vec<TcpStream>>,
+    /// A clone of each connection while its script runs (by index), to unblock it on stop.
+    open: Mutex<Vec<Option<TcpStream>>>,
 }
 
 /// One accepted backend connection as a script drives it. Everything read is logged.
@@ -206,6 +207,21 @@ impl Peer {
         }
     }
 
+    /// Reads and drops `n` body bytes; false if the connection ended first.
+    pub fn skip(&mut self, mut n: usize) -> bool {
+        loop {
+            let take = n.min(self.buf.len());
+            self.buf.drain(..take);
+            n -= take;
+            if n == 0 {
+                return true;
+            }
+            if !self.fill() {
+                return false;
+            }
+        }
+    }
+
     /// Writes all of `bytes`; false when the gateway closed the connection (noted).
     pub fn write(&mut self, bytes: &[u8]) -> bool {
         match self.stream.write_all(bytes) {
@@ -262,8 +278,8 @@ impl Peer {
         }
     }
 
-    /// Closes with a TCP reset (SO_LINGER 0) instead of a FIN.
-    pub fn reset(self) {
+    /// Makes the close when the script returns a TCP reset (SO_LINGER 0) instead of a FIN.
+    pub fn reset_on_close(&mut self) {
         let linger = libc::linger {
             l_onoff: 1,
             l_linger: 0,
@@ -278,13 +294,17 @@ impl Peer {
                 std::mem::size_of::<libc::linger>() as libc::socklen_t,
             );
         }
-        drop(self);
     }
 }
 
 impl Drop for Peer {
     fn drop(&mut self) {
         *self.log.leftover.lock().unwrap() = std::mem::take(&mut self.buf);
+        // Drop the backend's clone first, so that closing this stream really closes the
+        // socket (a FIN, or a reset with unread data or `reset_on_close`).
+        if let Some(slot) = self.state.open.lock().unwrap().get_mut(self.index) {
+            slot.take();
+        }
     }
 }
 
@@ -321,9 +341,11 @@ impl ScriptedBackend {
                         let index = accept_state.connections.fetch_add(1, Ordering::AcqRel);
                         let log = Arc::new(ConnectionLog::default());
                         accept_state.logs.lock().unwrap().push(Arc::clone(&log));
-                        if let Ok(clone) = stream.try_clone() {
-                            accept_state.open.lock().unwrap().push(clone);
-                        }
+                        accept_state
+                            .open
+                            .lock()
+                            .unwrap()
+                            .push(stream.try_clone().ok());
                         let state = Arc::clone(&accept_state);
                         let script = Arc::clone(&script);
                         thread::spawn(move || {
@@ -428,7 +450,7 @@ impl Drop for ScriptedBackend {
         if let Some(acceptor) = self.acceptor.take() {
             let _ = acceptor.join();
         }
-        for stream in self.state.open.lock().unwrap().drain(..) {
+        for stream in self.state.open.lock().unwrap().iter().flatten() {
             let _ = stream.shutdown(Shutdown::Both);
         }
     }
@@ -449,6 +471,7 @@ impl ManyBackend {
     pub fn start() -> ManyBackend {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind many-connection backend");
         let addr = listener.local_addr().unwrap();
+        listener.set_nonblocking(true).unwrap();
         let requests = Arc::new(AtomicU64::new(0));
         let stopping = Arc::new(AtomicBool::new(false));
         let (count, stop) = (Arc::clone(&requests), Arc::clone(&stopping));
