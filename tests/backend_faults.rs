@@ -378,3 +378,322 @@ fn backend_sending_more_than_it_announced_is_never_pooled_or_served_to_the_next_
     }
     assert_eq!(panics(&gateway), 0);
 }
+
+// ---------------------------------------------------------------- soak
+
+/// What the soak backend does for each path, and what the client must see.
+const SOAK_PATHS: [(&str, &str); 8] = [
+    ("/ok", "200"),
+    ("/hang", "504 (route timeout)"),
+    ("/reset", "read error (reset mid-body)"),
+    ("/endless", "502 (endless header block)"),
+    ("/close", "503 (closed before any response byte)"),
+    ("/interim", "201 after 103 and 100"),
+    ("/extra", "202 with bytes after it (never pooled)"),
+    ("/chunked", "203 chunked with trailers"),
+];
+
+/// The soak backend: one behaviour per path (`SOAK_PATHS`).
+fn soak_backend(peer: &mut Peer) {
+    while let Some(request) = peer.read_request() {
+        let ok = match request.target.as_str() {
+            "/hang" => {
+                peer.wait_closed(Duration::from_secs(120));
+                return;
+            }
+            "/reset" => {
+                peer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\npartial");
+                peer.reset_on_close();
+                return;
+            }
+            "/endless" => {
+                peer.write(b"HTTP/1.1 200 OK\r\n");
+                while peer.write(b"X-Endless: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n") {}
+                return;
+            }
+            "/close" => return,
+            "/interim" => peer.write(
+                b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok",
+            ),
+            "/extra" => peer.write(
+                b"HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nextra",
+            ),
+            "/chunked" => peer.write(
+                b"HTTP/1.1 203 Non-Authoritative Information\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nX-Sum: 1\r\n\r\n",
+            ),
+            _ => peer.reply_ok(b"ok"),
+        };
+        if !ok {
+            return;
+        }
+    }
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Sums `shardgate_requests_total` by status class from the admin `/metrics`.
+fn gateway_requests_by_class(
+    admin: std::net::SocketAddr,
+) -> std::collections::BTreeMap<String, u64> {
+    let (_, metrics) = support::admin_request(admin, "GET", "/metrics");
+    let mut classes = std::collections::BTreeMap::new();
+    for line in metrics
+        .lines()
+        .filter(|l| l.starts_with("shardgate_requests_total{"))
+    {
+        let class = line
+            .split("class=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or("?")
+            .to_owned();
+        let value: u64 = line
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        *classes.entry(class).or_insert(0) += value;
+    }
+    classes
+}
+
+fn metric(admin: std::net::SocketAddr, name: &str) -> u64 {
+    let (_, metrics) = support::admin_request(admin, "GET", "/metrics");
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Kills and reaps a child process when dropped (a failing soak leaves nothing running).
+struct ChildGuard(std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A bounded soak at a fixed rate: the gateway process (2 shards) in front of a backend whose
+/// faults rotate request by request (`SOAK_PATHS`, the ok path 9 times in 16), driven open
+/// loop by loadgen. Every second the gateway's RSS and fds are sampled. Every request must be
+/// accounted for: loadgen's outcome per path matches the number of requests sent to it, and
+/// the gateway counted as many requests as loadgen issued. Run by `scripts/soak.sh`:
+/// `SOAK_DURATION` (s, default 300), `SOAK_RATE` (req/s, default 200), `SOAK_OUT` (directory
+/// for series.csv, loadgen.json, summary.txt), `LOADGEN` (the loadgen binary).
+#[test]
+#[ignore = "soak: minutes long; run by scripts/soak.sh"]
+fn soak_with_rotating_backend_faults() {
+    use std::fmt::Write as _;
+    let duration: u64 = env_or("SOAK_DURATION", 300);
+    let rate: u64 = env_or("SOAK_RATE", 200);
+    let out_dir = std::path::PathBuf::from(env_or(
+        "SOAK_OUT",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/target/soak").to_owned(),
+    ));
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let loadgen = env_or(
+        "LOADGEN",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/loadgen").to_owned(),
+    );
+
+    let backend = ScriptedBackend::start(soak_backend);
+    let dir = tempfile::tempdir().unwrap();
+    let api = open_api(&[backend.url("")], "load_balance").replace(
+        "  type: load_balance\n",
+        "  type: load_balance\n  advanceEndpointConfig:\n    timeoutInMillis: 1000\n",
+    );
+    std::fs::write(dir.path().join("api.yaml"), api).unwrap();
+    let config = dir.path().join("gateway.yaml");
+    std::fs::write(
+        &config,
+        "listeners:\n  http: [\"127.0.0.1:0\"]\n  https: []\nadmin: \"127.0.0.1:0\"\nworkers: 2\n\
+         apis: [api.yaml]\ntimeouts:\n  upstream_idle_ms: 2000\n",
+    )
+    .unwrap();
+    let gateway = support::GatewayProcess::start(&["--config", config.to_str().unwrap()]);
+    let admin = gateway.admin_addr();
+    let pid = gateway.pid();
+    let baseline_fds = support::hostile::open_fds(pid);
+    let baseline_kb = support::hostile::rss_kb(pid);
+
+    // The URL list: 9 ok, then each fault once; loadgen sends request i to URL i mod 16.
+    let mut paths: Vec<&str> = vec!["/ok"; 8];
+    paths.extend(SOAK_PATHS.iter().map(|(p, _)| *p));
+    let urls: Vec<String> = paths
+        .iter()
+        .map(|p| format!("http://{}/svc{p}", gateway.addr))
+        .collect();
+    let json_path = out_dir.join("loadgen.json");
+    let mut command = std::process::Command::new(&loadgen);
+    command
+        .args(["--rate", &rate.to_string(), "-c", "64", "-t", "1"])
+        .args([
+            "-d",
+            &format!("{duration}s"),
+            "--timeout",
+            "10s",
+            "-q",
+            "--no-timeline",
+        ])
+        .arg("--json")
+        .arg(&json_path)
+        .args(&urls)
+        .stdout(std::process::Stdio::null());
+    let started = Instant::now();
+    let mut load = ChildGuard(command.spawn().unwrap_or_else(|e| {
+        panic!("cannot run {loadgen}: {e} (build it: cargo build --release -p loadgen)")
+    }));
+
+    // RSS and fds every second while the load runs, and 10 s after.
+    let mut series: Vec<(u64, u64, usize)> = Vec::new();
+    let mut load_ended = None;
+    loop {
+        thread::sleep(Duration::from_secs(1));
+        let t = started.elapsed().as_secs();
+        series.push((
+            t,
+            support::hostile::rss_kb(pid),
+            support::hostile::open_fds(pid),
+        ));
+        match load_ended {
+            None => {
+                if let Ok(Some(status)) = load.0.try_wait() {
+                    assert!(status.success(), "loadgen failed: {status}");
+                    load_ended = Some(t);
+                }
+            }
+            Some(ended) if t >= ended + 10 => break,
+            Some(_) => {}
+        }
+        assert!(t < duration + 120, "loadgen did not finish in time");
+    }
+    let load_ended = load_ended.unwrap();
+
+    // Accounting.
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json_path).unwrap()).unwrap();
+    let requests = &report["requests"];
+    let issued = requests["issued"].as_u64().unwrap();
+    let completed = requests["completed"].as_u64().unwrap();
+    let errors = requests["errors"].as_u64().unwrap();
+    let unsent = requests["unsent"].as_u64().unwrap();
+    let status = |code: &str| report["statusCodeDistribution"][code].as_u64().unwrap_or(0);
+    let error_kind = |kind: &str| report["errors"][kind].as_u64().unwrap_or(0);
+    // Requests to each path: request i went to URL i mod 16.
+    let sent_to = |path: &str| -> u64 {
+        paths
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| **p == path)
+            .map(|(u, _)| issued / 16 + u64::from((u as u64) < issued % 16))
+            .sum()
+    };
+    let expected = [
+        ("200", sent_to("/ok")),
+        ("201", sent_to("/interim")),
+        ("202", sent_to("/extra")),
+        ("203", sent_to("/chunked")),
+        ("502", sent_to("/endless")),
+        ("503", sent_to("/close")),
+        ("504", sent_to("/hang")),
+    ];
+    let classes = gateway_requests_by_class(admin);
+    let panics = metric(admin, "shardgate_connection_panics_total");
+
+    let mut summary = String::new();
+    let _ = writeln!(
+        summary,
+        "soak: {duration} s at {rate} req/s, gateway pid {pid} (2 shards), faults rotating per \
+         request: 9 of 16 requests ok, 1 of 16 each: hang, reset mid-body, endless header \
+         block, close before response, 103+100 interim, extra bytes, chunked with trailers"
+    );
+    let _ = writeln!(
+        summary,
+        "loadgen: issued {issued}, completed {completed}, transport errors {errors}, unsent {unsent}"
+    );
+    for (code, want) in expected {
+        let _ = writeln!(
+            summary,
+            "  status {code}: {} (expected {want})",
+            status(code)
+        );
+    }
+    let _ = writeln!(
+        summary,
+        "  read errors: {} (expected {}: resets mid-body); connect {}, write {}, timeout {}, protocol {}",
+        error_kind("read"),
+        sent_to("/reset"),
+        error_kind("connect"),
+        error_kind("write"),
+        error_kind("timeout"),
+        error_kind("protocol")
+    );
+    let _ = writeln!(
+        summary,
+        "gateway: requests by class {classes:?} (total {}), panics {panics}",
+        classes.values().sum::<u64>()
+    );
+
+    // The series: warm-up (first 20% of the load) excluded; compare the halves of the rest.
+    let load_samples: Vec<&(u64, u64, usize)> =
+        series.iter().filter(|(t, _, _)| *t <= load_ended).collect();
+    let skip = load_samples.len() / 5;
+    let steady = &load_samples[skip..];
+    let (first, second) = steady.split_at(steady.len() / 2);
+    let mean =
+        |s: &[&(u64, u64, usize)]| s.iter().map(|x| x.1).sum::<u64>() / s.len().max(1) as u64;
+    let (rss_first, rss_second) = (mean(first), mean(second));
+    let rss_max = series.iter().map(|x| x.1).max().unwrap_or(0);
+    let fds_max = series.iter().map(|x| x.2).max().unwrap_or(0);
+    let fds_after = series.last().map_or(0, |x| x.2);
+    let _ = writeln!(
+        summary,
+        "RSS: baseline {baseline_kb} kB, steady first half mean {rss_first} kB, second half mean \
+         {rss_second} kB, max {rss_max} kB; fds: baseline {baseline_fds}, max {fds_max}, 10 s \
+         after the load {fds_after}"
+    );
+    print!("{summary}");
+    std::fs::write(out_dir.join("summary.txt"), &summary).unwrap();
+    let mut csv = String::from("second,rss_kb,fds\n");
+    for (t, rss, fds) in &series {
+        let _ = writeln!(csv, "{t},{rss},{fds}");
+    }
+    std::fs::write(out_dir.join("series.csv"), csv).unwrap();
+
+    assert_eq!(unsent, 0, "requests never sent");
+    assert_eq!(
+        issued,
+        completed + errors,
+        "requests lost by loadgen's own count"
+    );
+    for (code, want) in expected {
+        assert_eq!(status(code), want, "status {code}");
+    }
+    assert_eq!(error_kind("read"), sent_to("/reset"), "read errors");
+    for kind in ["connect", "write", "timeout", "protocol"] {
+        assert_eq!(error_kind(kind), 0, "{kind} errors");
+    }
+    assert_eq!(
+        classes.values().sum::<u64>(),
+        issued,
+        "requests the gateway counted"
+    );
+    assert_eq!(panics, 0);
+    assert!(
+        rss_second <= rss_first + rss_first / 10 + 2048,
+        "RSS grew from {rss_first} kB to {rss_second} kB"
+    );
+    assert!(fds_max <= baseline_fds + 300, "fds reached {fds_max}");
+    assert!(
+        fds_after <= baseline_fds + 2,
+        "fds {fds_after} after the load"
+    );
+}
