@@ -143,6 +143,15 @@ impl ChunkedDecoder {
         self.state == State::Done
     }
 
+    /// Payload bytes of the current chunk still to come (its size line announced them); 0
+    /// outside chunk data. Lets a caller hold a body limit against announced sizes.
+    pub fn chunk_remaining(&self) -> u64 {
+        match self.state {
+            State::Data { remaining } => remaining,
+            _ => 0,
+        }
+    }
+
     /// Pass-through: validates `input` and says how much of it belongs to this body. Forward
     /// `input[..consumed]` verbatim (trailers included); bytes after it, once `done`, belong to
     /// the next message.
@@ -644,5 +653,18 @@ mod tests {
             let bytes: Vec<&[u8]> = input.chunks(1).collect();
             assert_eq!(decode_parts(&bytes, limits), whole, "{name} byte by byte");
         }
+    }
+
+    #[test]
+    fn chunk_remaining_is_what_the_size_line_announced_minus_what_arrived() {
+        let mut decoder = ChunkedDecoder::default();
+        assert_eq!(decoder.chunk_remaining(), 0);
+        decoder.scan(b"ffffffffffffffff\r\nhel").unwrap();
+        assert_eq!(decoder.chunk_remaining(), u64::MAX - 3);
+        let mut decoder = ChunkedDecoder::default();
+        decoder.scan(b"5\r\nhello").unwrap();
+        assert_eq!(decoder.chunk_remaining(), 0, "the chunk's data is complete");
+        decoder.scan(b"\r\n1").unwrap();
+        assert_eq!(decoder.chunk_remaining(), 0, "size line not finished");
     }
 }

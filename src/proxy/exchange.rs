@@ -14,7 +14,6 @@ use super::io::{self, IoError};
 use super::{ClientConnection, READ_CHUNK};
 use crate::config::gateway::GatewayConfig;
 use crate::config::url::Scheme;
-use crate::error::GatewayError;
 use crate::http::{
     parse_response, write_client_head, ClientHead, HeadLimits, Method, Parsed, Version,
 };
@@ -76,11 +75,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
             }
             let scan = match decoder.scan(&self.inbuf) {
                 Ok(scan) => scan,
-                Err(e) => {
-                    return Some(Attempt::ClientFailed(Some(GatewayError::BadRequest(
-                        e.reason(),
-                    ))))
-                }
+                Err(error) => return Some(Attempt::ClientFailed(Some(error))),
             };
             if io::write_range(
                 conn,

@@ -19,8 +19,8 @@ use super::{ClientConnection, READ_CHUNK};
 use crate::config::gateway::GatewayConfig;
 use crate::error::GatewayError;
 use crate::http::{
-    write_upstream_head, ChunkError, ChunkLimits, ChunkedDecoder, LengthDecoder, Method,
-    RequestBody, Scan, UpstreamHead, Version,
+    write_upstream_head, ChunkLimits, ChunkedDecoder, LengthDecoder, Method, RequestBody, Scan,
+    UpstreamHead, Version,
 };
 use crate::ids::{EndpointId, GroupId};
 use crate::route::{write_upstream_target, RouteMatch};
@@ -45,14 +45,43 @@ pub(super) enum RequestBodyState {
 /// Finds the end of a body as it streams.
 pub(super) enum BodyDecoder {
     Length(LengthDecoder),
-    Chunked(ChunkedDecoder),
+    /// A chunked body, the payload bytes it carried so far and `limits.max_body_bytes`.
+    Chunked {
+        decoder: ChunkedDecoder,
+        payload: u64,
+        limit: Option<u64>,
+    },
 }
 
 impl BodyDecoder {
-    pub(super) fn scan(&mut self, input: &[u8]) -> Result<Scan, ChunkError> {
+    fn chunked(limit: Option<u64>) -> BodyDecoder {
+        BodyDecoder::Chunked {
+            decoder: ChunkedDecoder::new(ChunkLimits::default()),
+            payload: 0,
+            limit,
+        }
+    }
+
+    /// Frames the next part of the body. A malformed chunked body is a `400`; one whose
+    /// payload, seen or announced by a chunk size, is over the body limit a `413` (a
+    /// Content-Length body was checked against it before).
+    pub(super) fn scan(&mut self, input: &[u8]) -> Result<Scan, GatewayError> {
         match self {
             BodyDecoder::Length(decoder) => Ok(decoder.scan(input)),
-            BodyDecoder::Chunked(decoder) => decoder.scan(input),
+            BodyDecoder::Chunked {
+                decoder,
+                payload,
+                limit,
+            } => {
+                let scan = decoder
+                    .scan_payload(input, |range| *payload += range.len() as u64)
+                    .map_err(|e| GatewayError::BadRequest(e.reason()))?;
+                let announced = payload.saturating_add(decoder.chunk_remaining());
+                if limit.is_some_and(|max| announced > max) {
+                    return Err(GatewayError::PayloadTooLarge);
+                }
+                Ok(scan)
+            }
         }
     }
 }
@@ -102,7 +131,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
         let group = &snapshot.groups[group_id.index()];
         let client_io = Duration::from_millis(gateway.timeouts.client_io_ms);
 
-        let mut body = match self.request_body_state() {
+        let mut body = match self.request_body_state(gateway.limits.max_body_bytes) {
             Ok(body) => body,
             Err(error) => return self.reply_error(gateway, error, true).await,
         };
@@ -452,7 +481,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
             // Streaming consumed the head and body from `inbuf` as it went.
             RequestBodyState::Streaming(decoder) => match decoder {
                 BodyDecoder::Length(d) => d.is_done(),
-                BodyDecoder::Chunked(d) => d.is_done(),
+                BodyDecoder::Chunked { decoder, .. } => decoder.is_done(),
             },
         }
     }
@@ -506,8 +535,9 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
             && !close
     }
 
-    /// Classifies the request body by what `inbuf` already holds.
-    fn request_body_state(&self) -> Result<RequestBodyState, GatewayError> {
+    /// Classifies the request body by what `inbuf` already holds; `limit` is
+    /// `limits.max_body_bytes`, for chunked bodies.
+    fn request_body_state(&self, limit: Option<u64>) -> Result<RequestBodyState, GatewayError> {
         let head_len = self.head.head_len;
         let available = &self.inbuf[head_len..];
         Ok(match self.head.body {
@@ -523,16 +553,14 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
                 RequestBodyState::Streaming(BodyDecoder::Length(decoder))
             }
             RequestBody::Chunked => {
-                let mut decoder = ChunkedDecoder::new(ChunkLimits::default());
-                let scan = decoder
-                    .scan(available)
-                    .map_err(|e| GatewayError::BadRequest(e.reason()))?;
+                let mut decoder = BodyDecoder::chunked(limit);
+                let scan = decoder.scan(available)?;
                 if scan.done {
                     RequestBodyState::Buffered {
                         end: head_len + scan.consumed,
                     }
                 } else {
-                    RequestBodyState::Streaming(BodyDecoder::Chunked(decoder))
+                    RequestBodyState::Streaming(decoder)
                 }
             }
         })
@@ -565,9 +593,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
             {
                 return Err(None);
             }
-            let scan = decoder
-                .scan(&self.inbuf[before..])
-                .map_err(|e| Some(GatewayError::BadRequest(e.reason())))?;
+            let scan = decoder.scan(&self.inbuf[before..]).map_err(Some)?;
             if scan.done {
                 return Ok(Some(before + scan.consumed));
             }

@@ -978,3 +978,4 @@ pub fn admin_request(addr: SocketAddr, method: &str, path: &str) -> (u16, String
         .unwrap_or_default();
     (status, body)
 }
+pub mod hostile;
