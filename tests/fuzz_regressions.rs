@@ -1,0 +1,86 @@
+//! Inputs that the fuzz targets in `fuzz/` (see docs/fuzzing.md) found to break an invariant,
+//! replayed through the same public functions as plain tests, with the fixed behaviour
+//! asserted. Each test names the target and the minimised input it came from.
+
+use std::path::Path;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use ring::hmac;
+use shardgate::auth::{AuthError, Verifier};
+use shardgate::config::jwt::{JwtConfig, JwtIssuerConfig, SharedSecret};
+
+/// The HMAC issuer of the `jwt` fuzz target (fuzz/src/jwt.rs), with the same secret.
+const FUZZ_ISSUER: &str = "https://fuzz.invalid/hmac";
+const FUZZ_SECRET: &str = "fuzz-only-hmac-secret-0123456789-0123456789-0123456789-abcdefghi";
+
+fn fuzz_verifier() -> Verifier {
+    let cfg = JwtConfig {
+        issuers: vec![JwtIssuerConfig {
+            name: Some("fuzz-hmac".into()),
+            issuer: FUZZ_ISSUER.into(),
+            certificate: None,
+            public_key: None,
+            jwks: None,
+            audience: vec!["fuzz-aud".into(), "other-aud".into()],
+            shared_secret: Some(SharedSecret::new(FUZZ_SECRET)),
+        }],
+        ..JwtConfig::default()
+    };
+    Verifier::from_config(&cfg, Path::new(".")).expect("valid jwt config")
+}
+
+/// A compact JWS over the exact `header` and `payload` bytes, signed HS384 as the fuzz target
+/// signs it.
+fn hs384_token(header: &[u8], payload: &[u8]) -> Vec<u8> {
+    let mut token = URL_SAFE_NO_PAD.encode(header).into_bytes();
+    token.push(b'.');
+    token.extend_from_slice(URL_SAFE_NO_PAD.encode(payload).as_bytes());
+    let key = hmac::Key::new(hmac::HMAC_SHA384, FUZZ_SECRET.as_bytes());
+    let tag = hmac::sign(&key, &token);
+    token.push(b'.');
+    token.extend_from_slice(URL_SAFE_NO_PAD.encode(tag.as_ref()).as_bytes());
+    token
+}
+
+const HEADER: &[u8] = br#"{"alg":"HS384"}"#;
+const CLAIMS_PREFIX: &[u8] = br#"{"iss":"https://fuzz.invalid/hmac","exp":1,"aud":["other-aud"],"#;
+
+/// jwt target, fuzz/artifacts/jwt/minimized-from-f78d735012c3a414dbfeb395f8eedcef852999bf:
+/// a correctly signed claims set whose unread member `""` holds the byte 0xAA. RFC 7519 §7.2
+/// wants a UTF-8 JSON object; serde_json checks UTF-8 only in the members it decodes, so the
+/// verifier accepted it (any JSON parser downstream refuses it).
+#[test]
+fn jwt_claims_with_invalid_utf8_in_an_unread_member_are_malformed() {
+    let verifier = fuzz_verifier();
+    let mut payload = CLAIMS_PREFIX.to_vec();
+    payload.extend_from_slice(b"\"\":\"\xaa\"}");
+    let token = hs384_token(HEADER, &payload);
+    assert!(
+        matches!(verifier.verify(&token, 0), Err(AuthError::Malformed(_))),
+        "{:?}",
+        verifier.verify(&token, 0)
+    );
+
+    // The same claims set in UTF-8 is accepted.
+    let mut payload = CLAIMS_PREFIX.to_vec();
+    payload.extend_from_slice("\"\":\"\u{aa}\"}".as_bytes());
+    let token = hs384_token(HEADER, &payload);
+    assert!(verifier.verify(&token, 0).is_ok());
+}
+
+/// The same fault in the JOSE header (RFC 7515 §5.2 step 4): an unread `typ` holding 0xFF.
+#[test]
+fn jwt_header_with_invalid_utf8_in_an_unread_member_is_malformed() {
+    let verifier = fuzz_verifier();
+    let mut payload = CLAIMS_PREFIX.to_vec();
+    payload.extend_from_slice(br#""sub":"s"}"#);
+    let token = hs384_token(b"{\"alg\":\"HS384\",\"typ\":\"\xff\"}", &payload);
+    assert!(
+        matches!(verifier.verify(&token, 0), Err(AuthError::Malformed(_))),
+        "{:?}",
+        verifier.verify(&token, 0)
+    );
+    let token = hs384_token(br#"{"alg":"HS384","typ":"JWT"}"#, &payload);
+    assert!(verifier.verify(&token, 0).is_ok());
+}
