@@ -76,8 +76,10 @@ for t in "${targets[@]}"; do
         "$t" "${runs:-?}" "${speed:-?}" "${cov:-?}" "${ft:-?}" "${corp:-?}" "$verdict")")
     if [ "${FUZZ_MERGE:-0}" = 1 ] && [ "$status" -eq 0 ]; then
         echo "== merging new coverage of $t into fuzz/corpus/$t"
-        nice -n 19 cargo fuzz run --sanitizer none "$t" "fuzz/corpus/$t" "fuzz/work/$t" -- -merge=1 \
-            >"fuzz/artifacts/$t/merge.log" 2>&1
+        # set_cover_merge keeps a small set of inputs with the same coverage.
+        nice -n 19 cargo fuzz run --sanitizer none "$t" "${dirs[@]:1}" "fuzz/work/$t" -- \
+            -set_cover_merge=1 >"fuzz/artifacts/$t/merge.log" 2>&1
+        echo "   fuzz/corpus/$t: $(find "fuzz/corpus/$t" -type f | wc -l) inputs"
     fi
 done
 
