@@ -16,9 +16,10 @@
 //!   `rest_start <= path.len()`;
 //! - lookups agree with the reference: the API is the one with the longest base path that
 //!   prefixes the path on a segment boundary; `Found` names a route of that API with the
-//!   request's method whose template matches the rest of the path, and no other such route is
-//!   more specific (literal > mixed > `{param}` > `*`, segment by segment); `NotFound` means no
-//!   route matches; `MethodNotAllowed` lists exactly the methods of the matching routes.
+//!   request's method whose template matches the rest of the path, the first such route in the
+//!   lookup order (segment by segment: the template ends here > literal > mixed, in the order
+//!   first defined > `{param}` > `*`); `NotFound` means no route matches; `MethodNotAllowed`
+//!   lists exactly the methods of the matching routes.
 
 use std::collections::HashMap;
 
@@ -54,6 +55,8 @@ struct RefRoute {
     id: RouteId,
     method: Method,
     segs: Vec<Seg>,
+    /// Lookup priority, smaller first (see [`priority`]).
+    key: Vec<(u8, usize)>,
 }
 
 pub fn check(data: &[u8]) {
@@ -61,6 +64,7 @@ pub fn check(data: &[u8]) {
     let mut bases: Vec<(ApiId, Vec<Vec<u8>>)> = Vec::new();
     let mut routes: Vec<RefRoute> = Vec::new();
     let mut shapes: HashMap<(ApiId, String, Method), RouteId> = HashMap::new();
+    let mut mixed_order: HashMap<(ApiId, String), Vec<String>> = HashMap::new();
     let mut current: Option<ApiId> = None;
     let mut lookups: Vec<(Method, &[u8])> = Vec::new();
     let mut next_id = 0u32;
@@ -115,6 +119,7 @@ pub fn check(data: &[u8]) {
                 next_id += 1;
                 let shape = (api, shape_of(&segs), method);
                 let added = router.add_route(api, template, method, id);
+                let key = priority(&mut mixed_order, api, &segs);
                 match shapes.get(&shape) {
                     Some(&first) => assert_eq!(
                         added,
@@ -129,6 +134,7 @@ pub fn check(data: &[u8]) {
                             id,
                             method,
                             segs,
+                            key,
                         });
                     }
                 }
@@ -327,22 +333,39 @@ fn template_matches(segs: &[Seg], rest: &[u8]) -> bool {
     ok && template_matches(more, &after[len..])
 }
 
-/// Specificity, segment by segment: a template that ends here, then literal, mixed, param and
-/// wildcard. Lexicographically smaller is more specific.
-fn rank(segs: &[Seg]) -> Vec<u8> {
-    let mut ranks: Vec<u8> = segs
+/// Lookup priority, segment by segment (lexicographically smaller wins): a template that ends
+/// here, then a literal, then mixed segments in the order they were first defined at that
+/// point of the tree, then `{param}`, then `*`. Records the mixed segments' order.
+fn priority(
+    mixed_order: &mut HashMap<(ApiId, String), Vec<String>>,
+    api: ApiId,
+    segs: &[Seg],
+) -> Vec<(u8, usize)> {
+    let mut key: Vec<(u8, usize)> = segs
         .iter()
-        .map(|s| match s {
-            Seg::Literal(_) => 1,
-            Seg::Mixed(_) => 2,
-            Seg::Param => 3,
-            Seg::Wildcard => 4,
+        .enumerate()
+        .map(|(i, s)| match s {
+            Seg::Literal(_) => (1, 0),
+            Seg::Mixed(_) => {
+                let siblings = mixed_order.entry((api, shape_of(&segs[..i]))).or_default();
+                let shape = shape_of(&segs[i..=i]);
+                let at = siblings
+                    .iter()
+                    .position(|s| *s == shape)
+                    .unwrap_or_else(|| {
+                        siblings.push(shape);
+                        siblings.len() - 1
+                    });
+                (2, at)
+            }
+            Seg::Param => (3, 0),
+            Seg::Wildcard => (4, 0),
         })
         .collect();
     if segs.last() != Some(&Seg::Wildcard) {
-        ranks.push(0);
+        key.push((0, 0));
     }
-    ranks
+    key
 }
 
 /// The API of the longest base path that prefixes `path` on a segment boundary.
@@ -407,15 +430,18 @@ fn check_reference(
                     m.route
                 )
             };
-            for other in &with_method {
-                assert!(
-                    rank(&route.segs) <= rank(&other.segs),
-                    "{method:?} {}: found {:?} but {:?} is more specific",
-                    crate::show(path),
-                    route.segs,
-                    other.segs
-                );
-            }
+            let best = with_method
+                .iter()
+                .min_by_key(|r| &r.key)
+                .expect("one matches");
+            assert_eq!(
+                route.id,
+                best.id,
+                "{method:?} {}: found {:?} but {:?} comes first",
+                crate::show(path),
+                route.segs,
+                best.segs
+            );
         }
         Lookup::MethodNotAllowed {
             api: got,
