@@ -8,7 +8,11 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use ring::hmac;
 use shardgate::auth::{AuthError, Verifier};
+use shardgate::config::document::Document;
+use shardgate::config::error::Segment;
 use shardgate::config::jwt::{JwtConfig, JwtIssuerConfig, SharedSecret};
+use shardgate::config::locate::{line_of, Syntax};
+use shardgate::config::openapi::{read_definition, ProjectDefaults};
 
 /// The HMAC issuer of the `jwt` fuzz target (fuzz/src/jwt.rs), with the same secret.
 const FUZZ_ISSUER: &str = "https://fuzz.invalid/hmac";
@@ -83,4 +87,45 @@ fn jwt_header_with_invalid_utf8_in_an_unread_member_is_malformed() {
     );
     let token = hs384_token(br#"{"alg":"HS384","typ":"JWT"}"#, &payload);
     assert!(verifier.verify(&token, 0).is_ok());
+}
+
+/// config target, fuzz/artifacts/config/minimized-from-af9bc1d637c0a0f0a846b946ec07d5ebb4f29f9b
+/// (a definition read with apictl project defaults): `paths` is a mapping behind a YAML tag
+/// (`!`). The definition reader looks through tags, finds a bad resource under it and asks
+/// `line_of` for its line; the locating walk stopped at the tag without consuming the tagged
+/// mapping, and serde_yaml then panicked ("unexpected end of mapping") instead of the file
+/// getting an error.
+#[test]
+fn definition_with_a_tagged_mapping_is_refused_with_located_errors() {
+    let file = Path::new("project/Definitions/swagger.yaml");
+    let project = ProjectDefaults {
+        name: Some("FuzzProject".into()),
+        context: Some("/fuzz/{version}".into()),
+        version: Some("1.0.0".into()),
+        production: None,
+        sandbox: None,
+    };
+    let doc = Document::parse(file, "openapi: 3.\npaths: !\n o:\n".to_owned()).unwrap();
+    let (result, _) = read_definition(&doc, Some(&project));
+    let errors = result.expect_err("'o' is not a path");
+    assert!(errors.iter().all(|e| e.file == file), "{errors:?}");
+    let at_o: Vec<_> = errors.iter().filter(|e| e.field == "paths.o").collect();
+    assert!(!at_o.is_empty(), "{errors:?}");
+    assert!(at_o.iter().all(|e| e.line == Some(3)), "{at_o:?}");
+}
+
+/// The same walk, directly: fields under tagged values are located through the tag, and a
+/// path deeper than a tagged scalar finds nothing.
+#[test]
+fn line_of_looks_through_yaml_tags() {
+    let key = |k: &str| Segment::Key(k.to_owned());
+    let text = "a: !t\n  b:\n    c: 1\nd: !s 5\ne: 2\n";
+    assert_eq!(
+        line_of(text, Syntax::Yaml, &[key("a"), key("b"), key("c")]),
+        Some(3)
+    );
+    assert_eq!(line_of(text, Syntax::Yaml, &[key("a"), key("x")]), None);
+    assert_eq!(line_of(text, Syntax::Yaml, &[key("d"), key("x")]), None);
+    assert_eq!(line_of(text, Syntax::Yaml, &[key("e")]), Some(5));
+    assert_eq!(line_of(text, Syntax::Yaml, &[key("d")]), Some(4));
 }
