@@ -21,8 +21,9 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use shardgate::http::{
-    find_head_end, parse_request, upstream_head_capacity, write_upstream_head, HeadLimits,
-    HeadScan, HeaderKind, Method, Parsed, RequestBody, RequestHead, UpstreamHead, Version,
+    find_head_end, parse_request, upstream_head_capacity, write_client_ip, write_upstream_head,
+    HeadLimits, HeadScan, HeaderKind, Method, Parsed, RequestBody, RequestHead, UpstreamHead,
+    Version,
 };
 
 use crate::{assert_span, head_limits, roomy_limits, show, Input};
@@ -140,12 +141,25 @@ pub fn check_scan_agrees(buf: &[u8], limits: &HeadLimits, splits: &[usize]) {
     }
 }
 
+/// The client address as the proxy renders it (once per connection) for `X-Forwarded-For`.
+fn client_ip(flags: u8) -> Vec<u8> {
+    let ip = if flags & 4 != 0 {
+        IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 7))
+    } else {
+        IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7))
+    };
+    let mut out = Vec::new();
+    write_client_ip(&mut out, ip);
+    out
+}
+
 /// The proxy's choices for the upstream head, from the flag bits.
 fn upstream_choices<'a>(
     buf: &'a [u8],
     head: &RequestHead,
     flags: u8,
     target: &'a [u8],
+    client_ip: &'a [u8],
 ) -> UpstreamHead<'a> {
     UpstreamHead {
         target,
@@ -153,11 +167,7 @@ fn upstream_choices<'a>(
             (true, Some(host)) => host.slice(buf),
             _ => b"backend.internal:8080",
         },
-        client_ip: if flags & 4 != 0 {
-            IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 7))
-        } else {
-            IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7))
-        },
+        client_ip,
         proto: if flags & 32 != 0 { b"https" } else { b"http" },
         drop_header: (flags & 8 != 0).then_some(&b"x-api-key"[..]),
         authorization: (flags & 16 != 0).then_some(&b"Basic dXNlcjpwYXNz"[..]),
@@ -173,7 +183,8 @@ pub fn check_round_trip(buf: &[u8], head: &RequestHead, flags: u8) {
         target.push(b'?');
         target.extend_from_slice(query.slice(buf));
     }
-    let f = upstream_choices(buf, head, flags, &target);
+    let ip = client_ip(flags);
+    let f = upstream_choices(buf, head, flags, &target, &ip);
     let mut out = Vec::new();
     write_upstream_head(&mut out, buf, head, &f);
     let bound = upstream_head_capacity(head, &f);
