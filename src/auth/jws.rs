@@ -148,16 +148,23 @@ pub(crate) struct Header {
 pub(crate) fn parse_header(segment: &[u8]) -> Result<Header, AuthError> {
     let json = decode(segment, "header is not base64url")?;
     let not_header = AuthError::Malformed("header is not a JSON object with a string alg");
-    if !is_json_object(&json) {
+    let json = utf8(&json).ok_or(not_header)?;
+    if !is_json_object(json.as_bytes()) {
         return Err(not_header);
     }
-    let header: Header = serde_json::from_slice(&json).map_err(|_| not_header)?;
+    let header: Header = serde_json::from_str(json).map_err(|_| not_header)?;
     if header.crit.is_some() {
         return Err(AuthError::Malformed(
             "crit header extensions are not supported",
         ));
     }
     Ok(header)
+}
+
+/// A decoded header or payload as text: RFC 7515 §5.2 and RFC 7519 §7.2 require UTF-8, and
+/// serde_json checks UTF-8 only in the members it decodes, not in those it skips.
+pub(crate) fn utf8(json: &[u8]) -> Option<&str> {
+    std::str::from_utf8(json).ok()
 }
 
 /// True when `json` is (at most) a JSON object. serde's derived structs also accept arrays

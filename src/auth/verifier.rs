@@ -157,10 +157,11 @@ impl Verifier {
         let alg = Alg::from_name(&header.alg).ok_or(AuthError::UnsupportedAlgorithm)?;
         let payload_json = jws::decode(parts.payload, "payload is not base64url")?;
         let not_claims = AuthError::Malformed("payload is not a JSON object of valid claims");
-        if !jws::is_json_object(&payload_json) {
+        let payload_json = jws::utf8(&payload_json).ok_or(not_claims)?;
+        if !jws::is_json_object(payload_json.as_bytes()) {
             return Err(not_claims);
         }
-        let payload: Payload = serde_json::from_slice(&payload_json).map_err(|_| not_claims)?;
+        let payload: Payload = serde_json::from_str(payload_json).map_err(|_| not_claims)?;
         let id = payload
             .iss
             .as_deref()

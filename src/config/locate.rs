@@ -5,7 +5,9 @@
 
 use std::fmt;
 
-use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{
+    self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, VariantAccess, Visitor,
+};
 
 use super::error::Segment;
 
@@ -113,9 +115,12 @@ impl<'de> Visitor<'de> for Walk<'_> {
     fn visit_none<E: de::Error>(self) -> Result<(), E> {
         self.arrived()
     }
-    fn visit_enum<A: de::EnumAccess<'de>>(self, _: A) -> Result<(), A::Error> {
-        // YAML tags (`!foo value`) arrive here; point at the tagged value.
-        self.arrived()
+    fn visit_enum<A: de::EnumAccess<'de>>(self, data: A) -> Result<(), A::Error> {
+        // YAML tags (`!foo value`) arrive here; look through them as the readers do
+        // (`document::untagged`). The tagged value must be consumed even when the path does
+        // not go into it: serde_yaml panics on a visitor that leaves it half read.
+        let (_tag, value) = data.variant::<IgnoredAny>()?;
+        value.newtype_variant_seed(self)
     }
 }
 

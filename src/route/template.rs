@@ -80,20 +80,35 @@ fn pieces(segment: &str) -> Option<Vec<Piece>> {
 
 /// Whether `text` (one request path segment) matches a mixed segment. Each parameter takes
 /// at least one byte; literal pieces must appear in order.
+///
+/// A literal after a parameter is matched at its first occurrence only (after at least one
+/// byte): what follows it starts with a parameter, which can also take any bytes a later
+/// occurrence would have skipped, so no later one can match where the first does not. Trying
+/// every occurrence cost O(n^k) for k parameters; this is O(k * n * literal length).
 pub fn mixed_matches(pieces: &[Piece], text: &[u8]) -> bool {
     match pieces.split_first() {
         None => text.is_empty(),
         Some((Piece::Literal(lit), rest)) => {
             text.starts_with(lit) && mixed_matches(rest, &text[lit.len()..])
         }
-        Some((Piece::Param, rest)) => match rest.first() {
-            None => !text.is_empty(),
+        Some((Piece::Param, rest)) => match rest {
+            [] => !text.is_empty(),
+            // The last piece: the literal ends the text, after at least one byte.
+            [Piece::Literal(lit)] => text.len() > lit.len() && text.ends_with(lit),
             // The next piece is a literal (two params in a row are rejected at parse).
-            Some(Piece::Literal(lit)) => (1..=text.len().saturating_sub(lit.len()))
-                .any(|taken| text[taken..].starts_with(lit) && mixed_matches(rest, &text[taken..])),
-            Some(Piece::Param) => false,
+            [Piece::Literal(lit), ..] => find(text.get(1..).unwrap_or_default(), lit)
+                .is_some_and(|at| mixed_matches(rest, &text[1 + at..])),
+            [Piece::Param, ..] => false,
         },
     }
+}
+
+/// Index of the first occurrence of `needle` in `haystack`.
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() {
+        return Some(0);
+    }
+    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 #[cfg(test)]
