@@ -329,14 +329,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
                 };
                 self.record.endpoint = Some(endpoint_id);
                 self.prepare_upstream_request(group, member, endpoint, found, body, drop_header);
-                // A request that could not be replayed on a fresh connection must not meet a
-                // stale one: check those; the others are retried if the connection was stale.
-                let must_check = !(idempotent && matches!(body, RequestBodyState::Buffered { .. }));
-                let mut pooled =
-                    self.ctx
-                        .pool
-                        .borrow_mut()
-                        .take(endpoint_id, Instant::now(), must_check);
+                let mut pooled = self.ctx.pool.borrow_mut().take(endpoint_id, Instant::now());
                 loop {
                     let reused = pooled.is_some();
                     let mut conn = match pooled.take() {
