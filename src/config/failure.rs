@@ -229,6 +229,16 @@ pub fn validate(
             });
         }
         let s = &o.suspension;
+        for (name, value) in [
+            ("suspension.initial_ms", s.initial_ms),
+            ("suspension.max_ms", s.max_ms),
+            ("health_check.interval_ms", o.health_check.interval_ms),
+            ("health_check.timeout_ms", o.health_check.timeout_ms),
+        ] {
+            if value.is_some_and(|v| v > super::gateway::MAX_DURATION_MS) {
+                return err(name, super::gateway::MAX_DURATION_PROBLEM);
+            }
+        }
         if s.initial_ms == Some(0) {
             return err("suspension.initial_ms", "must be greater than 0");
         }

@@ -11,6 +11,10 @@ use super::cors::CorsSpec;
 use super::error::{ConfigError, FieldPath};
 use super::jwt::JwtConfig;
 
+/// The longest duration any `*_ms` setting accepts: 24 hours.
+pub const MAX_DURATION_MS: u64 = 86_400_000;
+pub(crate) const MAX_DURATION_PROBLEM: &str = "must be at most 86400000 (24 hours)";
+
 /// The whole gateway configuration.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -291,6 +295,7 @@ impl GatewayConfig {
     }
 
     fn validate(&self, file: &Path, text: &str) -> Result<(), ConfigError> {
+        // Durations past a day are typos, and far larger ones overflow the runtime's timer.
         let field_error = |field: &str, message: &str| {
             let path = FieldPath::parse(field);
             let line = super::locate::line_of(text, super::locate::Syntax::Yaml, path.segments());
@@ -344,6 +349,34 @@ impl GatewayConfig {
         for (field, value) in positive {
             if value == 0 {
                 return field_error(field, "must be greater than 0");
+            }
+        }
+        let durations = [
+            ("timeouts.client_head_ms", self.timeouts.client_head_ms),
+            (
+                "timeouts.client_keepalive_ms",
+                self.timeouts.client_keepalive_ms,
+            ),
+            ("timeouts.client_io_ms", self.timeouts.client_io_ms),
+            ("timeouts.tls_handshake_ms", self.timeouts.tls_handshake_ms),
+            (
+                "timeouts.upstream_connect_ms",
+                self.timeouts.upstream_connect_ms,
+            ),
+            (
+                "timeouts.upstream_route_ms",
+                self.timeouts.upstream_route_ms,
+            ),
+            ("timeouts.upstream_idle_ms", self.timeouts.upstream_idle_ms),
+            ("timeouts.drain_ms", self.timeouts.drain_ms),
+            ("suspension.initial_ms", self.suspension.initial_ms),
+            ("suspension.max_ms", self.suspension.max_ms),
+            ("health_check.interval_ms", self.health_check.interval_ms),
+            ("health_check.timeout_ms", self.health_check.timeout_ms),
+        ];
+        for (field, value) in durations {
+            if value > MAX_DURATION_MS {
+                return field_error(field, MAX_DURATION_PROBLEM);
             }
         }
         if self.limits.max_request_line_bytes > self.limits.max_request_head_bytes {
@@ -487,6 +520,23 @@ mod tests {
         );
         let error = parse("suspension:\n  progression_factor: 0.5\n").unwrap_err();
         assert!(error.contains("suspension.progression_factor"), "{error}");
+    }
+
+    #[test]
+    fn durations_past_a_day_are_refused_before_they_reach_a_timer() {
+        let error = parse("timeouts:\n  upstream_route_ms: 18446744073709551615\n").unwrap_err();
+        assert_eq!(
+            error,
+            "config/gateway.yaml: timeouts.upstream_route_ms: must be at most 86400000 (24 hours) (line 2)"
+        );
+        assert!(parse("timeouts:\n  drain_ms: 86400000\n").is_ok());
+        let error =
+            parse("group_overrides:\n  - api: /a\n    health_check: {interval_ms: 86400001}\n")
+                .unwrap_err();
+        assert!(
+            error.contains("group_overrides[0].health_check.interval_ms: must be at most"),
+            "{error}"
+        );
     }
 
     #[test]

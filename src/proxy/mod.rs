@@ -44,6 +44,30 @@ const IDLE_READ: usize = 2 * 1024;
 /// hundred slots on each of its idle connections.
 const INITIAL_HEADERS: usize = 8;
 
+/// Debug builds only: lets the robustness tests make a connection task panic, to show that a
+/// panic costs its connection and not the shard. Release builds have no such path, and no
+/// configuration or input can make one panic on purpose.
+#[cfg(debug_assertions)]
+#[doc(hidden)]
+pub mod test_hooks {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    static ARMED: AtomicBool = AtomicBool::new(false);
+
+    /// While armed, a request whose path ends with this panics in its connection task.
+    pub const PANIC_PATH_SUFFIX: &[u8] = b"/__shardgate_test_panic";
+
+    pub fn arm_panics() {
+        ARMED.store(true, Ordering::Relaxed);
+    }
+
+    pub(super) fn panic_if_armed(path: &[u8]) {
+        if ARMED.load(Ordering::Relaxed) && path.ends_with(PANIC_PATH_SUFFIX) {
+            panic!("test hook: a panic inside a connection task");
+        }
+    }
+}
+
 /// Serves one accepted client connection until it closes.
 pub async fn serve_connection(
     ctx: Rc<ShardContext>,
@@ -324,6 +348,8 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
         let snapshot = &*view.snapshot;
         let gateway = &snapshot.gateway;
         let path = self.head.path.slice(&self.inbuf);
+        #[cfg(debug_assertions)]
+        test_hooks::panic_if_armed(path);
         let lookup = snapshot.router.lookup(self.head.method, path);
         self.cors.clear();
         let api_id = match lookup {
