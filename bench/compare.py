@@ -26,6 +26,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -336,8 +337,8 @@ def measure(target, pids, url, duration, conns, out_json, rate=None, extra=()):
 
 
 def median(values):
-    values = sorted(v for v in values if v == v)
-    return values[len(values) // 2] if values else float("nan")
+    values = [v for v in values if v == v]
+    return statistics.median(values) if values else float("nan")
 
 
 # ---------------------------------------------------------------- scenarios
