@@ -131,15 +131,17 @@ def group_pids(proc):
 
 
 def cpu_seconds(pids):
-    total = 0
+    """(user, system) CPU seconds of the processes, all their threads included."""
+    user = system = 0
     for pid in pids:
         try:
             stat = Path(f"/proc/{pid}/stat").read_text()
         except OSError:
             continue
         fields = stat[stat.rindex(")") + 2:].split()
-        total += int(fields[11]) + int(fields[12])  # utime + stime
-    return total / TICK
+        user += int(fields[11])
+        system += int(fields[12])
+    return user / TICK, system / TICK
 
 
 def rss_kb(pids):
@@ -261,7 +263,7 @@ backend failover
     return conf
 
 
-def write_shardgate(tmp, cert, key):
+def write_shardgate(tmp, cert, key, name="shardgate"):
     apis = tmp / "sg-apis"
     apis.mkdir(exist_ok=True)
     urls = ", ".join(f"'http://127.0.0.1:{p}'" for p in ORIGIN_PORTS)
@@ -283,10 +285,10 @@ x-wso2-production-endpoints:
 paths:
   /*: {{get: {{}}}}
 """)
-    conf = tmp / "shardgate.yaml"
+    conf = tmp / f"{name}.yaml"
     conf.write_text(f"""listeners:
-  http: ["127.0.0.1:{PORTS['shardgate']}"]
-  https: ["127.0.0.1:{TLS_PORTS['shardgate']}"]
+  http: ["127.0.0.1:{PORTS[name]}"]
+  https: ["127.0.0.1:{TLS_PORTS[name]}"]
 workers: 1
 admin: null
 apis: [sg-apis/]
@@ -314,11 +316,13 @@ def loadgen(url, duration, conns, out_json, rate=None, extra=()):
 
 
 def measure(target, pids, url, duration, conns, out_json, rate=None, extra=()):
-    before = cpu_seconds(pids)
+    user_before, system_before = cpu_seconds(pids)
     t0 = time.time()
     result = loadgen(url, duration, conns, out_json, rate, extra)
     elapsed = time.time() - t0
-    cpu = cpu_seconds(pids) - before
+    user_after, system_after = cpu_seconds(pids)
+    user, system = user_after - user_before, system_after - system_before
+    cpu = user + system
     requests = result["requests"]
     # The warmup is excluded from the loadgen figures but not from /proc: scale CPU by the
     # share of the run that was measured.
@@ -332,6 +336,7 @@ def measure(target, pids, url, duration, conns, out_json, rate=None, extra=()):
         "p50_us": pct["p50"] * 1e6, "p99_us": pct["p99"] * 1e6, "p999_us": pct["p99.9"] * 1e6,
         "max_us": pct["p100"] * 1e6,
         "cpu_us_per_req": cpu * measured_share * 1e6 / completed if completed else float("nan"),
+        "user_share": user / cpu if cpu else float("nan"),
         "keptUp": not result["honesty"]["couldNotKeepUp"],
     }
 
@@ -480,16 +485,18 @@ def report(results, targets, machine):
         if scenario in ("plain", "https"):
             title = f"{scenario} body={body} B" if scenario == "plain" else "https body=64 B (TLS termination)"
             add(f"\n### {title}")
-            add("| target | rps (median) | proxy CPU us/req | CPU vs nginx | rps vs nginx | errors |"
+            add("| target | rps (median) | proxy CPU us/req | user share | CPU vs nginx | rps vs nginx | errors |"
                 + (" p50 us | p99 us | p99.9 us |" if b else ""))
-            add("|---|---:|---:|---:|---:|---:|" + ("---:|---:|---:|" if b else ""))
+            add("|---|---:|---:|---:|---:|---:|---:|" + ("---:|---:|---:|" if b else ""))
             ng_cpu = median([m["cpu_us_per_req"] for m in a["nginx"]])
             ng_rps = median([m["rps"] for m in a["nginx"]])
             for t in targets:
                 cpu = median([m["cpu_us_per_req"] for m in a[t]])
                 rps = median([m["rps"] for m in a[t]])
                 errors = sum(m["errors"] for m in a[t])
-                row = f"| {t} | {rps:.0f} | {cpu:.2f} | {cpu / ng_cpu:.2f} | {rps / ng_rps:.2f} | {errors} |"
+                user_share = median([m["user_share"] for m in a[t]])
+                row = (f"| {t} | {rps:.0f} | {cpu:.2f} | {user_share:.0%} | {cpu / ng_cpu:.2f} | "
+                       f"{rps / ng_rps:.2f} | {errors} |")
                 if b:
                     p = [median([m[k] for m in b[t]]) for k in ("p50_us", "p99_us", "p999_us")]
                     row += f" {p[0]:.0f} | {p[1]:.0f} | {p[2]:.0f} |"
@@ -525,7 +532,16 @@ def main():
     p.add_argument("--out", default=str(ROOT / "bench/out"))
     p.add_argument("--no-build", action="store_true")
     p.add_argument("--no-install", action="store_true")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME=BINARY",
+                   help="another shardgate build as an extra target (A/B of a change)")
     args = p.parse_args()
+    variants = {}
+    for i, spec in enumerate(args.variant):
+        name, _, binary = spec.partition("=")
+        if not binary or name in PORTS:
+            sys.exit(f"compare.py: --variant wants a new NAME=BINARY, got {spec!r}")
+        variants[name] = Path(binary).resolve()
+        PORTS[name], TLS_PORTS[name] = 18093 + i, 18193 + i
     args.bodies = [int(b) for b in args.bodies.split(",")]
     scenarios = args.scenarios.split(",")
     ensure_tools(not args.no_install)
@@ -552,10 +568,12 @@ def main():
         procs = {
             "nginx": start("nginx", ["nginx", "-c", str(write_nginx_proxy(tmp, cert, key))], PROXY_CPU),
             "haproxy": start("haproxy", ["haproxy", "-f", str(write_haproxy(tmp, pem))], PROXY_CPU),
-            "shardgate": start("shardgate", [str(ROOT / "target/release/shardgate"), "run", "--config",
-                                             str(write_shardgate(tmp, cert, key)), "--log-level", "error"],
-                               PROXY_CPU, stderr=open(tmp / "shardgate.err", "w")),
         }
+        binaries = {"shardgate": ROOT / "target/release/shardgate"} | variants
+        for name, binary in binaries.items():
+            procs[name] = start(name, [str(binary), "run", "--config",
+                                       str(write_shardgate(tmp, cert, key, name)), "--log-level", "error"],
+                                PROXY_CPU, stderr=open(tmp / f"{name}.err", "w"))
         for t, port in PORTS.items():
             wait_port(port)
         time.sleep(0.5)
