@@ -7,10 +7,17 @@
 #   (instructions(N2) - instructions(N1)) / (N2 - N1),
 # which cancels start-up, configuration and shutdown.
 #
-# usage: bench/callgrind.sh [N1 N2]      (defaults 2000 12000)
+# usage: bench/callgrind.sh [--jwt] [N1 N2]      (defaults 2000 12000)
+#   --jwt: also the same request with a bearer token through a JWT-secured API (one repeated
+#          token: the per-shard cache's case), next to the unsecured figure.
 # output: instructions per request, and bench/out/callgrind.N2.out for callgrind_annotate.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+jwt=0
+if [ "${1:-}" = "--jwt" ]; then
+    jwt=1
+    shift
+fi
 n1=${1:-2000}
 n2=${2:-12000}
 origin_port=18481
@@ -29,7 +36,7 @@ for tool in valgrind nginx python3; do
 done
 cargo build --release -p shardgate >/dev/null
 
-cat >"$work/nginx.conf" <<EOF
+cat >"$work/nginx.conf" <<CONF
 worker_processes 1;
 daemon off;
 pid $work/nginx.pid;
@@ -40,8 +47,9 @@ http {
   keepalive_requests 1000000;
   server { listen 127.0.0.1:$origin_port; location / { return 200 "0123456789012345678901234567890123456789012345678901234567890123"; } }
 }
-EOF
-cat >"$work/api.yaml" <<EOF
+CONF
+mkdir "$work/apis"
+cat >"$work/apis/open.yaml" <<CONF
 openapi: 3.0.1
 x-wso2-basePath: /
 x-wso2-disable-security: true
@@ -49,13 +57,32 @@ x-wso2-production-endpoints:
   urls: [http://127.0.0.1:$origin_port]
 paths:
   /*: {get: {}}
-EOF
-cat >"$work/client.py" <<'EOF'
+CONF
+cat >"$work/apis/secured.yaml" <<CONF
+openapi: 3.0.1
+x-wso2-basePath: /sec
+x-wso2-production-endpoints:
+  urls: [http://127.0.0.1:$origin_port]
+paths:
+  /*: {get: {}}
+CONF
+issuer=https://localhost/dev-only
+cat >"$work/gateway.yaml" <<CONF
+jwt:
+  issuers: [{issuer: "$issuer", certificate: "$PWD/config/dev-only/jwt-dev-only.cert.pem"}]
+workers: 1
+admin: null
+apis: [apis/]
+CONF
+token=$(./target/release/shardgate token --key config/dev-only/jwt-dev-only.key.pem --issuer "$issuer" --ttl 1h)
+cat >"$work/client.py" <<'CLIENT'
 import socket, sys
-n, port = int(sys.argv[1]), int(sys.argv[2])
+n, port, path, token = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
 s = socket.create_connection(("127.0.0.1", port))
 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-request = b"GET /bench HTTP/1.1\r\nHost: localhost\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n"
+auth = f"Authorization: Bearer {token}\r\n".encode() if token else b""
+request = (f"GET {path} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: bench\r\n".encode()
+           + auth + b"Accept: */*\r\n\r\n")
 for _ in range(n):
     s.sendall(request)
     got = b""
@@ -64,7 +91,9 @@ for _ in range(n):
         if not chunk:
             sys.exit("connection closed")
         got += chunk
-EOF
+    if not got.startswith(b"HTTP/1.1 200"):
+        sys.exit(f"unexpected response: {got[:200]!r}")
+CLIENT
 
 nginx -c "$work/nginx.conf" &
 pids+=($!)
@@ -79,25 +108,43 @@ wait_port() {
 }
 wait_port "$origin_port"
 
-# One run of N requests; prints the total instruction count.
+# One run of N requests to PATH (with TOKEN unless empty); prints the instruction count.
 measure() {
-    local n=$1 out="$work/callgrind.$1.out"
+    local n=$1 path=$2 token=$3
     # The epoll driver: valgrind does not know io_uring's shared-memory completions.
-    valgrind --tool=callgrind --callgrind-out-file="$out" \
-        ./target/release/shardgate run --api "$work/api.yaml" --listen "127.0.0.1:$gateway_port" \
-        --workers 1 --admin off --log-level warn --driver legacy 2>"$work/valgrind.$n.err" &
+    valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.$n.out" \
+        ./target/release/shardgate run --config "$work/gateway.yaml" \
+        --listen "127.0.0.1:$gateway_port" --log-level warn --driver legacy \
+        2>"$work/valgrind.$n.err" &
     local pid=$!
     wait_port "$gateway_port"
-    python3 "$work/client.py" "$n" "$gateway_port"
+    python3 "$work/client.py" "$n" "$gateway_port" "$path" "$token"
     kill -TERM "$pid"
     wait "$pid" || true
     grep -o 'Collected : [0-9]*' "$work/valgrind.$n.err" | grep -o '[0-9]*$'
 }
 
-i1=$(measure "$n1")
-i2=$(measure "$n2")
+# Instructions per request for PATH and TOKEN.
+per_request() {
+    local i1 i2
+    i1=$(measure "$n1" "$1" "$2")
+    i2=$(measure "$n2" "$1" "$2")
+    echo $(( (i2 - i1) / (n2 - n1) ))
+}
+
 mkdir -p bench/out
+unsecured=$(per_request /bench "")
 cp "$work/callgrind.$n2.out" bench/out/
-echo "instructions: $n1 requests $i1, $n2 requests $i2"
-echo "instructions per request: $(( (i2 - i1) / (n2 - n1) ))"
+echo "instructions per request: $unsecured"
+if [ "$jwt" = 1 ]; then
+    # The same request, token included, to the unsecured API (the token is forwarded) and
+    # to the secured one (validated through the cache, then removed): what security costs,
+    # apart from what a larger request head costs.
+    carried=$(per_request /bench "$token")
+    secured=$(per_request /sec/bench "$token")
+    cp "$work/callgrind.$n2.out" "bench/out/callgrind-jwt.$n2.out"
+    echo "instructions per request carrying a token to the unsecured API: $carried"
+    echo "instructions per request with the token validated (repeated, cached): $secured" \
+        "($(( (secured - carried) * 1000 / carried )) per mille vs the same request unsecured)"
+fi
 echo "profile: callgrind_annotate bench/out/callgrind.$n2.out"

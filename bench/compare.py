@@ -11,12 +11,16 @@ Scenarios (all by default):
             rate (half of nginx's maximum: p50/p99/p99.9 from the intended send time) for
             bodies of 64 B, 4 KiB and 64 KiB
   https     TLS termination with the same certificate (ECDSA P-256), body 64 B
+  jwt       shardgate only: the same small GET through a JWT-secured API (one repeated token)
+            and an unsecured one, interleaved: the cost of security per request
   failover  open loop while the primary of a failover group is killed and restarted:
             client-visible errors, latency spike, time until traffic is back on the primary
-  idle      RSS per idle keep-alive client connection (9,000 connections by default)
+  idle      RSS per idle keep-alive client connection (10,000 connections by default; haproxy
+            is held to the open-file limit's share when that is lower)
 
 Usage: bench/compare.py [--rounds N] [--duration S] [--scenarios plain,https,...]
                         [--bodies 64,4096,65536] [--conns N] [--out DIR] [--no-build]
+                        [--variant NAME=BINARY]...
 Only 127.0.0.1 is contacted. Every process started is killed by PID at the end.
 """
 
@@ -40,6 +44,7 @@ FAILOVER_PRIMARY, FAILOVER_BACKUP = 18083, 18084
 PORTS = {"nginx": 18090, "haproxy": 18091, "shardgate": 18092}
 TLS_PORTS = {"nginx": 18190, "haproxy": 18191, "shardgate": 18192}
 BODY_PATHS = {64: "/b64", 4096: "/b4k", 65536: "/b64k"}
+JWT_ISSUER = "https://localhost/dev-only"
 TICK = os.sysconf("SC_CLK_TCK")
 
 STARTED = []  # Popen objects, killed at exit
@@ -285,8 +290,17 @@ x-wso2-production-endpoints:
 paths:
   /*: {{get: {{}}}}
 """)
+    (apis / "secured.yaml").write_text(f"""openapi: 3.0.1
+info: {{title: secured, version: '1'}}
+x-wso2-basePath: /sec
+x-wso2-production-endpoints: {{urls: [{urls}], type: load_balance}}
+paths:
+  /*: {{get: {{}}}}
+""")
     conf = tmp / f"{name}.yaml"
-    conf.write_text(f"""listeners:
+    conf.write_text(f"""jwt:
+  issuers: [{{issuer: {JWT_ISSUER}, certificate: {ROOT / 'config/dev-only/jwt-dev-only.cert.pem'}}}]
+listeners:
   http: ["127.0.0.1:{PORTS[name]}"]
   https: ["127.0.0.1:{TLS_PORTS[name]}"]
 workers: 1
@@ -371,6 +385,31 @@ def plain(targets, args, tmp, results):
                 opened[t].append(m)
                 log(f"  open   body={body} round={r + 1} {t:10} p99 {m['p99_us']:8.0f} us p99.9 {m['p999_us']:8.0f} us")
         results.append(("plain", body, rate, closed, opened))
+
+
+def jwt(targets, args, tmp, results):
+    """The cost of JWT security with a repeated token (the per-shard cache's case): the same
+    small GET through an unsecured and a secured API of the same gateway, interleaved."""
+    token = subprocess.run(
+        [str(ROOT / "target/release/shardgate"), "token", "--key",
+         str(ROOT / "config/dev-only/jwt-dev-only.key.pem"), "--issuer", JWT_ISSUER, "--ttl", "1h"],
+        check=True, capture_output=True, text=True).stdout.strip()
+    header = ("-H", f"Authorization: Bearer {token}")
+    gateways = [t for t in targets if t not in ("nginx", "haproxy")]
+    closed = {}
+    for t in gateways:
+        closed[f"{t} unsecured"], closed[f"{t} JWT"] = [], []
+    for r in range(args.rounds):
+        for t in gateways:
+            cases = [("unsecured", "/b64"), ("JWT", "/sec/b64")]
+            for case, path in (cases if r % 2 == 0 else cases[::-1]):
+                url = f"http://127.0.0.1:{PORTS[t]}{path}"
+                m = measure(t, targets[t], url, args.duration, args.conns, tmp / "j.json", extra=header)
+                if m["errors"]:
+                    sys.exit(f"compare.py: {case} requests to {t} failed (is the token accepted?)")
+                closed[f"{t} {case}"].append(m)
+                log(f"  jwt round={r + 1} {t:10} {case:9} {m['rps']:9.0f} rps {m['cpu_us_per_req']:6.2f} us/req")
+    results.append(("jwt", 64, None, closed, None))
 
 
 def https(targets, args, tmp, results):
@@ -503,6 +542,15 @@ def report(results, targets, machine):
                 lines.append(row)
             if b:
                 add(f"open loop at {rate:.0f} req/s (half of nginx's closed-loop maximum), latency from the intended send time")
+        elif scenario == "jwt":
+            add("\n### JWT-secured vs unsecured small GET (same gateway, repeated token)")
+            add("| target | rps (median) | proxy CPU us/req | CPU vs unsecured |")
+            add("|---|---:|---:|---:|")
+            for name in a:
+                base = median([m["cpu_us_per_req"] for m in a[name.rsplit(" ", 1)[0] + " unsecured"]])
+                cpu = median([m["cpu_us_per_req"] for m in a[name]])
+                rps = median([m["rps"] for m in a[name]])
+                add(f"| {name} | {rps:.0f} | {cpu:.2f} | {cpu / base:.3f} |")
         elif scenario == "failover":
             add(f"\n### failover (open loop {rate:.0f} req/s, primary killed at 1/3, restarted at 2/3)")
             add("| target | requests | errors | p99 us | max us | back on primary after restart |")
@@ -527,7 +575,7 @@ def main():
     p.add_argument("--duration", type=int, default=4, help="seconds per measurement")
     p.add_argument("--conns", type=int, default=64)
     p.add_argument("--bodies", default="64,4096,65536")
-    p.add_argument("--scenarios", default="plain,https,failover,idle")
+    p.add_argument("--scenarios", default="plain,https,jwt,failover,idle")
     p.add_argument("--idle-connections", type=int, default=10000)
     p.add_argument("--out", default=str(ROOT / "bench/out"))
     p.add_argument("--no-build", action="store_true")
@@ -586,6 +634,8 @@ def main():
             plain(targets, args, tmp, results)
         if "https" in scenarios:
             https(targets, args, tmp, results)
+        if "jwt" in scenarios:
+            jwt(targets, args, tmp, results)
         if "failover" in scenarios:
             rate = 0.5 * median([m["rps"] for m in results[0][3]["nginx"]]) if results else 5000
             failover(targets, args, tmp, results, min(rate, 20000))

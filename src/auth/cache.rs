@@ -8,7 +8,7 @@ use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 
-use super::claims::Claims;
+use super::claims::{Claims, KeyType};
 use super::error::AuthError;
 use super::verifier::Verifier;
 
@@ -150,17 +150,39 @@ impl TokenCache {
         token: &[u8],
         now: u64,
     ) -> Result<Claims, AuthError> {
+        self.with_claims(verifier, token, now, Claims::clone)
+    }
+
+    /// [`TokenCache::verify`] for the request path, which needs only the environment: no
+    /// copy of the claims (whose subject is reference-counted) per request.
+    pub fn key_type(
+        &mut self,
+        verifier: &Verifier,
+        token: &[u8],
+        now: u64,
+    ) -> Result<KeyType, AuthError> {
+        self.with_claims(verifier, token, now, |claims| claims.key_type)
+    }
+
+    fn with_claims<R>(
+        &mut self,
+        verifier: &Verifier,
+        token: &[u8],
+        now: u64,
+        read: impl FnOnce(&Claims) -> R,
+    ) -> Result<R, AuthError> {
         if self.generation != verifier.generation() {
             self.clear();
             self.generation = verifier.generation();
             self.clock_skew_secs = verifier.clock_skew_secs();
         }
         if let Some(claims) = self.get(token, now) {
-            return Ok(claims.clone());
+            return Ok(read(claims));
         }
         let claims = verifier.verify(token, now)?;
-        self.insert(token, claims.clone(), now);
-        Ok(claims)
+        let result = read(&claims);
+        self.insert(token, claims, now);
+        Ok(result)
     }
 
     fn is_live(&self, claims: &Claims, now: u64) -> bool {

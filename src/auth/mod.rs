@@ -20,7 +20,7 @@ mod verifier;
 #[cfg(test)]
 mod test_support;
 
-pub use bearer::extract_bearer;
+pub use bearer::{check_b64token, extract_bearer};
 pub use cache::TokenCache;
 pub use claims::{Claims, IssuerId, KeyType};
 pub use error::{AuthConfigError, AuthError, WWW_AUTHENTICATE};

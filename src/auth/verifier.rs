@@ -152,6 +152,7 @@ impl Verifier {
 
     /// Validates a compact JWS at time `now_unix` (seconds since the epoch).
     pub fn verify(&self, token: &[u8], now_unix: u64) -> Result<Claims, AuthError> {
+        super::check_b64token(token)?;
         let parts = jws::split(token)?;
         let header = jws::parse_header(parts.header)?;
         let alg = Alg::from_name(&header.alg).ok_or(AuthError::UnsupportedAlgorithm)?;

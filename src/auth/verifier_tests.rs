@@ -721,7 +721,7 @@ fn bearer_extraction_then_verification() {
         .is_ok());
     let header = format!("Bearer Bearer {t}");
     assert!(matches!(
-        extract_bearer(header.as_bytes()),
+        v.verify(extract_bearer(header.as_bytes()).unwrap(), NOW),
         Err(AuthError::Malformed(_))
     ));
     assert_eq!(extract_bearer(b""), Err(AuthError::Missing));

@@ -440,12 +440,10 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let claims = self
-            .ctx
+        self.ctx
             .tokens
             .borrow_mut()
-            .verify(&snapshot.verifier, token, now)?;
-        Ok(claims.key_type)
+            .key_type(&snapshot.verifier, token, now)
     }
 
     /// The value of the first header named `name` (case-insensitive).
