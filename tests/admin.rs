@@ -301,9 +301,13 @@ fn reloads_under_load_fail_no_request() {
 fn endpoints_removed_by_a_reload_have_their_pools_drained() {
     let a = Backend::echo("a");
     let b = Backend::echo("b");
+    // Active health checks would open and close connections to both backends of their own.
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(config.path(), "health_check: {enabled: false}\n").unwrap();
+    let config_arg = config.path().to_string_lossy().into_owned();
     let (_dir, api_path, gateway) = start(
         &open_api(&[a.url(""), b.url("")], "load_balance"),
-        &["--workers", "1"],
+        &["--workers", "1", "--config", &config_arg],
     );
     let mut client = gateway.client();
     for _ in 0..4 {
