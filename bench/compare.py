@@ -318,21 +318,23 @@ health_check: {{interval_ms: 500, timeout_ms: 300, unhealthy_threshold: 1, healt
 
 # ---------------------------------------------------------------- load
 
-def loadgen(url, duration, conns, out_json, rate=None, extra=()):
+def loadgen(url, duration, conns, out_json, rate=None, extra=(), svg=None):
     cmd = ["taskset", "-c", str(LOAD_CPU), str(ROOT / "target/release/loadgen"), "-t", "1",
            "-c", str(conns), "-d", f"{duration}s", "--warmup", "1s", "--timeout", "5s",
            "--no-progress", "-q", "--json", str(out_json)]
     if rate:
         cmd += ["--rate", str(int(rate))]
+    if svg:
+        cmd += ["--svg", str(svg)]
     cmd += list(extra) + [url]
     subprocess.run(cmd, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return json.loads(out_json.read_text())
 
 
-def measure(target, pids, url, duration, conns, out_json, rate=None, extra=()):
+def measure(target, pids, url, duration, conns, out_json, rate=None, extra=(), svg=None):
     user_before, system_before = cpu_seconds(pids)
     t0 = time.time()
-    result = loadgen(url, duration, conns, out_json, rate, extra)
+    result = loadgen(url, duration, conns, out_json, rate, extra, svg)
     elapsed = time.time() - t0
     user_after, system_after = cpu_seconds(pids)
     user, system = user_after - user_before, system_after - system_before
@@ -381,7 +383,10 @@ def plain(targets, args, tmp, results):
             order = names[r % len(names):] + names[:r % len(names)]
             for t in order:
                 url = f"http://127.0.0.1:{PORTS[t]}{path}"
-                m = measure(t, targets[t], url, args.duration, args.conns, tmp / f"o-{t}.json", rate=rate)
+                # The first round's latency spectrum and timeline, as a chart per target.
+                svg = Path(args.charts) / f"latency-{body}B-{t}.svg" if args.charts and r == 0 else None
+                m = measure(t, targets[t], url, args.duration, args.conns, tmp / f"o-{t}.json", rate=rate,
+                            svg=svg)
                 opened[t].append(m)
                 log(f"  open   body={body} round={r + 1} {t:10} p99 {m['p99_us']:8.0f} us p99.9 {m['p999_us']:8.0f} us")
         results.append(("plain", body, rate, closed, opened))
@@ -578,6 +583,8 @@ def main():
     p.add_argument("--scenarios", default="plain,https,jwt,failover,idle")
     p.add_argument("--idle-connections", type=int, default=10000)
     p.add_argument("--out", default=str(ROOT / "bench/out"))
+    p.add_argument("--charts", metavar="DIR",
+                   help="write loadgen's SVG latency chart of each open-loop run (first round) here")
     p.add_argument("--no-build", action="store_true")
     p.add_argument("--no-install", action="store_true")
     p.add_argument("--variant", action="append", default=[], metavar="NAME=BINARY",
@@ -598,6 +605,8 @@ def main():
             stdout=subprocess.DEVNULL)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if args.charts:
+        Path(args.charts).mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="shardgate-bench-"))
     # nginx workers drop root privileges: they must be able to read the origin files.
     tmp.chmod(0o755)

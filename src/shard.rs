@@ -66,10 +66,16 @@ pub fn run(config: ShardConfig, started: Started) {
     };
     let uring = || {
         // Completions are reaped by the shard's own thread only: no inter-processor
-        // interrupt per completion (COOP_TASKRUN), one submitter (SINGLE_ISSUER). Kernels
-        // older than 6.0 refuse the flags; the ring is then built without them.
+        // interrupt per completion (COOP_TASKRUN), one submitter (SINGLE_ISSUER), and the
+        // kernel's completion work deferred to the shard's next wait instead of run whenever
+        // the thread enters the kernel (DEFER_TASKRUN: in A/B runs of bench/compare.py, CPU
+        // per request and p99 equal or a little lower). Kernels older than 6.1 refuse the
+        // flags; the ring is then built without them.
         let mut tuned = io_uring::IoUring::builder();
-        tuned.setup_coop_taskrun().setup_single_issuer();
+        tuned
+            .setup_coop_taskrun()
+            .setup_single_issuer()
+            .setup_defer_taskrun();
         monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
             .with_entries(RING_ENTRIES)
             .uring_builder(tuned)
