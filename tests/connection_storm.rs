@@ -111,12 +111,10 @@ fn storm(gateway: &GatewayProcess, n: usize, baseline_fds: usize) -> Round {
 #[test]
 fn connection_storm_leaves_no_fds_behind_and_rss_bounded() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let n = storm_connections();
-    let limit = raise_nofile_limit();
-    assert!(
-        limit as usize > n + 1_000,
-        "open-file limit {limit} too low for {n} connections"
-    );
+    // Scaled to the open-file limit of the machine running the tests (CI's may be low).
+    let limit = raise_nofile_limit() as usize;
+    let n = storm_connections().min(limit.saturating_sub(1_000));
+    assert!(n >= 200, "open-file limit {limit} too low for a storm");
     let backend = ManyBackend::start();
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &backend.url(""), 2);
@@ -168,6 +166,7 @@ fn connection_storm_gives_back_every_allocation() {
     // Both ends of every connection, and the upstream ones, are fds of this one process.
     let limit = raise_nofile_limit() as usize;
     let n = storm_connections().min(limit.saturating_sub(2_000) / 2);
+    assert!(n >= 200, "open-file limit {limit} too low for a storm");
     let backend = ManyBackend::start();
     let gateway = Gateway::start_with(
         &open_api(&[backend.url("")], "load_balance"),
