@@ -18,9 +18,17 @@ Scenarios (all by default):
   idle      RSS per idle keep-alive client connection (10,000 connections by default; haproxy
             is held to the open-file limit's share when that is lower)
 
+Opt-in (--scenarios syscalls, needs strace): system calls per request of each proxy on the
+64 B closed loop, counted by `strace -c -f` attached for one measurement. ptrace slows every
+target down, so only the counts mean something, not the rates. shardgate's socket I/O goes
+through io_uring: its count is io_uring_enter calls, each of which submits and reaps many
+operations.
+
 Usage: bench/compare.py [--rounds N] [--duration S] [--scenarios plain,https,...]
                         [--bodies 64,4096,65536] [--conns N] [--out DIR] [--no-build]
-                        [--variant NAME=BINARY]...
+                        [--variant NAME=BINARY]... [--driver loadgen|wrk]
+--driver wrk drives the closed-loop measurements with wrk instead of loadgen (installed from
+Debian packages when missing); open-loop figures always come from loadgen.
 Only 127.0.0.1 is contacted. Every process started is killed by PID at the end.
 """
 
@@ -48,6 +56,7 @@ JWT_ISSUER = "https://localhost/dev-only"
 TICK = os.sysconf("SC_CLK_TCK")
 
 STARTED = []  # Popen objects, killed at exit
+DRIVER = "loadgen"  # closed-loop client: loadgen or wrk (--driver)
 
 
 def log(*args):
@@ -58,15 +67,17 @@ def run(cmd, **kw):
     return subprocess.run(cmd, check=True, **kw)
 
 
-def ensure_tools(install):
-    missing = [t for t in ("nginx", "haproxy", "openssl", "taskset") if not shutil.which(t)]
+def ensure_tools(install, extra=()):
+    needed = ("nginx", "haproxy", "openssl", "taskset") + tuple(extra)
+    missing = [t for t in needed if not shutil.which(t)]
     if missing and install and os.geteuid() == 0 and shutil.which("apt-get"):
         log(f"installing {missing} (Debian packages)")
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
         run(["apt-get", "update", "-qq"], env=env)
-        pkgs = {"nginx": "nginx", "haproxy": "haproxy", "openssl": "openssl", "taskset": "util-linux"}
+        pkgs = {"nginx": "nginx", "haproxy": "haproxy", "openssl": "openssl", "taskset": "util-linux",
+                "wrk": "wrk", "strace": "strace"}
         run(["apt-get", "install", "-y", "-qq"] + [pkgs[m] for m in missing], env=env)
-    still = [t for t in ("nginx", "haproxy", "openssl", "taskset") if not shutil.which(t)]
+    still = [t for t in needed if not shutil.which(t)]
     if still:
         sys.exit(f"compare.py: missing tools {still}")
 
@@ -318,9 +329,9 @@ health_check: {{interval_ms: 500, timeout_ms: 300, unhealthy_threshold: 1, healt
 
 # ---------------------------------------------------------------- load
 
-def loadgen(url, duration, conns, out_json, rate=None, extra=(), svg=None):
+def loadgen(url, duration, conns, out_json, rate=None, extra=(), svg=None, warmup="1s"):
     cmd = ["taskset", "-c", str(LOAD_CPU), str(ROOT / "target/release/loadgen"), "-t", "1",
-           "-c", str(conns), "-d", f"{duration}s", "--warmup", "1s", "--timeout", "5s",
+           "-c", str(conns), "-d", f"{duration}s", "--warmup", warmup, "--timeout", "5s",
            "--no-progress", "-q", "--json", str(out_json)]
     if rate:
         cmd += ["--rate", str(int(rate))]
@@ -331,10 +342,63 @@ def loadgen(url, duration, conns, out_json, rate=None, extra=(), svg=None):
     return json.loads(out_json.read_text())
 
 
+WRK_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
+
+
+def wrk_seconds(text):
+    """A wrk latency ("812.00us", "1.02ms", "2.00s") in seconds."""
+    for unit in ("us", "ms", "s", "m"):
+        if text.endswith(unit):
+            return float(text[: -len(unit)]) * WRK_UNITS[unit]
+    raise ValueError(f"wrk latency {text!r}")
+
+
+def wrk(url, duration, conns, extra=()):
+    """A closed-loop run with wrk, its summary shaped like the loadgen JSON fields measure()
+    reads. wrk has no open loop (its latencies are not corrected for coordinated omission),
+    so open-loop figures always come from loadgen."""
+    headers = []
+    extra = list(extra)
+    for i, arg in enumerate(extra):
+        if arg == "-H":
+            headers += ["-H", extra[i + 1]]
+    # wrk does not verify certificates, which is what loadgen's -k asks for.
+    cmd = ["taskset", "-c", str(LOAD_CPU), "wrk", "-t", "1", "-c", str(conns), "-d", f"{duration}s",
+           "--latency", "--timeout", "5s"] + headers + [url]
+    out = subprocess.run(cmd, check=False, capture_output=True, text=True).stdout
+    pct, completed, errors, rps, max_s = {}, 0, 0, 0.0, float("nan")
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0] in ("50%", "75%", "90%", "99%"):
+            pct["p" + parts[0][:-1]] = wrk_seconds(parts[1])
+        elif parts[:1] == ["Latency"] and len(parts) >= 4:
+            max_s = wrk_seconds(parts[3])
+        elif len(parts) > 2 and parts[1] == "requests" and parts[2] == "in":
+            completed = int(parts[0])
+        elif line.strip().startswith("Non-2xx or 3xx responses:"):
+            errors += int(parts[-1])
+        elif line.strip().startswith("Socket errors:"):
+            errors += sum(int(p.strip(",")) for p in parts[3::2])
+        elif parts[:1] == ["Requests/sec:"]:
+            rps = float(parts[1])
+    if not completed:
+        sys.exit(f"compare.py: wrk produced no result for {url}:\n{out}")
+    return {
+        "requests": {"completed": completed, "errors": errors, "statusErrors": 0},
+        "summary": {"requestsPerSec": rps},
+        "latencyPercentiles": {"p50": pct.get("p50", float("nan")), "p99": pct.get("p99", float("nan")),
+                               "p99.9": float("nan"), "p100": max_s},
+        "honesty": {"couldNotKeepUp": False},
+    }
+
+
 def measure(target, pids, url, duration, conns, out_json, rate=None, extra=(), svg=None):
     user_before, system_before = cpu_seconds(pids)
     t0 = time.time()
-    result = loadgen(url, duration, conns, out_json, rate, extra, svg)
+    if DRIVER == "wrk" and rate is None:
+        result = wrk(url, duration, conns, extra)
+    else:
+        result = loadgen(url, duration, conns, out_json, rate, extra, svg)
     elapsed = time.time() - t0
     user_after, system_after = cpu_seconds(pids)
     user, system = user_after - user_before, system_after - system_before
@@ -428,6 +492,40 @@ def https(targets, args, tmp, results):
             closed[t].append(m)
             log(f"  https round={r + 1} {t:10} {m['rps']:9.0f} rps {m['cpu_us_per_req']:6.2f} us/req")
     results.append(("https", 64, None, closed, None))
+
+
+def strace_counts(path):
+    """{syscall: calls} from the summary table that `strace -c -o path` writes."""
+    counts = {}
+    for line in Path(path).read_text().splitlines():
+        parts = line.split()
+        # "% time  seconds  usecs/call  calls  [errors]  syscall"; header, rules and total skipped.
+        if len(parts) in (5, 6) and parts[-1] != "total" and parts[3].isdigit():
+            counts[parts[-1]] = int(parts[3])
+    return counts
+
+
+def syscalls(targets, args, tmp, results):
+    """System calls per request on the 64 B closed loop, counted by strace attached to every
+    process of the target for one measurement (no warmup: every request counted is traced)."""
+    if not shutil.which("strace"):
+        sys.exit("compare.py: the syscalls scenario needs strace (apt-get install strace)")
+    counted = {}
+    for t, pids in targets.items():
+        trace = tmp / f"strace-{t}.txt"
+        attach = [arg for pid in pids for arg in ("-p", str(pid))]
+        tracer = subprocess.Popen(["strace", "-c", "-f", "-q", "-o", str(trace)] + attach,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1.0)  # attached to every thread before the first request
+        result = loadgen(f"http://127.0.0.1:{PORTS[t]}/b64", args.duration, args.conns,
+                         tmp / "s.json", warmup="0s")
+        tracer.send_signal(signal.SIGINT)
+        tracer.wait(timeout=30)
+        completed = result["requests"]["completed"]
+        counts = strace_counts(trace)
+        counted[t] = {"completed": completed, "counts": counts}
+        log(f"  syscalls {t:10} {sum(counts.values()) / max(completed, 1):6.2f} per request")
+    results.append(("syscalls", 64, None, counted, None))
 
 
 def failover(targets, args, tmp, results, rate):
@@ -564,6 +662,16 @@ def report(results, targets, machine):
                 o = a[t]
                 back = f"{o['failback_s']:.2f} s" if o["failback_s"] is not None else "never"
                 add(f"| {t} | {o['requests']} | {o['errors']} | {o['p99_us']:.0f} | {o['max_us']:.0f} | {back} |")
+        elif scenario == "syscalls":
+            add("\n### system calls per request (64 B closed loop under strace -c -f; counts only)")
+            add("| target | requests | syscalls per request | largest (per request) |")
+            add("|---|---:|---:|---|")
+            for t in targets:
+                o = a[t]
+                per = {name: calls / max(o["completed"], 1) for name, calls in o["counts"].items()}
+                top = sorted(per.items(), key=lambda kv: -kv[1])[:4]
+                add(f"| {t} | {o['completed']} | {sum(per.values()):.2f} | "
+                    + ", ".join(f"{name} {v:.2f}" for name, v in top) + " |")
         elif scenario == "idle":
             add("\n### idle keep-alive client connections")
             add("| target | connections | RSS before kB | RSS after kB | bytes per connection |")
@@ -585,11 +693,16 @@ def main():
     p.add_argument("--out", default=str(ROOT / "bench/out"))
     p.add_argument("--charts", metavar="DIR",
                    help="write loadgen's SVG latency chart of each open-loop run (first round) here")
+    p.add_argument("--driver", choices=("loadgen", "wrk"), default="loadgen",
+                   help="closed-loop client (open loop is always loadgen: wrk cannot correct for "
+                        "coordinated omission)")
     p.add_argument("--no-build", action="store_true")
     p.add_argument("--no-install", action="store_true")
     p.add_argument("--variant", action="append", default=[], metavar="NAME=BINARY",
                    help="another shardgate build as an extra target (A/B of a change)")
     args = p.parse_args()
+    global DRIVER
+    DRIVER = args.driver
     variants = {}
     for i, spec in enumerate(args.variant):
         name, _, binary = spec.partition("=")
@@ -599,7 +712,8 @@ def main():
         PORTS[name], TLS_PORTS[name] = 18093 + i, 18193 + i
     args.bodies = [int(b) for b in args.bodies.split(",")]
     scenarios = args.scenarios.split(",")
-    ensure_tools(not args.no_install)
+    ensure_tools(not args.no_install, (["wrk"] if args.driver == "wrk" else [])
+                 + (["strace"] if "syscalls" in scenarios else []))
     if not args.no_build:
         run(["cargo", "build", "--release", "-p", "shardgate", "-p", "loadgen"], cwd=ROOT,
             stdout=subprocess.DEVNULL)
@@ -636,7 +750,8 @@ def main():
         time.sleep(0.5)
         targets = {t: group_pids(proc) for t, proc in procs.items()}
         log(f"# pids: {targets}")
-        machine = f"{os.cpu_count()} CPUs, {os.uname().release}, loadavg at start {os.getloadavg()[0]:.2f}"
+        machine = (f"{os.cpu_count()} CPUs, {os.uname().release}, closed loop driven by {args.driver}, "
+                   f"loadavg at start {os.getloadavg()[0]:.2f}")
         results = []
         started = time.time()
         if "plain" in scenarios:
@@ -648,6 +763,8 @@ def main():
         if "failover" in scenarios:
             rate = 0.5 * median([m["rps"] for m in results[0][3]["nginx"]]) if results else 5000
             failover(targets, args, tmp, results, min(rate, 20000))
+        if "syscalls" in scenarios:
+            syscalls(targets, args, tmp, results)
         if "idle" in scenarios:
             idle(targets, args, tmp, results, args.idle_connections)
         text = report(results, list(targets), machine + f", loadavg at end {os.getloadavg()[0]:.2f}, "
