@@ -304,23 +304,63 @@ impl GatewayConfig {
         if let Err(e) = self.jwt.validate() {
             return field_error(&e.field, &e.problem);
         }
-        let positive = [
-            ("timeouts.client_head_ms", self.timeouts.client_head_ms),
+        // (field, value, whether 0 is meaningful): every duration is capped, most must be set.
+        let durations = [
+            (
+                "timeouts.client_head_ms",
+                self.timeouts.client_head_ms,
+                false,
+            ),
             (
                 "timeouts.client_keepalive_ms",
                 self.timeouts.client_keepalive_ms,
+                false,
             ),
-            ("timeouts.client_io_ms", self.timeouts.client_io_ms),
-            ("timeouts.tls_handshake_ms", self.timeouts.tls_handshake_ms),
+            ("timeouts.client_io_ms", self.timeouts.client_io_ms, false),
+            (
+                "timeouts.tls_handshake_ms",
+                self.timeouts.tls_handshake_ms,
+                false,
+            ),
             (
                 "timeouts.upstream_connect_ms",
                 self.timeouts.upstream_connect_ms,
+                false,
             ),
             (
                 "timeouts.upstream_route_ms",
                 self.timeouts.upstream_route_ms,
+                false,
             ),
-            ("timeouts.upstream_idle_ms", self.timeouts.upstream_idle_ms),
+            (
+                "timeouts.upstream_idle_ms",
+                self.timeouts.upstream_idle_ms,
+                false,
+            ),
+            ("timeouts.drain_ms", self.timeouts.drain_ms, true),
+            ("suspension.initial_ms", self.suspension.initial_ms, false),
+            // Checked against suspension.initial_ms below.
+            ("suspension.max_ms", self.suspension.max_ms, true),
+            (
+                "health_check.interval_ms",
+                self.health_check.interval_ms,
+                false,
+            ),
+            (
+                "health_check.timeout_ms",
+                self.health_check.timeout_ms,
+                false,
+            ),
+        ];
+        for (field, value, zero_allowed) in durations {
+            if value == 0 && !zero_allowed {
+                return field_error(field, "must be greater than 0");
+            }
+            if value > MAX_DURATION_MS {
+                return field_error(field, MAX_DURATION_PROBLEM);
+            }
+        }
+        let counts = [
             (
                 "limits.max_request_head_bytes",
                 self.limits.max_request_head_bytes as u64,
@@ -334,9 +374,6 @@ impl GatewayConfig {
                 "limits.max_response_head_bytes",
                 self.limits.max_response_head_bytes as u64,
             ),
-            ("suspension.initial_ms", self.suspension.initial_ms),
-            ("health_check.interval_ms", self.health_check.interval_ms),
-            ("health_check.timeout_ms", self.health_check.timeout_ms),
             (
                 "health_check.unhealthy_threshold",
                 u64::from(self.health_check.unhealthy_threshold),
@@ -346,37 +383,9 @@ impl GatewayConfig {
                 u64::from(self.health_check.healthy_threshold),
             ),
         ];
-        for (field, value) in positive {
+        for (field, value) in counts {
             if value == 0 {
                 return field_error(field, "must be greater than 0");
-            }
-        }
-        let durations = [
-            ("timeouts.client_head_ms", self.timeouts.client_head_ms),
-            (
-                "timeouts.client_keepalive_ms",
-                self.timeouts.client_keepalive_ms,
-            ),
-            ("timeouts.client_io_ms", self.timeouts.client_io_ms),
-            ("timeouts.tls_handshake_ms", self.timeouts.tls_handshake_ms),
-            (
-                "timeouts.upstream_connect_ms",
-                self.timeouts.upstream_connect_ms,
-            ),
-            (
-                "timeouts.upstream_route_ms",
-                self.timeouts.upstream_route_ms,
-            ),
-            ("timeouts.upstream_idle_ms", self.timeouts.upstream_idle_ms),
-            ("timeouts.drain_ms", self.timeouts.drain_ms),
-            ("suspension.initial_ms", self.suspension.initial_ms),
-            ("suspension.max_ms", self.suspension.max_ms),
-            ("health_check.interval_ms", self.health_check.interval_ms),
-            ("health_check.timeout_ms", self.health_check.timeout_ms),
-        ];
-        for (field, value) in durations {
-            if value > MAX_DURATION_MS {
-                return field_error(field, MAX_DURATION_PROBLEM);
             }
         }
         if self.limits.max_request_line_bytes > self.limits.max_request_head_bytes {
