@@ -26,7 +26,7 @@ use crate::server::{ListenerKind, Shared, CONTROL_INTERVAL};
 use crate::snapshot::Snapshot;
 use crate::tls::ClientStream;
 use crate::upstream::balancer::RoundRobinCursors;
-use crate::upstream::connection::UpstreamConnection;
+use crate::upstream::connection::{OpenConnections, UpstreamConnection};
 use crate::upstream::health::{HealthWord, LocalHealth, SuspensionPolicy, Transition};
 use crate::upstream::pool::ConnectionPool;
 use crate::upstream::probe::{run_health_checks, ProbeTarget};
@@ -148,6 +148,8 @@ pub struct ShardContext {
     pub shared: Arc<Shared>,
     view: RefCell<Rc<ShardView>>,
     pub pool: RefCell<ConnectionPool<UpstreamConnection>>,
+    /// Upstream connections open on this shard, pooled or in use.
+    pub upstream_open: OpenConnections,
     /// The last health epoch this shard saw per endpoint.
     local_health: RefCell<LocalHealth>,
     /// Jitter source (backoffs).
@@ -206,6 +208,9 @@ impl ShardContext {
                     counters.idle.set(pool.idle(EndpointId(id as u32)) as i64);
                 }
             }
+            metrics
+                .upstream_connections_open
+                .set(self.upstream_open.get());
         });
         let latency = self.latency.borrow();
         self.shared
@@ -350,6 +355,7 @@ async fn shard_main(config: ShardConfig, started: Started, driver: &'static str)
         access_log: RefCell::new(access_log),
         draining: Cell::new(false),
         buffers: BufferPool::default(),
+        upstream_open: OpenConnections::default(),
     });
 
     let mut listener_fds = Vec::new();

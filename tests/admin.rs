@@ -159,6 +159,18 @@ fn metrics_after_a_known_sequence_including_a_failover() {
         Some(4.0),
         "{text}"
     );
+    // Nothing in flight: every open upstream connection is an idle pooled one.
+    let idle = metric(
+        &text,
+        &format!("shardgate_upstream_connections_idle{good_label}"),
+    )
+    .unwrap();
+    assert!(idle >= 1.0, "{text}");
+    assert_eq!(
+        metric(&text, "shardgate_upstream_connections_open"),
+        Some(idle),
+        "{text}"
+    );
     assert_eq!(metric(&text, "shardgate_config_generation"), Some(1.0));
     assert!(text.contains("# TYPE shardgate_request_duration_seconds histogram"));
 }

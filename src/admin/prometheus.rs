@@ -124,7 +124,7 @@ pub fn render(shared: &Shared) -> String {
     drop(labels);
     shared.render_health_metrics(&mut out);
 
-    let scalars: [ShardSeries; 7] = [
+    let scalars: [ShardSeries; 8] = [
         (
             "shardgate_client_connections_open",
             "gauge",
@@ -136,6 +136,12 @@ pub fn render(shared: &Shared) -> String {
             "counter",
             "Client connections accepted.",
             |m| m.client_connections_total.get() as i64,
+        ),
+        (
+            "shardgate_upstream_connections_open",
+            "gauge",
+            "Open upstream connections, in use or pooled (published once a second).",
+            |m| m.upstream_connections_open.get(),
         ),
         (
             "shardgate_tls_handshakes_total",

@@ -353,7 +353,11 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
                             )
                             .await
                             {
-                                Some(stream) => UpstreamConnection { stream, slot },
+                                Some(stream) => UpstreamConnection {
+                                    stream,
+                                    slot,
+                                    counted: self.ctx.upstream_open.opened(),
+                                },
                                 None => {
                                     // Nothing was sent: the next member, whatever the method.
                                     self.count_failure(label);

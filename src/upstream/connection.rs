@@ -1,7 +1,10 @@
-//! An upstream connection as the data path holds it: the (plain or TLS) stream and the
-//! circuit-breaker slot it occupies while open, pooled or not.
+//! An upstream connection as the data path holds it: the (plain or TLS) stream, the
+//! circuit-breaker slot it occupies while open, pooled or not, and its place in the shard's
+//! count of open upstream connections.
 
+use std::cell::Cell;
 use std::os::fd::{AsRawFd, RawFd};
+use std::rc::Rc;
 
 use crate::tls::UpstreamStream;
 use crate::upstream::circuit::ConnectionSlot;
@@ -11,10 +14,55 @@ pub struct UpstreamConnection {
     pub stream: UpstreamStream,
     /// Counts against the group's `maxConnections` (uncounted when the group sets none).
     pub slot: ConnectionSlot,
+    pub counted: OpenConnection,
+}
+
+/// The upstream connections one shard has open, in use or pooled. Each connection counts
+/// itself in and out, so no path that closes one (error, eviction, drain, reload) can miss
+/// it; a plain shard-local cell, which the control loop publishes to the metrics.
+#[derive(Clone, Default)]
+pub struct OpenConnections(Rc<Cell<i64>>);
+
+impl OpenConnections {
+    pub fn get(&self) -> i64 {
+        self.0.get()
+    }
+
+    /// Counts a connection that has just been opened, until the returned guard drops.
+    pub fn opened(&self) -> OpenConnection {
+        self.0.set(self.0.get() + 1);
+        OpenConnection(Rc::clone(&self.0))
+    }
+}
+
+/// One open connection's share of [`OpenConnections`].
+pub struct OpenConnection(Rc<Cell<i64>>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
 }
 
 impl AsRawFd for UpstreamConnection {
     fn as_raw_fd(&self) -> RawFd {
         self.stream.as_raw_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_connection_counts_itself_out_when_dropped() {
+        let open = OpenConnections::default();
+        let first = open.opened();
+        let second = open.opened();
+        assert_eq!(open.get(), 2);
+        drop(first);
+        assert_eq!(open.get(), 1);
+        drop(second);
+        assert_eq!(open.get(), 0);
     }
 }
