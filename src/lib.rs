@@ -12,6 +12,7 @@ pub mod error;
 pub mod http;
 pub mod ids;
 pub mod log;
+pub mod memory;
 pub mod metrics;
 pub mod proxy;
 pub mod route;

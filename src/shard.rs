@@ -20,6 +20,7 @@ use crate::access_log::AccessLogBuffer;
 use crate::auth::TokenCache;
 use crate::cli::Driver;
 use crate::ids::EndpointId;
+use crate::memory::{release_free_memory, StormWatch};
 use crate::metrics::{latency_histogram, LabelMap, MetricsHub, ShardMetrics};
 use crate::proxy::buffers::BufferPool;
 use crate::server::{ListenerKind, Shared, CONTROL_INTERVAL};
@@ -376,6 +377,7 @@ async fn shard_main(config: ShardConfig, started: Started, driver: &'static str)
     drop(started);
 
     let mut ticks = 0u32;
+    let mut storm = StormWatch::default();
     while !shared.is_draining() {
         monoio::time::sleep(CONTROL_INTERVAL).await;
         ctx.refresh_view();
@@ -385,6 +387,15 @@ async fn shard_main(config: ShardConfig, started: Started, driver: &'static str)
         if ticks % PUBLISH_EVERY_TICKS == 0 {
             ctx.publish_observations();
             ctx.buffers.trim();
+            let open = ctx.connections.open();
+            if let Some(peak) = storm.subsided(ctx.connections.take_peak(), open) {
+                ctx.buffers.release_all();
+                release_free_memory();
+                log::info!(
+                    "shard {index}: {open} client connections after a peak of {peak}: spare \
+                     buffers and free heap memory given back"
+                );
+            }
         }
     }
     ctx.publish_observations();
@@ -577,6 +588,9 @@ pub struct ClientConnections {
     slots: RefCell<Vec<Option<ConnectionEntry>>>,
     free: RefCell<Vec<usize>>,
     open: Cell<usize>,
+    /// The most connections open at once since the control loop last asked: a storm shorter
+    /// than its interval is still seen.
+    peak: Cell<usize>,
 }
 
 struct ConnectionEntry {
@@ -599,7 +613,11 @@ impl ClientConnections {
                 slots.len() - 1
             }
         };
-        self.open.set(self.open.get() + 1);
+        let open = self.open.get() + 1;
+        self.open.set(open);
+        if open > self.peak.get() {
+            self.peak.set(open);
+        }
         ConnectionSlot {
             registry: Rc::clone(self),
             index,
@@ -608,6 +626,11 @@ impl ClientConnections {
 
     pub fn open(&self) -> usize {
         self.open.get()
+    }
+
+    /// The most connections open at once since the last call.
+    pub fn take_peak(&self) -> usize {
+        self.peak.replace(self.open.get())
     }
 
     /// Half-closes every connection waiting for its next request: the pending read returns

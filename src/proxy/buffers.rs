@@ -71,6 +71,15 @@ impl BufferPool {
         self.low_water.set(free.len());
     }
 
+    /// Frees every spare buffer at once (a connection storm has ended: its buffers would
+    /// otherwise leave a few per second and keep the heap fragmented meanwhile). Connections
+    /// still open allocate again as they need, and refill the pool as they park.
+    pub fn release_all(&self) {
+        let mut free = self.free.borrow_mut();
+        *free = Vec::new();
+        self.low_water.set(0);
+    }
+
     /// Buffers waiting in the pool.
     pub fn len(&self) -> usize {
         self.free.borrow().len()
@@ -117,6 +126,20 @@ mod tests {
         pool.park(&mut huge);
         assert_eq!(pool.len(), 0);
         assert_eq!((small.capacity(), huge.capacity()), (0, 0));
+    }
+
+    #[test]
+    fn release_all_frees_every_spare_buffer() {
+        let pool = BufferPool::default();
+        for _ in 0..10 {
+            let mut buf = Vec::with_capacity(BUFFER_SIZE);
+            pool.park(&mut buf);
+        }
+        pool.release_all();
+        assert_eq!(pool.len(), 0);
+        let mut buf = Vec::new();
+        pool.fill(&mut buf);
+        assert_eq!(buf.capacity(), BUFFER_SIZE, "an empty pool still fills");
     }
 
     #[test]
