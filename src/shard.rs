@@ -389,11 +389,13 @@ async fn shard_main(config: ShardConfig, started: Started, driver: &'static str)
             ctx.buffers.trim();
             let open = ctx.connections.open();
             if let Some(peak) = storm.subsided(ctx.connections.take_peak(), open) {
+                let started = Instant::now();
                 ctx.buffers.release_all();
                 release_free_memory();
                 log::info!(
                     "shard {index}: {open} client connections after a peak of {peak}: spare \
-                     buffers and free heap memory given back"
+                     buffers and free heap memory given back in {} us",
+                    started.elapsed().as_micros()
                 );
             }
         }

@@ -160,6 +160,11 @@ fn connection_storm_leaves_no_fds_behind_and_rss_bounded() {
             r.seconds
         );
     }
+    for line in gateway.log_text().lines() {
+        if line.contains("given back") {
+            eprintln!("  gateway: {line}");
+        }
+    }
     for (i, r) in rounds.iter().enumerate() {
         assert!(
             r.after_kb <= rss_bound(r.peak_kb),
