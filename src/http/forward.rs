@@ -203,7 +203,8 @@ fn push_content_length(out: &mut Vec<u8>, length: u64) {
     out.extend_from_slice(b"\r\n");
 }
 
-fn push_decimal(out: &mut Vec<u8>, mut value: u64) {
+/// Appends `value` in decimal without allocating (heads, error responses, client addresses).
+pub fn push_decimal(out: &mut Vec<u8>, mut value: u64) {
     let mut digits = [0u8; 20];
     let mut start = digits.len();
     loop {
@@ -274,6 +275,15 @@ mod tests {
     use std::net::{Ipv4Addr, Ipv6Addr};
 
     use super::*;
+
+    #[test]
+    fn decimal_rendering() {
+        for value in [0u64, 7, 10, 404, u64::MAX] {
+            let mut out = Vec::new();
+            push_decimal(&mut out, value);
+            assert_eq!(out, value.to_string().as_bytes());
+        }
+    }
     use crate::http::{parse_request, parse_response, HeadLimits, Method, Parsed, ResponseBody};
 
     fn request(buf: &[u8]) -> RequestHead {

@@ -14,7 +14,7 @@ mod response;
 
 pub use chunked::{ChunkError, ChunkLimits, ChunkedDecoder};
 pub use forward::{
-    client_head_capacity, upstream_head_capacity, write_client_head, write_client_ip,
+    client_head_capacity, push_decimal, upstream_head_capacity, write_client_head, write_client_ip,
     write_upstream_head, ClientHead, UpstreamHead,
 };
 pub use head::find_head_end;
