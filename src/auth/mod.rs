@@ -9,7 +9,7 @@
 mod bearer;
 mod cache;
 mod claims;
-mod der;
+pub(crate) mod der;
 mod error;
 mod jws;
 mod keys;

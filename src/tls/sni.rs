@@ -1,9 +1,14 @@
 //! Choosing the server certificate from the client's SNI name: each configured certificate
 //! answers for the DNS names of its subjectAltName extension (its subject CN only when it has
 //! no such extension); exact names beat `*.` wildcards; no SNI or no match gets the first
-//! certificate. Reads certificates with a minimal DER walk; never allocates per handshake.
+//! certificate. Reads certificates with the DER reader JWT keys use; never allocates per
+//! handshake.
 
 use std::sync::Arc;
+
+use crate::auth::der::{
+    DerError, DerReader, TAG_CONTEXT_0, TAG_INTEGER, TAG_OCTET_STRING, TAG_OID, TAG_SEQUENCE,
+};
 
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -77,6 +82,12 @@ fn wildcard_matches(pattern: &str, name: &str) -> bool {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct MalformedCertificate;
 
+impl From<DerError> for MalformedCertificate {
+    fn from(_: DerError) -> Self {
+        MalformedCertificate
+    }
+}
+
 impl std::fmt::Display for MalformedCertificate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("malformed X.509 certificate (DER)")
@@ -86,20 +97,20 @@ impl std::fmt::Display for MalformedCertificate {
 /// The DNS names a certificate is valid for: the dNSName entries of its subjectAltName
 /// extension when it has one, else its subject common names.
 pub(crate) fn certificate_dns_names(cert: &[u8]) -> Result<Vec<String>, MalformedCertificate> {
-    let mut outer = Der::new(cert);
+    let mut outer = DerReader::new(cert);
     let certificate = outer.read(TAG_SEQUENCE)?;
-    let mut certificate = Der::new(certificate);
-    let mut tbs = Der::new(certificate.read(TAG_SEQUENCE)?);
-    tbs.optional(TAG_VERSION)?;
+    let mut certificate = DerReader::new(certificate);
+    let mut tbs = DerReader::new(certificate.read(TAG_SEQUENCE)?);
+    tbs.read_optional(TAG_CONTEXT_0)?;
     tbs.read(TAG_INTEGER)?; // serialNumber
     tbs.read(TAG_SEQUENCE)?; // signature
     tbs.read(TAG_SEQUENCE)?; // issuer
     tbs.read(TAG_SEQUENCE)?; // validity
     let subject = tbs.read(TAG_SEQUENCE)?;
     tbs.read(TAG_SEQUENCE)?; // subjectPublicKeyInfo
-    tbs.optional(TAG_ISSUER_UID)?;
-    tbs.optional(TAG_SUBJECT_UID)?;
-    if let Some(extensions) = tbs.optional(TAG_EXTENSIONS)? {
+    tbs.read_optional(TAG_ISSUER_UID)?;
+    tbs.read_optional(TAG_SUBJECT_UID)?;
+    if let Some(extensions) = tbs.read_optional(TAG_EXTENSIONS)? {
         if let Some(san) = subject_alt_name(extensions)? {
             return dns_names(san);
         }
@@ -109,14 +120,14 @@ pub(crate) fn certificate_dns_names(cert: &[u8]) -> Result<Vec<String>, Malforme
 
 /// The value of the subjectAltName extension (a `GeneralNames` SEQUENCE), if present.
 fn subject_alt_name(extensions: &[u8]) -> Result<Option<&[u8]>, MalformedCertificate> {
-    let mut list = Der::new(Der::new(extensions).read(TAG_SEQUENCE)?);
+    let mut list = DerReader::new(DerReader::new(extensions).read(TAG_SEQUENCE)?);
     while !list.is_empty() {
-        let mut extension = Der::new(list.read(TAG_SEQUENCE)?);
+        let mut extension = DerReader::new(list.read(TAG_SEQUENCE)?);
         let oid = extension.read(TAG_OID)?;
-        extension.optional(TAG_BOOLEAN)?; // critical
+        extension.read_optional(TAG_BOOLEAN)?; // critical
         let value = extension.read(TAG_OCTET_STRING)?;
         if oid == OID_SUBJECT_ALT_NAME {
-            return Ok(Some(Der::new(value).read(TAG_SEQUENCE)?));
+            return Ok(Some(DerReader::new(value).read(TAG_SEQUENCE)?));
         }
     }
     Ok(None)
@@ -124,9 +135,9 @@ fn subject_alt_name(extensions: &[u8]) -> Result<Option<&[u8]>, MalformedCertifi
 
 fn dns_names(general_names: &[u8]) -> Result<Vec<String>, MalformedCertificate> {
     let mut names = Vec::new();
-    let mut list = Der::new(general_names);
+    let mut list = DerReader::new(general_names);
     while !list.is_empty() {
-        let (tag, value) = list.read_any()?;
+        let (tag, value, _) = list.read_any()?;
         if tag == TAG_DNS_NAME {
             if let Ok(name) = std::str::from_utf8(value) {
                 names.push(name.to_owned());
@@ -138,13 +149,13 @@ fn dns_names(general_names: &[u8]) -> Result<Vec<String>, MalformedCertificate> 
 
 fn common_names(subject: &[u8]) -> Result<Vec<String>, MalformedCertificate> {
     let mut names = Vec::new();
-    let mut rdns = Der::new(subject);
+    let mut rdns = DerReader::new(subject);
     while !rdns.is_empty() {
-        let mut attributes = Der::new(rdns.read(TAG_SET)?);
+        let mut attributes = DerReader::new(rdns.read(TAG_SET)?);
         while !attributes.is_empty() {
-            let mut attribute = Der::new(attributes.read(TAG_SEQUENCE)?);
+            let mut attribute = DerReader::new(attributes.read(TAG_SEQUENCE)?);
             let oid = attribute.read(TAG_OID)?;
-            let (tag, value) = attribute.read_any()?;
+            let (tag, value, _) = attribute.read_any()?;
             let is_text = matches!(tag, TAG_UTF8_STRING | TAG_PRINTABLE_STRING | TAG_IA5_STRING);
             if oid == OID_COMMON_NAME && is_text {
                 if let Ok(name) = std::str::from_utf8(value) {
@@ -157,16 +168,10 @@ fn common_names(subject: &[u8]) -> Result<Vec<String>, MalformedCertificate> {
 }
 
 const TAG_BOOLEAN: u8 = 0x01;
-const TAG_INTEGER: u8 = 0x02;
-const TAG_OCTET_STRING: u8 = 0x04;
-const TAG_OID: u8 = 0x06;
 const TAG_UTF8_STRING: u8 = 0x0c;
 const TAG_PRINTABLE_STRING: u8 = 0x13;
 const TAG_IA5_STRING: u8 = 0x16;
-const TAG_SEQUENCE: u8 = 0x30;
 const TAG_SET: u8 = 0x31;
-/// `[0] EXPLICIT Version`.
-const TAG_VERSION: u8 = 0xa0;
 /// `[1] IMPLICIT UniqueIdentifier`.
 const TAG_ISSUER_UID: u8 = 0x81;
 /// `[2] IMPLICIT UniqueIdentifier`.
@@ -179,57 +184,6 @@ const TAG_DNS_NAME: u8 = 0x82;
 const OID_SUBJECT_ALT_NAME: &[u8] = &[0x55, 0x1d, 0x11];
 /// 2.5.4.3
 const OID_COMMON_NAME: &[u8] = &[0x55, 0x04, 0x03];
-
-/// A cursor over DER tag-length-value elements (single-byte tags, definite lengths).
-struct Der<'a> {
-    rest: &'a [u8],
-}
-
-impl<'a> Der<'a> {
-    fn new(input: &'a [u8]) -> Self {
-        Self { rest: input }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.rest.is_empty()
-    }
-
-    fn read_any(&mut self) -> Result<(u8, &'a [u8]), MalformedCertificate> {
-        let [tag, first, rest @ ..] = self.rest else {
-            return Err(MalformedCertificate);
-        };
-        let (len, rest) = match *first {
-            n if n < 0x80 => (usize::from(n), rest),
-            0x81..=0x83 => {
-                let count = usize::from(first - 0x80);
-                let digits = rest.get(..count).ok_or(MalformedCertificate)?;
-                let len = digits
-                    .iter()
-                    .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
-                (len, &rest[count..])
-            }
-            _ => return Err(MalformedCertificate),
-        };
-        let value = rest.get(..len).ok_or(MalformedCertificate)?;
-        self.rest = &rest[len..];
-        Ok((*tag, value))
-    }
-
-    fn read(&mut self, tag: u8) -> Result<&'a [u8], MalformedCertificate> {
-        match self.read_any()? {
-            (found, value) if found == tag => Ok(value),
-            _ => Err(MalformedCertificate),
-        }
-    }
-
-    fn optional(&mut self, tag: u8) -> Result<Option<&'a [u8]>, MalformedCertificate> {
-        if self.rest.first() == Some(&tag) {
-            self.read(tag).map(Some)
-        } else {
-            Ok(None)
-        }
-    }
-}
 
 #[cfg(test)]
 mod tests {
