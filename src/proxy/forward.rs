@@ -170,8 +170,8 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
             }
         }
 
-        let deadline = Instant::now() + Duration::from_millis(group.timeout_ms);
         let upstream_started = Instant::now();
+        let deadline = upstream_started + Duration::from_millis(group.timeout_ms);
         let mut attempts = 0u32;
         let mut status_retries = 0u8;
         let mut _retry_slot = None;
@@ -306,8 +306,9 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
                 let endpoint_id = member.endpoint;
                 let endpoint = &snapshot.endpoints[endpoint_id.index()];
                 let label = view.labels.endpoint[endpoint_id.index()];
+                // One clock read per member: the probe check and the pool's idle check.
+                let now = Instant::now();
                 if pass == 0 {
-                    let now = Instant::now();
                     let lease = deadline.saturating_duration_since(now);
                     if health.pick_state(endpoint_id, now) == Pick::ProbeDue
                         && !health.try_claim_probe(endpoint_id, now, lease)
@@ -329,7 +330,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
                 };
                 self.record.endpoint = Some(endpoint_id);
                 self.prepare_upstream_request(group, member, endpoint, found, body, drop_header);
-                let mut pooled = self.ctx.pool.borrow_mut().take(endpoint_id, Instant::now());
+                let mut pooled = self.ctx.pool.borrow_mut().take(endpoint_id, now);
                 loop {
                     let reused = pooled.is_some();
                     let mut conn = match pooled.take() {
