@@ -406,6 +406,7 @@ fn a_host_name_is_resolved_again_and_connections_to_its_old_address_are_closed()
         .contains("keeping the last good addresses")));
     assert_eq!(backend_of(&mut client, "/svc/c"), "second");
     assert_eq!(first.request_count(), 1);
+    assert_eq!(second.request_count(), 2);
 }
 
 #[test]
@@ -561,7 +562,7 @@ fn the_in_flight_gauge_returns_to_zero_after_refused_connects() {
     std::fs::create_dir(dir.path().join("apis")).unwrap();
     std::fs::write(
         dir.path().join("apis/svc.yaml"),
-        api("svc", "/svc", &[dead.clone()], "load_balance", None),
+        api("svc", "/svc", std::slice::from_ref(&dead), "load_balance", None),
     )
     .unwrap();
     let gateway = start_dir(dir.path(), NO_CHECKS, "2");
