@@ -562,7 +562,13 @@ fn the_in_flight_gauge_returns_to_zero_after_refused_connects() {
     std::fs::create_dir(dir.path().join("apis")).unwrap();
     std::fs::write(
         dir.path().join("apis/svc.yaml"),
-        api("svc", "/svc", std::slice::from_ref(&dead), "load_balance", None),
+        api(
+            "svc",
+            "/svc",
+            std::slice::from_ref(&dead),
+            "load_balance",
+            None,
+        ),
     )
     .unwrap();
     let gateway = start_dir(dir.path(), NO_CHECKS, "2");
@@ -575,4 +581,88 @@ fn the_in_flight_gauge_returns_to_zero_after_refused_connects() {
     let endpoint = &json["endpoints"][0];
     assert_eq!(endpoint["in_flight"], 0, "{endpoint}");
     assert!(endpoint["attempts"].as_i64().unwrap() >= 20, "{endpoint}");
+}
+
+#[test]
+fn after_switching_an_api_to_new_backends_no_new_request_reaches_the_old_ones() {
+    let [a, b, c, d] = ["a", "b", "c", "d"].map(Backend::echo);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("apis")).unwrap();
+    let file = dir.path().join("apis/svc.yaml");
+    let group = |x: &Backend, y: &Backend, user: &str| {
+        api(
+            "svc",
+            "/svc",
+            &[x.url(""), y.url("")],
+            "load_balance",
+            Some(user),
+        )
+    };
+    std::fs::write(&file, group(&a, &b, "old")).unwrap();
+    let gateway = start_dir(dir.path(), NO_CHECKS, "2");
+    let stop = Arc::new(AtomicBool::new(false));
+    let switched = Arc::new(AtomicBool::new(false));
+    // (answered by a/b, by c/d) before and after every shard serves the new configuration.
+    let counts = Arc::new([
+        [AtomicUsize::new(0), AtomicUsize::new(0)],
+        [AtomicUsize::new(0), AtomicUsize::new(0)],
+    ]);
+    let addr = gateway.addr;
+    let load: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, switched, counts) = (
+                Arc::clone(&stop),
+                Arc::clone(&switched),
+                Arc::clone(&counts),
+            );
+            std::thread::spawn(move || {
+                let mut client = Client::connect(addr);
+                while !stop.load(Ordering::Acquire) {
+                    // Read before sending: a request sent after the switch was seen must be
+                    // answered by the new backends.
+                    let after = usize::from(switched.load(Ordering::Acquire));
+                    let backend = backend_of(&mut client, "/svc/r");
+                    let new = usize::from(backend == "c" || backend == "d");
+                    counts[after][new].fetch_add(1, Ordering::AcqRel);
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(&file, group(&c, &d, "new")).unwrap();
+    reload(&gateway);
+    assert!(eventually(Duration::from_secs(10), || gateway
+        .log_text()
+        .matches("now serving configuration generation 2")
+        .count()
+        == 2));
+    switched.store(true, Ordering::Release);
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Release);
+    for thread in load {
+        thread.join().unwrap();
+    }
+    let read = |i: usize, j: usize| counts[i][j].load(Ordering::Acquire);
+    eprintln!(
+        "before the switch: {} old, {} new; after: {} old, {} new",
+        read(0, 0),
+        read(0, 1),
+        read(1, 0),
+        read(1, 1)
+    );
+    assert!(read(0, 0) > 0 && read(1, 1) > 0);
+    assert_eq!(
+        read(1, 0),
+        0,
+        "requests sent after the switch reached A or B"
+    );
+    assert_only_own_requests(&a, "/", Some("old"));
+    assert_only_own_requests(&b, "/", Some("old"));
+    assert_only_own_requests(&c, "/", Some("new"));
+    assert_only_own_requests(&d, "/", Some("new"));
+    // The old backends' pooled connections were closed.
+    assert!(eventually(Duration::from_secs(10), || a
+        .closed_connections()
+        == a.connections()
+        && b.closed_connections() == b.connections()));
 }
