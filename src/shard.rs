@@ -29,11 +29,12 @@ use crate::tls::ClientStream;
 use crate::upstream::balancer::RoundRobinCursors;
 use crate::upstream::connection::{OpenConnections, UpstreamConnection};
 use crate::upstream::health::{
-    FailureCause, HealthWord, LocalHealth, SuspensionPolicy, Transition,
+    Change, FailureCause, HealthWord, LocalHealth, SuspensionPolicy, Transition,
 };
 use crate::upstream::local::LocalUpstreams;
 use crate::upstream::pool::ConnectionPool;
 use crate::upstream::probe::{HealthCheckers, ProbeTarget};
+use crate::upstream::signals::SuspensionSignals;
 use hdrhistogram::Histogram;
 
 /// io_uring submission queue size per shard.
@@ -160,6 +161,8 @@ pub struct ShardContext {
     pub upstreams: RefCell<LocalUpstreams>,
     /// This shard's share of the active health checks; they outlive reloads.
     health_checkers: RefCell<HealthCheckers>,
+    /// Wakes this shard's requests waiting on an endpoint that went down.
+    pub suspensions: SuspensionSignals,
     /// Jitter source (backoffs).
     rng: Cell<u64>,
     /// Tokens this shard validated recently.
@@ -278,13 +281,29 @@ impl ShardContext {
     }
 
     /// Reconciles this shard with an upstream's health word: when it went down (or bounced)
-    /// since this shard last looked, the shard's idle connections to it are closed.
+    /// since this shard last looked, the shard's idle connections to it are closed, and when
+    /// it went down, the requests waiting on it are told.
     #[inline]
     pub fn reconcile(&self, upstream: UpstreamId, word: HealthWord) {
-        if let Some(change) = self.local_health.borrow().observe_word(upstream, word) {
+        let change = self.local_health.borrow().observe_word(upstream, word);
+        if let Some(change) = change {
             if change.drains_pool() {
                 self.pool.borrow_mut().drain(upstream);
             }
+            if change == Change::Down {
+                self.suspensions.notify_down(upstream);
+            }
+        }
+    }
+
+    /// Looks at the health word of every upstream of the current snapshot: a suspension made
+    /// by another shard reaches this shard's waiting requests within a control interval even
+    /// when no new request reads the word.
+    fn reconcile_all(&self) {
+        let view = self.view();
+        let health = &view.snapshot.upstreams.health;
+        for endpoint in &view.snapshot.endpoints {
+            self.reconcile(endpoint.upstream, health.load(endpoint.upstream));
         }
     }
 
@@ -433,6 +452,7 @@ async fn shard_main(config: ShardConfig, started: Started, driver: &'static str)
         local_health: RefCell::new(LocalHealth::new(upstreams)),
         upstreams: RefCell::new(LocalUpstreams::default()),
         health_checkers: RefCell::new(HealthCheckers::default()),
+        suspensions: SuspensionSignals::default(),
         rng: Cell::new(
             0x9e37_79b9_7f4a_7c15 ^ (index as u64 + 1).wrapping_mul(0xbf58_476d_1ce4_e5b9),
         ),
@@ -473,6 +493,7 @@ async fn shard_main(config: ShardConfig, started: Started, driver: &'static str)
         monoio::time::sleep(CONTROL_INTERVAL).await;
         ctx.refresh_view();
         ctx.refresh_upstreams(false);
+        ctx.reconcile_all();
         ctx.pool.borrow_mut().evict_expired(Instant::now());
         ctx.flush_access_log();
         ticks = ticks.wrapping_add(1);

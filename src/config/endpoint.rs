@@ -327,7 +327,9 @@ fn read_retry(r: &Reader<'_>, value: &Value, field: &FieldPath) -> Option<RetryS
                         None => return None,
                     }
                 }
-                status_codes = Some(codes);
+                // An empty list, or one whose codes were all dropped, means the default (as
+                // Choreo Connect reads it), not "retry on nothing".
+                status_codes = (!codes.is_empty()).then_some(codes);
             }
             _ => r.warn(&path, "unknown retryConfig field, ignored"),
         }

@@ -1,114 +1,202 @@
 //! One attempt on one upstream connection: send the request head (with the buffered body or
-//! its beginning), stream the rest of the body, read the final response head (relaying
-//! interim ones). Connecting (TCP, then TLS for https endpoints) lives here too.
+//! its beginning), stream the rest of the body while watching for an early answer, read the
+//! final response head (relaying interim ones), each step bounded by the attempt's deadline.
+//! Connecting (TCP, then TLS for https endpoints) lives here too.
 
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::pin::pin;
 use std::time::{Duration, Instant};
 
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::net::TcpStream;
 
-use super::forward::{Attempt, BodyDecoder, RequestBodyState};
-use super::io::{self, IoError};
+use super::io::{self, Either};
+use super::request_body::{BodyDecoder, RequestBodyState};
 use super::{ClientConnection, READ_CHUNK};
 use crate::config::gateway::GatewayConfig;
 use crate::config::url::Scheme;
+use crate::error::GatewayError;
 use crate::http::{
     parse_response, write_client_head, ClientHead, HeadLimits, Method, Parsed, Version,
 };
+use crate::ids::UpstreamId;
 use crate::tls::{UpstreamStream, UpstreamTls};
 use crate::upstream::connection::UpstreamConnection;
+use crate::upstream::retry::UpstreamError;
 use crate::upstream::Endpoint;
 
+/// How one attempt ended without a response head.
+pub(super) enum AttemptError {
+    Upstream(UpstreamError),
+    /// The client vanished (or sent a malformed body) while its body was being forwarded.
+    Client(Option<GatewayError>),
+}
+
+/// The clocks of one attempt.
+#[derive(Clone, Copy)]
+pub(super) struct AttemptTimes {
+    /// The response head is due by then (unless a body still streams from the client).
+    pub deadline: Instant,
+    /// `timeouts.upstream_attempt_ms`: after a streamed body, the head is due this long after
+    /// its last byte went.
+    pub limit: Duration,
+    /// The route's deadline, which bounds everything.
+    pub route_deadline: Instant,
+}
+
+/// How streaming the request body ended.
+enum BodySent {
+    Complete,
+    /// The upstream sent something (an early answer, or a close) before the body was done;
+    /// the rest of the body stays unsent and unread.
+    UpstreamSpoke,
+    /// Writing to the upstream failed mid-body (it may have answered and closed).
+    UpstreamBroke,
+    Client(Option<GatewayError>),
+}
+
 impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
-    /// One try on one connected endpoint: send the request, read the final response head.
-    pub(super) async fn attempt(
+    /// Sends the request (head and body) and reads the final response head into `rbuf`.
+    /// `watch`: leave with [`UpstreamError::EndpointSuspended`] when this shard learns that the
+    /// upstream went down (after the given generation) before any response byte came.
+    pub(super) async fn send_and_read_head(
         &mut self,
         gateway: &GatewayConfig,
         conn: &mut UpstreamConnection,
         body: &mut RequestBodyState,
-    ) -> Attempt {
-        // The caller bounds the whole attempt by the route deadline; no timer per step.
-        match io::write_all_untimed(&mut conn.stream, &mut self.out).await {
-            Ok(()) => {}
-            Err(IoError::TimedOut) => return Attempt::TimedOut,
-            // No response byte came back: the same case as a close before the response
-            // (the caller's rules decide whether it can be retried).
-            Err(_) => return Attempt::ClosedBeforeResponse,
-        }
-        if let RequestBodyState::Streaming(decoder) = body {
-            if let Some(failed) = self
-                .stream_request_body(&mut conn.stream, decoder, gateway)
-                .await
-            {
-                return failed;
+        times: AttemptTimes,
+        watch: Option<(UpstreamId, u32)>,
+    ) -> Result<(), AttemptError> {
+        self.request_sent = false;
+        {
+            let write = pin!(io::write_all_untimed(&mut conn.stream, &mut self.out));
+            match io::race(write, self.timer.arm_at(times.deadline)).await {
+                None => return Err(AttemptError::Upstream(UpstreamError::AttemptTimeout)),
+                // No response byte came back: the same case as a close before the response
+                // (the policy decides whether it can be retried).
+                Some(Err(_)) => {
+                    return Err(AttemptError::Upstream(UpstreamError::ClosedBeforeResponse))
+                }
+                Some(Ok(())) => {}
             }
         }
-        match self.read_response_head(gateway, &mut conn.stream).await {
-            Ok(()) => Attempt::Response,
-            Err(failed) => failed,
+        self.rbuf.clear();
+        let mut head_deadline = times.deadline;
+        self.request_sent = matches!(body, RequestBodyState::Buffered { .. });
+        if let RequestBodyState::Streaming(decoder) = body {
+            match self.stream_request_body(conn, decoder, gateway).await {
+                BodySent::Complete => {
+                    self.request_sent = true;
+                    // The upstream's time to answer starts when the body is complete: a slow
+                    // client's upload is not the endpoint's delay.
+                    head_deadline = (Instant::now() + times.limit).min(times.route_deadline);
+                }
+                BodySent::UpstreamSpoke => {}
+                BodySent::UpstreamBroke => {
+                    // An upstream that answers early often closes without reading the rest;
+                    // its answer may be waiting. Anything else is a broken request.
+                    return match self
+                        .read_response_head(gateway, &mut conn.stream, head_deadline, None)
+                        .await
+                    {
+                        Ok(()) => Ok(()),
+                        Err(_) => Err(AttemptError::Upstream(UpstreamError::BrokenMidRequest)),
+                    };
+                }
+                BodySent::Client(error) => return Err(AttemptError::Client(error)),
+            }
         }
+        self.read_response_head(gateway, &mut conn.stream, head_deadline, watch)
+            .await
     }
 
-    /// Forwards the rest of a streamed request body, from the client to `conn`.
-    pub(super) async fn stream_request_body(
+    /// Forwards the rest of a streamed request body, from the client to `conn`, while
+    /// watching the upstream: an upstream that answers before the body is complete (a `401`
+    /// or `413` to a large upload) is heard at once instead of after the whole upload, and
+    /// one that stopped reading cannot deadlock the exchange.
+    async fn stream_request_body(
         &mut self,
-        conn: &mut UpstreamStream,
+        conn: &mut UpstreamConnection,
         decoder: &mut BodyDecoder,
         gateway: &GatewayConfig,
-    ) -> Option<Attempt> {
+    ) -> BodySent {
         let client_io = Duration::from_millis(gateway.timeouts.client_io_ms);
+        // A second handle on the upstream socket, to wait for its readability while the
+        // stream itself is busy. A cancelled TLS write would leave the TLS stream unusable,
+        // so on https upstreams only the waits for the client are raced with it.
+        let watcher = readiness_handle(conn.stream.as_raw_fd());
+        let race_writes = !conn.stream.is_tls();
+        // One readiness wait for the whole body, polled by each step.
+        let spoke = watcher.as_ref().map(|w| w.readable(false));
+        let mut spoke = pin!(spoke);
         // The head and the body's beginning went out with the head.
         self.inbuf.clear();
         loop {
-            match io::read_more(
-                &mut self.client,
-                &mut self.inbuf,
-                READ_CHUNK,
-                self.timer.arm_in(client_io),
-            )
-            .await
-            {
-                Ok(_) => {}
-                Err(_) => return Some(Attempt::ClientFailed(None)),
+            let read = {
+                let read = pin!(io::read_more(
+                    &mut self.client,
+                    &mut self.inbuf,
+                    READ_CHUNK,
+                    self.timer.arm_in(client_io),
+                ));
+                match spoke.as_mut().as_pin_mut() {
+                    Some(spoke) => match io::select2(read, spoke).await {
+                        Either::Left(read) => read,
+                        Either::Right(_) => return BodySent::UpstreamSpoke,
+                    },
+                    None => read.await,
+                }
+            };
+            if read.is_err() {
+                return BodySent::Client(None);
             }
             let scan = match decoder.scan(&self.inbuf) {
                 Ok(scan) => scan,
-                Err(error) => return Some(Attempt::ClientFailed(Some(error))),
+                Err(error) => return BodySent::Client(Some(error)),
             };
-            if io::write_range(
-                conn,
-                &mut self.inbuf,
-                0..scan.consumed,
-                self.timer.arm_in(client_io),
-            )
-            .await
-            .is_err()
-            {
-                return Some(Attempt::BrokenMidRequest);
+            let written = {
+                let write = pin!(io::write_range(
+                    &mut conn.stream,
+                    &mut self.inbuf,
+                    0..scan.consumed,
+                    self.timer.arm_in(client_io),
+                ));
+                match spoke.as_mut().as_pin_mut().filter(|_| race_writes) {
+                    Some(spoke) => match io::select2(write, spoke).await {
+                        Either::Left(written) => written,
+                        Either::Right(_) => return BodySent::UpstreamSpoke,
+                    },
+                    None => write.await,
+                }
+            };
+            if written.is_err() {
+                return BodySent::UpstreamBroke;
             }
             self.inbuf.drain(..scan.consumed);
             if scan.done {
-                return None;
+                return BodySent::Complete;
             }
         }
     }
 
-    /// Reads until `rbuf` holds a final response head, relaying interim (1xx) ones.
+    /// Reads until `rbuf` holds a final response head, relaying interim (1xx) ones, by
+    /// `deadline`.
     pub(super) async fn read_response_head(
         &mut self,
         gateway: &GatewayConfig,
         conn: &mut UpstreamStream,
-    ) -> Result<(), Attempt> {
+        deadline: Instant,
+        watch: Option<(UpstreamId, u32)>,
+    ) -> Result<(), AttemptError> {
         let limits = HeadLimits {
             max_head: gateway.limits.max_response_head_bytes,
             max_request_line: gateway.limits.max_response_head_bytes,
             max_headers: HeadLimits::MAX_HEADERS_CAP,
         };
         let was_head = self.head.method == Method::Head;
-        self.rbuf.clear();
-        let mut received_any = false;
+        let mut received_any = !self.rbuf.is_empty();
+        let upstream = |error| Err(AttemptError::Upstream(error));
         loop {
             if !self.rbuf.is_empty() {
                 match parse_response(&self.rbuf, was_head, &limits, &mut self.resp) {
@@ -138,7 +226,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
                             .await
                             .is_err()
                             {
-                                return Err(Attempt::ClientFailed(None));
+                                return Err(AttemptError::Client(None));
                             }
                         }
                         self.rbuf.drain(..head_len);
@@ -146,17 +234,48 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
                     }
                     Ok(Parsed::Complete) => return Ok(()),
                     Ok(Parsed::Partial) => {}
-                    Err(_) => return Err(Attempt::BadResponse),
+                    Err(_) => return upstream(UpstreamError::BadResponse),
                 }
             }
-            match io::read_more_untimed(conn, &mut self.rbuf, READ_CHUNK).await {
-                Ok(_) => received_any = true,
-                Err(IoError::TimedOut) => return Err(Attempt::TimedOut),
-                Err(_) if !received_any => return Err(Attempt::ClosedBeforeResponse),
-                Err(_) => return Err(Attempt::BadResponse),
+            let read = {
+                let read = pin!(io::read_more_untimed(conn, &mut self.rbuf, READ_CHUNK));
+                let timed = pin!(io::race(read, self.timer.arm_at(deadline)));
+                match watch.filter(|_| !received_any) {
+                    Some((id, since)) => {
+                        let down = pin!(self.ctx.suspensions.wait_down(id, since));
+                        match io::select2(timed, down).await {
+                            Either::Left(read) => read,
+                            Either::Right(()) => return upstream(UpstreamError::EndpointSuspended),
+                        }
+                    }
+                    None => timed.await,
+                }
+            };
+            match read {
+                None => return upstream(UpstreamError::AttemptTimeout),
+                Some(Ok(_)) => received_any = true,
+                Some(Err(_)) if !received_any => {
+                    return upstream(UpstreamError::ClosedBeforeResponse)
+                }
+                Some(Err(_)) => return upstream(UpstreamError::BadResponse),
             }
         }
     }
+}
+
+/// A second handle (a duplicated descriptor) on a connected socket, to wait for readability
+/// while the stream is lent to another operation. `None` if the descriptor cannot be
+/// duplicated (then no early answer is noticed, as before).
+fn readiness_handle(fd: std::os::fd::RawFd) -> Option<TcpStream> {
+    // SAFETY: F_DUPFD_CLOEXEC on a descriptor owned by a live connection; the new
+    // descriptor is ours alone and is closed when the returned stream drops.
+    let duplicate = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    if duplicate < 0 {
+        return None;
+    }
+    // SAFETY: `duplicate` is an open socket descriptor nobody else owns.
+    let std = unsafe { std::net::TcpStream::from_raw_fd(duplicate) };
+    TcpStream::from_std(std).ok()
 }
 
 /// Connects to the first of `addrs` that accepts, TLS handshake included (a handshake

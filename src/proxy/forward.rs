@@ -1,106 +1,40 @@
-//! The upstream side of a request: pick endpoints in the group's order, connect or reuse a
-//! pooled connection, send the request, read the response head (all within the route
-//! timeout, retries included), then relay the response body to the client.
+//! The upstream side of a request, as explicit phases read top to bottom (Pingora's
+//! `upstream_peer` / `fail_to_connect` / `error_while_proxy` are the model):
 //!
-//! Retry rules (BEHAVIOUR.md 3): a connect failure moves to the next endpoint whatever the
-//! method (nothing was sent); a reused pooled connection that fails before any response byte
-//! is replaced by a fresh one for idempotent methods; a fresh connection that closes before
-//! any response byte marks the endpoint failed, and idempotent requests whose body is
-//! buffered move on to the next endpoint.
+//! 1. **admit**: classify the body, take the group's request slot (`maxRequests`), answer
+//!    `100 Continue`, read a small body whole so that it can be replayed;
+//! 2. **plan**: the group's members in the order its policy gives (round robin or failover,
+//!    suspended members last, drained ones never);
+//! 3. **attempt**, per member: pick (an expired suspension is probed by one request across
+//!    all shards), connect or reuse, send, read the response head (`exchange.rs`), each step
+//!    bounded by the attempt timeout, and each failure one typed [`UpstreamError`];
+//! 4. **decide**: the pure policy of [`crate::upstream::retry`] turns the failure or the
+//!    status into the next step: a fresh connection, the next member, or the answer;
+//! 5. **respond**: relay the response (`relay.rs`) or render the gateway's error.
 
-use std::pin::pin;
 use std::time::{Duration, Instant};
 
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 
-use super::exchange::connect;
+use super::exchange::{connect, AttemptError};
 use super::io;
-use super::{ClientConnection, READ_CHUNK};
+use super::request_body::RequestBodyState;
+use super::ClientConnection;
 use crate::config::gateway::GatewayConfig;
 use crate::error::GatewayError;
-use crate::http::{
-    write_upstream_head, ChunkLimits, ChunkedDecoder, LengthDecoder, Method, RequestBody, Scan,
-    UpstreamHead, Version,
-};
+use crate::http::{write_upstream_head, Method, UpstreamHead, Version};
 use crate::ids::{EndpointId, GroupId};
 use crate::route::{write_upstream_target, RouteMatch};
 use crate::shard::ShardView;
+use crate::upstream::balancer::{AttemptPlan, MemberState};
+use crate::upstream::circuit::BreakerGuard;
 use crate::upstream::connection::UpstreamConnection;
-use crate::upstream::health::{FailureCause, Pick};
+use crate::upstream::health::Pick;
+use crate::upstream::retry::{self, Decision, Facts, StatusFacts, UpstreamError};
 use crate::upstream::{Endpoint, Group, GroupMember};
 
-/// Request bodies up to this size are read completely before the first attempt, so that any
-/// attempt (retry, next endpoint) can replay them.
-const REPLAY_LIMIT: usize = 64 * 1024;
-
-/// Where the request body is.
-pub(super) enum RequestBodyState {
-    /// Entirely in `inbuf[head_len..end]`: every attempt can send it.
-    Buffered { end: usize },
-    /// `inbuf[head_len..]` is its beginning; the rest must be read from the client, so it can
-    /// be sent once only.
-    Streaming(BodyDecoder),
-}
-
-/// Finds the end of a body as it streams.
-pub(super) enum BodyDecoder {
-    Length(LengthDecoder),
-    /// A chunked body, the payload bytes it carried so far and `limits.max_body_bytes`.
-    Chunked {
-        decoder: ChunkedDecoder,
-        payload: u64,
-        limit: Option<u64>,
-    },
-}
-
-impl BodyDecoder {
-    fn chunked(limit: Option<u64>) -> BodyDecoder {
-        BodyDecoder::Chunked {
-            decoder: ChunkedDecoder::new(ChunkLimits::default()),
-            payload: 0,
-            limit,
-        }
-    }
-
-    /// Frames the next part of the body. A malformed chunked body is a `400`; one whose
-    /// payload, seen or announced by a chunk size, is over the body limit a `413` (a
-    /// Content-Length body was checked against it before).
-    pub(super) fn scan(&mut self, input: &[u8]) -> Result<Scan, GatewayError> {
-        match self {
-            BodyDecoder::Length(decoder) => Ok(decoder.scan(input)),
-            BodyDecoder::Chunked {
-                decoder,
-                payload,
-                limit,
-            } => {
-                let scan = decoder
-                    .scan_payload(input, |range| *payload += range.len() as u64)
-                    .map_err(|e| GatewayError::BadRequest(e.reason()))?;
-                let announced = payload.saturating_add(decoder.chunk_remaining());
-                if limit.is_some_and(|max| announced > max) {
-                    return Err(GatewayError::PayloadTooLarge);
-                }
-                Ok(scan)
-            }
-        }
-    }
-}
-
-/// How one attempt on one connected endpoint ended.
-pub(super) enum Attempt {
-    /// A final response head is in `rbuf`; relay it.
-    Response,
-    /// The connection closed or reset before any response byte.
-    ClosedBeforeResponse,
-    /// The request body could not be sent completely; nothing can be retried.
-    BrokenMidRequest,
-    /// The upstream sent something that is not an HTTP response.
-    BadResponse,
-    /// The client vanished (or sent a malformed body) while its body was being forwarded.
-    ClientFailed(Option<GatewayError>),
-    /// The route deadline passed.
-    TimedOut,
-}
+/// Base of the jittered backoff between status-code retries (Choreo Connect's value).
+const RETRY_BACKOFF_BASE: Duration = Duration::from_millis(25);
 
 /// How the upstream side of a request ended.
 enum Exchange {
@@ -112,8 +46,52 @@ enum Exchange {
     ClientFailed(Option<GatewayError>),
 }
 
-/// Base of the jittered backoff between status-code retries (Choreo Connect's value).
-const RETRY_BACKOFF_BASE: Duration = Duration::from_millis(25);
+/// How one attempt on one member ended.
+enum AttemptResult {
+    /// A final response head is in `rbuf`.
+    Response(UpstreamConnection),
+    Failed(UpstreamError),
+    /// Answer with this without trying anything else (a breaker said no).
+    Answer(GatewayError),
+    Client(Option<GatewayError>),
+}
+
+/// A member chosen for an attempt: its place in the plan and its index in the group.
+#[derive(Clone, Copy, Debug)]
+struct Picked {
+    position: usize,
+    member: usize,
+}
+
+/// Where a request is in its plan. Members whose expired suspension another request (maybe
+/// on another shard) is probing are skipped, and tried in a second pass only when nothing
+/// else is left.
+#[derive(Default)]
+struct MemberCursor {
+    next: usize,
+    /// Plan positions (below 64) skipped for a probe this request did not take.
+    deferred: u64,
+}
+
+impl MemberCursor {
+    fn has_more(&self, plan: &AttemptPlan) -> bool {
+        self.next < plan.len() || self.deferred != 0
+    }
+}
+
+/// Everything the attempts of one request share.
+struct Attempting<'a> {
+    view: &'a ShardView,
+    group_id: GroupId,
+    group: &'a Group,
+    found: RouteMatch,
+    drop_header: Option<&'a [u8]>,
+    /// The route deadline (`timeoutInMillis`), retries included.
+    deadline: Instant,
+    /// `timeouts.upstream_attempt_ms`.
+    attempt_limit: Duration,
+    idempotent: bool,
+}
 
 impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
     /// Forwards the request to `group` and relays the answer; returns whether the client
@@ -129,21 +107,21 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
         let snapshot = &*view.snapshot;
         let gateway = &snapshot.gateway;
         let group = &snapshot.groups[group_id.index()];
-        let client_io = Duration::from_millis(gateway.timeouts.client_io_ms);
 
+        // Phase 1: admit.
         let mut body = match self.request_body_state(gateway.limits.max_body_bytes) {
             Ok(body) => body,
             Err(error) => return self.reply_error(gateway, error, true).await,
         };
         // Over the group's concurrent-request limit: answer without calling the upstream
         // (and before asking the client for its body).
-        let breakers = &*snapshot.breakers;
-        let Ok(_request_slot) = breakers.try_acquire_request(group_id) else {
+        let Ok(_request_slot) = snapshot.breakers.try_acquire_request(group_id) else {
             let consumed = self.consume_request(&body);
             return self
                 .reply_upstream_error(gateway, GatewayError::UpstreamOverflow, consumed)
                 .await;
         };
+        let client_io = Duration::from_millis(gateway.timeouts.client_io_ms);
         if self.head.expect_continue
             && matches!(body, RequestBodyState::Streaming(_))
             && self.head.version == Version::Http11
@@ -170,53 +148,21 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
             }
         }
 
-        let upstream_started = Instant::now();
-        let deadline = upstream_started + Duration::from_millis(group.timeout_ms);
-        let mut attempts = 0u32;
-        let mut status_retries = 0u8;
-        let mut _retry_slot = None;
-        let exchange = loop {
-            let exchange = self
-                .try_members(
-                    view,
-                    found,
-                    group_id,
-                    &mut body,
-                    drop_header,
-                    deadline,
-                    &mut attempts,
-                )
-                .await;
-            // retryConfig: a listed status from the upstream is retried (next endpoint per
-            // the group's policy) while the count lasts, the body can be replayed, the
-            // deadline allows the backoff, and the group's retry budget has room.
-            if let (Exchange::Response(_, _), Some(retry)) = (&exchange, &group.retry) {
-                let replayable = matches!(body, RequestBodyState::Buffered { .. });
-                if replayable && status_retries < retry.count && retry.retries_on(self.resp.status)
-                {
-                    let backoff = self
-                        .ctx
-                        .jittered(RETRY_BACKOFF_BASE * (1u32 << status_retries.min(8)));
-                    if Instant::now() + backoff < deadline {
-                        if let Ok(slot) = breakers.try_acquire_retry(group_id) {
-                            log::debug!(
-                                "status {} from upstream: retry {} after {backoff:?}",
-                                self.resp.status,
-                                status_retries + 1
-                            );
-                            // The response is dropped with its connection.
-                            drop(exchange);
-                            _retry_slot = Some(slot);
-                            status_retries += 1;
-                            monoio::time::sleep(backoff).await;
-                            continue;
-                        }
-                    }
-                }
-            }
-            break exchange;
+        // Phases 2 to 4: plan, attempts, decisions.
+        let started = Instant::now();
+        let request = Attempting {
+            view,
+            group_id,
+            group,
+            found,
+            drop_header,
+            deadline: started + Duration::from_millis(group.timeout_ms),
+            attempt_limit: Duration::from_millis(gateway.timeouts.upstream_attempt_ms),
+            idempotent: self.head.method.is_idempotent(),
         };
-        self.record.retries = attempts.saturating_sub(1);
+        let exchange = self.exchange(&request, &mut body).await;
+
+        // Phase 5: respond.
         let request_consumed = match exchange {
             Exchange::ClientFailed(error) => {
                 return match error {
@@ -228,18 +174,14 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
         };
         match exchange {
             Exchange::Response(conn, endpoint_id) => {
-                self.record.upstream_micros = Some(upstream_started.elapsed().as_micros() as u64);
+                self.record.upstream_micros = Some(started.elapsed().as_micros() as u64);
                 self.record.status = self.resp.status;
                 let label = view.labels.endpoint[endpoint_id.index()];
                 let timeout = Duration::from_millis(group.timeout_ms);
                 let keep_open = self
                     .relay_response(gateway, conn, request_consumed, timeout)
                     .await;
-                self.ctx.with_metrics(|m| {
-                    if let Some(c) = m.endpoint(label) {
-                        c.in_flight.add(-1);
-                    }
-                });
+                self.count_in_flight(label, -1);
                 keep_open
             }
             Exchange::Failed(error) => {
@@ -255,231 +197,309 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
         }
     }
 
-    /// Tries the group's members in the balancer's order until one answers with a response
-    /// head, applying the health table and the retry rules (module doc).
-    #[allow(clippy::too_many_arguments)]
-    async fn try_members(
+    /// Phases 2 to 4: attempts on the plan's members until one answers with a response the
+    /// policy accepts, or the policy says to answer.
+    async fn exchange(
         &mut self,
-        view: &ShardView,
-        found: RouteMatch,
-        group_id: GroupId,
+        request: &Attempting<'_>,
         body: &mut RequestBodyState,
-        drop_header: Option<&[u8]>,
-        deadline: Instant,
-        attempts: &mut u32,
     ) -> Exchange {
-        let snapshot = &*view.snapshot;
-        let gateway = &snapshot.gateway;
-        let group = &snapshot.groups[group_id.index()];
-        let health = &*snapshot.upstreams.health;
-        let breakers = &*snapshot.breakers;
-        let idempotent = self.head.method.is_idempotent();
-
-        // One load of each member's health word: skip suspended members (they come last)
-        // and let this shard reconcile what it sees (drain its pool of a downed endpoint).
+        let view = request.view;
+        let breakers = &*view.snapshot.breakers;
         let mut plan = std::mem::take(&mut self.plan);
+        self.plan_members(request, &mut plan);
+        let mut cursor = MemberCursor::default();
+        // At most one retry slot (`maxRetries`) at a time: the one of the attempt under way.
+        let mut _retry_slot: Option<BreakerGuard<'_>> = None;
+        let mut status_retries = 0u8;
+        let mut fresh = false;
+        let mut current = self.next_member(request, &plan, &mut cursor, body);
+        let outcome = loop {
+            let Some(at) = current else {
+                // Every member is drained: nothing may be tried.
+                break Exchange::Failed(GatewayError::UpstreamUnavailable);
+            };
+            let endpoint_id = request.group.members[at.member].endpoint;
+            let result = self.attempt(request, at, &plan, body, fresh).await;
+            fresh = false;
+            match result {
+                AttemptResult::Response(conn) => {
+                    self.ctx.endpoint_succeeded(view, endpoint_id);
+                    let backoff = self
+                        .ctx
+                        .jittered(RETRY_BACKOFF_BASE * (1u32 << status_retries.min(8)));
+                    let mut facts = StatusFacts {
+                        retries: status_retries,
+                        replayable: body.is_replayable(),
+                        backoff_fits: Instant::now() + backoff < request.deadline,
+                        retry_budget: true,
+                    };
+                    let retry = request.group.retry.as_ref();
+                    let mut slot = None;
+                    if retry::after_status(self.resp.status, retry, facts) {
+                        slot = breakers.try_acquire_retry(request.group_id).ok();
+                        facts.retry_budget = slot.is_some();
+                    }
+                    if !retry::after_status(self.resp.status, retry, facts) {
+                        break Exchange::Response(conn, endpoint_id);
+                    }
+                    log::debug!(
+                        "status {} from upstream: retry {} after {backoff:?}",
+                        self.resp.status,
+                        status_retries + 1
+                    );
+                    // The response goes with its connection.
+                    drop(conn);
+                    self.count_in_flight(view.labels.endpoint[endpoint_id.index()], -1);
+                    _retry_slot = slot;
+                    status_retries += 1;
+                    monoio::time::sleep(backoff).await;
+                    current = Some(next_after_status(&plan, at));
+                }
+                AttemptResult::Client(error) => break Exchange::ClientFailed(error),
+                AttemptResult::Answer(error) => break Exchange::Failed(error),
+                AttemptResult::Failed(error) => {
+                    let label = view.labels.endpoint[endpoint_id.index()];
+                    if let Some(cause) = error.endpoint_failure() {
+                        self.count_failure(label);
+                        self.ctx.endpoint_failed(
+                            view,
+                            endpoint_id,
+                            &request.group.suspension,
+                            cause,
+                            error.describe(),
+                        );
+                    }
+                    let mut facts = Facts {
+                        idempotent: request.idempotent,
+                        replayable: body.is_replayable(),
+                        member_left: cursor.has_more(&plan),
+                        time_left: Instant::now() < request.deadline,
+                        retry_budget: true,
+                    };
+                    let mut slot = None;
+                    if retry::after_failure(error, facts) == Decision::NextMember {
+                        slot = breakers.try_acquire_retry(request.group_id).ok();
+                        facts.retry_budget = slot.is_some();
+                    }
+                    match retry::after_failure(error, facts) {
+                        Decision::FreshConnection => fresh = true,
+                        Decision::NextMember => {
+                            _retry_slot = slot;
+                            current = self.next_member(request, &plan, &mut cursor, body);
+                        }
+                        Decision::Answer(answer) => {
+                            log::debug!(
+                                "upstream {}: {}; answering {}",
+                                view.snapshot.endpoints[endpoint_id.index()].origin(),
+                                error.describe(),
+                                answer.status()
+                            );
+                            break Exchange::Failed(answer);
+                        }
+                    }
+                }
+            }
+        };
+        self.record.retries = self.record.attempts.saturating_sub(1);
+        self.plan = plan;
+        outcome
+    }
+
+    /// Phase 2: the members in the order the group's policy gives. One load of each
+    /// member's health word: suspended members come last, drained ones not at all, and this
+    /// shard reconciles what it sees (drains its pool of a downed endpoint).
+    fn plan_members(&self, request: &Attempting<'_>, plan: &mut AttemptPlan) {
+        let snapshot = &*request.view.snapshot;
+        let health = &*snapshot.upstreams.health;
+        let group = request.group;
         let now = Instant::now();
-        view.cursors.plan(
-            group_id.index(),
+        let local = self.ctx.upstreams.borrow();
+        request.view.cursors.plan(
+            request.group_id.index(),
             group,
             |i| {
                 let upstream = snapshot.endpoints[group.members[i].endpoint.index()].upstream;
+                if local.is_drained(upstream) {
+                    return MemberState::Excluded;
+                }
                 let word = health.load(upstream);
                 self.ctx.reconcile(upstream, word);
-                health.pick_of(word, now) != Pick::Suspended
-                    && !self.ctx.upstreams.borrow().is_drained(upstream)
+                match health.pick_of(word, now) {
+                    Pick::Suspended => MemberState::Suspended,
+                    Pick::Usable | Pick::ProbeDue => MemberState::Usable,
+                }
             },
-            &mut plan,
+            plan,
         );
-
-        let mut failure = GatewayError::UpstreamUnavailable;
-        let mut exchange = None;
-        // Members whose expired suspension another shard is probing right now: skipped in
-        // the first pass, tried in the second only if nobody else answered.
-        let mut skipped = 0u64;
-        'passes: for pass in 0..2 {
-            'members: for (position, member_index) in plan.members().enumerate() {
-                let deferred = position < 64 && skipped & (1 << position) != 0;
-                if pass == 1 && !deferred {
-                    continue;
-                }
-                let member = &group.members[member_index];
-                let endpoint_id = member.endpoint;
-                let endpoint = &snapshot.endpoints[endpoint_id.index()];
-                let upstream = endpoint.upstream;
-                let label = view.labels.endpoint[endpoint_id.index()];
-                // One clock read per member: the probe check and the pool's idle check.
-                let now = Instant::now();
-                if pass == 0 {
-                    // The claim lapses if this request never reports (the shard stalled, the
-                    // client left): bounded by one attempt, not the whole route budget.
-                    let lease = deadline
-                        .saturating_duration_since(now)
-                        .min(Duration::from_millis(gateway.timeouts.upstream_attempt_ms));
-                    if health.pick_state(upstream, now) == Pick::ProbeDue
-                        && !health.try_claim_probe(upstream, now, lease)
-                    {
-                        if position < 64 {
-                            skipped |= 1 << position;
-                        }
-                        continue;
-                    }
-                }
-                // Every attempt after the first is a retry, within the group's retry budget.
-                let _retry_slot = if *attempts > 0 {
-                    match breakers.try_acquire_retry(group_id) {
-                        Ok(slot) => Some(slot),
-                        Err(_) => break 'passes,
-                    }
-                } else {
-                    None
-                };
-                self.record.endpoint = Some(endpoint_id);
-                self.prepare_upstream_request(group, member, endpoint, found, body, drop_header);
-                let mut pooled = self.ctx.pool.borrow_mut().take(upstream, now);
-                loop {
-                    let reused = pooled.is_some();
-                    let mut conn = match pooled.take() {
-                        Some(conn) => conn,
-                        None => {
-                            let Ok(slot) = breakers.acquire_connection(group_id, deadline).await
-                            else {
-                                exchange = Some(Exchange::Failed(GatewayError::UpstreamOverflow));
-                                break 'passes;
-                            };
-                            let connect_for =
-                                Duration::from_millis(gateway.timeouts.upstream_connect_ms)
-                                    .min(deadline.saturating_duration_since(Instant::now()));
-                            *attempts += 1;
-                            self.count_attempt(label, *attempts, false);
-                            let addrs = self.ctx.upstreams.borrow().addresses(upstream);
-                            match connect(
-                                endpoint,
-                                &addrs,
-                                connect_for,
-                                &snapshot.tls.upstream,
-                                &mut self.timer,
-                            )
-                            .await
-                            {
-                                Some((stream, peer)) => UpstreamConnection {
-                                    upstream,
-                                    peer,
-                                    stream,
-                                    slot,
-                                    counted: self.ctx.upstream_open.opened(),
-                                },
-                                None => {
-                                    // Nothing was sent: the next member, whatever the method.
-                                    self.count_failure(label);
-                                    self.ctx.with_metrics(|m| {
-                                        if let Some(c) = m.endpoint(label) {
-                                            c.in_flight.add(-1);
-                                        }
-                                    });
-                                    self.ctx.endpoint_failed(
-                                        view,
-                                        endpoint_id,
-                                        &group.suspension,
-                                        FailureCause::Connect,
-                                        "connect failed",
-                                    );
-                                    if Instant::now() >= deadline {
-                                        failure = GatewayError::UpstreamTimeout;
-                                        break 'passes;
-                                    }
-                                    continue 'members;
-                                }
-                            }
-                        }
-                    };
-                    if reused {
-                        *attempts += 1;
-                        self.count_attempt(label, *attempts, true);
-                    }
-                    let result = {
-                        // The connection's timer bounds the attempt; steps inside that need
-                        // their own bound (streaming a body from the client) get a timer of
-                        // their own meanwhile.
-                        let mut timer = self.timer.take();
-                        let result = {
-                            let attempt = pin!(self.attempt(gateway, &mut conn, body));
-                            io::race(attempt, timer.arm_at(deadline))
-                                .await
-                                .unwrap_or(Attempt::TimedOut)
-                        };
-                        self.timer = timer;
-                        result
-                    };
-                    let replayable = matches!(body, RequestBodyState::Buffered { .. });
-                    if !matches!(result, Attempt::Response) {
-                        self.ctx.with_metrics(|m| {
-                            if let Some(c) = m.endpoint(label) {
-                                c.in_flight.add(-1);
-                            }
-                        });
-                    }
-                    match result {
-                        Attempt::Response => {
-                            self.ctx.endpoint_succeeded(view, endpoint_id);
-                            exchange = Some(Exchange::Response(conn, endpoint_id));
-                            break 'passes;
-                        }
-                        // A stale pooled connection: a fresh one, for requests safe to repeat.
-                        Attempt::ClosedBeforeResponse if reused && idempotent && replayable => {
-                            continue
-                        }
-                        Attempt::ClosedBeforeResponse => {
-                            if !reused {
-                                self.count_failure(label);
-                                self.ctx.endpoint_failed(
-                                    view,
-                                    endpoint_id,
-                                    &group.suspension,
-                                    FailureCause::Response,
-                                    "closed before any response byte",
-                                );
-                            }
-                            if idempotent && replayable {
-                                continue 'members;
-                            }
-                            failure = GatewayError::BadUpstreamResponse;
-                            break 'passes;
-                        }
-                        Attempt::TimedOut => {
-                            failure = GatewayError::UpstreamTimeout;
-                            break 'passes;
-                        }
-                        Attempt::BrokenMidRequest | Attempt::BadResponse => {
-                            failure = GatewayError::BadUpstreamResponse;
-                            break 'passes;
-                        }
-                        Attempt::ClientFailed(error) => {
-                            exchange = Some(Exchange::ClientFailed(error));
-                            break 'passes;
-                        }
-                    }
-                }
-            }
-            if skipped == 0 {
-                break;
-            }
-        }
-        self.plan = plan;
-        exchange.unwrap_or(Exchange::Failed(failure))
     }
 
-    fn count_attempt(&self, label: u32, attempts: u32, reused: bool) {
+    /// The next member to try. A member whose suspension is over is tried by the one request
+    /// (across all shards) that wins its probe claim; a request that could not move on after
+    /// a failed probe (not idempotent, or its body streams) leaves the probe to others while
+    /// it has somewhere else to go, so that a probe's failure never reaches a client that
+    /// had another member.
+    fn next_member(
+        &self,
+        request: &Attempting<'_>,
+        plan: &AttemptPlan,
+        cursor: &mut MemberCursor,
+        body: &RequestBodyState,
+    ) -> Option<Picked> {
+        let snapshot = &*request.view.snapshot;
+        let health = &*snapshot.upstreams.health;
+        let can_move_on = request.idempotent && body.is_replayable();
+        while let Some(member) = plan.get(cursor.next) {
+            let position = cursor.next;
+            cursor.next += 1;
+            let upstream =
+                snapshot.endpoints[request.group.members[member].endpoint.index()].upstream;
+            let now = Instant::now();
+            if health.pick_state(upstream, now) == Pick::ProbeDue {
+                let elsewhere = cursor.has_more(plan);
+                // The claim lapses if this request never reports (its shard stalled, its
+                // client left): bounded by one attempt, not the whole route budget.
+                let lease = request
+                    .deadline
+                    .saturating_duration_since(now)
+                    .min(request.attempt_limit);
+                let probes =
+                    (can_move_on || !elsewhere) && health.try_claim_probe(upstream, now, lease);
+                if !probes && position < 64 {
+                    cursor.deferred |= 1 << position;
+                    continue;
+                }
+            }
+            return Some(Picked { position, member });
+        }
+        // Second pass: the members skipped for a probe, now that nothing else is left.
+        if cursor.deferred != 0 {
+            let position = cursor.deferred.trailing_zeros() as usize;
+            cursor.deferred &= !(1 << position);
+            return plan.get(position).map(|member| Picked { position, member });
+        }
+        None
+    }
+
+    /// Phase 3 for one member: connect or reuse, then send and read the head, within the
+    /// attempt's share of the route budget.
+    async fn attempt(
+        &mut self,
+        request: &Attempting<'_>,
+        at: Picked,
+        plan: &AttemptPlan,
+        body: &mut RequestBodyState,
+        fresh: bool,
+    ) -> AttemptResult {
+        let view = request.view;
+        let snapshot = &*view.snapshot;
+        let gateway = &snapshot.gateway;
+        let member = &request.group.members[at.member];
+        let endpoint_id = member.endpoint;
+        let endpoint = &snapshot.endpoints[endpoint_id.index()];
+        let upstream = endpoint.upstream;
+        let label = view.labels.endpoint[endpoint_id.index()];
+        self.record.endpoint = Some(endpoint_id);
+        self.prepare_upstream_request(request, member, endpoint, body);
+        // The attempt's share: what is left of the route budget over the usable members
+        // still to try, so that a frozen first member leaves time for the next.
+        let now = Instant::now();
+        let eligible_left = plan.usable().saturating_sub(at.position).max(1) as u32;
+        let share = request.deadline.saturating_duration_since(now) / eligible_left;
+        let attempt_deadline = now + share.min(request.attempt_limit);
+
+        let pooled = if fresh {
+            None
+        } else {
+            self.ctx.pool.borrow_mut().take(upstream, now)
+        };
+        let reused = pooled.is_some();
+        let mut conn = match pooled {
+            Some(conn) => conn,
+            None => {
+                let breakers = &*snapshot.breakers;
+                let Ok(slot) = breakers
+                    .acquire_connection(request.group_id, attempt_deadline)
+                    .await
+                else {
+                    return AttemptResult::Answer(GatewayError::UpstreamOverflow);
+                };
+                let connect_for = Duration::from_millis(gateway.timeouts.upstream_connect_ms)
+                    .min(attempt_deadline.saturating_duration_since(Instant::now()));
+                let addrs = self.ctx.upstreams.borrow().addresses(upstream);
+                self.count_attempt(label, false);
+                match connect(
+                    endpoint,
+                    &addrs,
+                    connect_for,
+                    &snapshot.tls.upstream,
+                    &mut self.timer,
+                )
+                .await
+                {
+                    Some((stream, peer)) => UpstreamConnection {
+                        upstream,
+                        peer,
+                        stream,
+                        slot,
+                        counted: self.ctx.upstream_open.opened(),
+                    },
+                    None => return AttemptResult::Failed(UpstreamError::Connect),
+                }
+            }
+        };
+        if reused {
+            self.count_attempt(label, true);
+        }
+        self.count_in_flight(label, 1);
+        // Requests that can move on leave as soon as another request has this endpoint
+        // suspended, rather than waiting out their own attempt timeout.
+        let watch = (request.idempotent && body.is_replayable())
+            .then(|| (upstream, self.ctx.suspensions.generation(upstream)));
+        let times = super::exchange::AttemptTimes {
+            deadline: attempt_deadline,
+            limit: request.attempt_limit,
+            route_deadline: request.deadline,
+        };
+        let result = self
+            .send_and_read_head(gateway, &mut conn, body, times, watch)
+            .await;
+        match result {
+            Ok(()) => AttemptResult::Response(conn),
+            Err(error) => {
+                self.count_in_flight(label, -1);
+                match error {
+                    AttemptError::Client(error) => AttemptResult::Client(error),
+                    AttemptError::Upstream(UpstreamError::ClosedBeforeResponse) if reused => {
+                        AttemptResult::Failed(UpstreamError::StaleReuse)
+                    }
+                    AttemptError::Upstream(error) => AttemptResult::Failed(error),
+                }
+            }
+        }
+    }
+
+    /// Counts an attempt on the endpoint (every attempt after a request's first is a retry).
+    fn count_attempt(&mut self, label: u32, reused: bool) {
+        self.record.attempts += 1;
+        let retry = self.record.attempts > 1;
         self.ctx.with_metrics(|m| {
             if let Some(c) = m.endpoint(label) {
                 c.attempts.inc();
-                c.in_flight.add(1);
-                if attempts > 1 {
+                if retry {
                     c.retries.inc();
                 }
                 if !reused {
                     c.connections_opened.inc();
                 }
+            }
+        });
+    }
+
+    fn count_in_flight(&self, label: u32, delta: i64) {
+        self.ctx.with_metrics(|m| {
+            if let Some(c) = m.endpoint(label) {
+                c.in_flight.add(delta);
             }
         });
     }
@@ -492,23 +512,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
         });
     }
 
-    /// Drops the answered request from `inbuf`, so that what is left is the next request.
-    /// Returns false when the request's body was not read to its end.
-    fn consume_request(&mut self, body: &RequestBodyState) -> bool {
-        match body {
-            RequestBodyState::Buffered { end } => {
-                let end = (*end).min(self.inbuf.len());
-                self.inbuf.drain(..end);
-                true
-            }
-            // Streaming consumed the head and body from `inbuf` as it went.
-            RequestBodyState::Streaming(decoder) => match decoder {
-                BodyDecoder::Length(d) => d.is_done(),
-                BodyDecoder::Chunked { decoder, .. } => decoder.is_done(),
-            },
-        }
-    }
-
+    /// Answers with a gateway error after the upstream side failed.
     pub(super) async fn reply_upstream_error(
         &mut self,
         gateway: &GatewayConfig,
@@ -558,82 +562,14 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
             && !close
     }
 
-    /// Classifies the request body by what `inbuf` already holds; `limit` is
-    /// `limits.max_body_bytes`, for chunked bodies.
-    fn request_body_state(&self, limit: Option<u64>) -> Result<RequestBodyState, GatewayError> {
-        let head_len = self.head.head_len;
-        let available = &self.inbuf[head_len..];
-        Ok(match self.head.body {
-            RequestBody::None => RequestBodyState::Buffered { end: head_len },
-            RequestBody::Length(length) if available.len() as u64 >= length => {
-                RequestBodyState::Buffered {
-                    end: head_len + length as usize,
-                }
-            }
-            RequestBody::Length(length) => {
-                let mut decoder = LengthDecoder::new(length);
-                decoder.scan(available);
-                RequestBodyState::Streaming(BodyDecoder::Length(decoder))
-            }
-            RequestBody::Chunked => {
-                let mut decoder = BodyDecoder::chunked(limit);
-                let scan = decoder.scan(available)?;
-                if scan.done {
-                    RequestBodyState::Buffered {
-                        end: head_len + scan.consumed,
-                    }
-                } else {
-                    RequestBodyState::Streaming(decoder)
-                }
-            }
-        })
-    }
-
-    /// Reads the rest of a body of at most `REPLAY_LIMIT` bytes into `inbuf`. `Ok(Some(end))`
-    /// when it is now complete; `Ok(None)` when it is larger (it will stream); `Err(None)` when
-    /// the client left; `Err(Some(e))` for a malformed body.
-    async fn buffer_small_body(
-        &mut self,
-        decoder: &mut BodyDecoder,
-        client_io: Duration,
-    ) -> Result<Option<usize>, Option<GatewayError>> {
-        let head_len = self.head.head_len;
-        if let BodyDecoder::Length(d) = decoder {
-            if (self.inbuf.len() - head_len) as u64 + d.remaining() > REPLAY_LIMIT as u64 {
-                return Ok(None);
-            }
-        }
-        while self.inbuf.len() - head_len < REPLAY_LIMIT {
-            let before = self.inbuf.len();
-            if io::read_more(
-                &mut self.client,
-                &mut self.inbuf,
-                READ_CHUNK,
-                self.timer.arm_in(client_io),
-            )
-            .await
-            .is_err()
-            {
-                return Err(None);
-            }
-            let scan = decoder.scan(&self.inbuf[before..]).map_err(Some)?;
-            if scan.done {
-                return Ok(Some(before + scan.consumed));
-            }
-        }
-        Ok(None)
-    }
-
     /// Builds the upstream request head (and the buffered body, or the body's beginning) in
     /// `out` for one endpoint of the group.
     fn prepare_upstream_request(
         &mut self,
-        group: &Group,
+        request: &Attempting<'_>,
         member: &GroupMember,
         endpoint: &Endpoint,
-        found: RouteMatch,
         body: &RequestBodyState,
-        drop_header: Option<&[u8]>,
     ) {
         let path = self.head.path.slice(&self.inbuf);
         let query = self.head.query.map(|q| q.slice(&self.inbuf));
@@ -641,7 +577,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
         write_upstream_target(
             &mut self.target,
             &member.base_path,
-            &path[found.rest_start..],
+            &path[request.found.rest_start..],
             query,
         );
         self.out.clear();
@@ -654,8 +590,8 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
                 host: endpoint.authority.as_bytes(),
                 client_ip: &self.client_ip,
                 proto: self.proto,
-                drop_header,
-                authorization: group.authorization.as_deref(),
+                drop_header: request.drop_header,
+                authorization: request.group.authorization.as_deref(),
             },
         );
         let body_bytes = match body {
@@ -663,5 +599,20 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
             RequestBodyState::Streaming(_) => &self.inbuf[self.head.head_len..],
         };
         self.out.extend_from_slice(body_bytes);
+    }
+}
+
+/// Where a status retry goes: the next usable member after the one that answered, in plan
+/// order (load_balance: the rotation; failover: list order), wrapping; the same member only
+/// when no other is usable.
+fn next_after_status(plan: &AttemptPlan, answered: Picked) -> Picked {
+    let usable = plan.usable();
+    if usable <= 1 || answered.position >= usable {
+        return answered;
+    }
+    let position = (answered.position + 1) % usable;
+    Picked {
+        position,
+        member: plan.get(position).unwrap_or(answered.member),
     }
 }

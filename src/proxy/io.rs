@@ -64,14 +64,6 @@ impl Timer {
         sleep.as_mut().reset(deadline.into());
         sleep.as_mut()
     }
-
-    /// Moves the timer out (leaving an empty one, without allocating), for racing a future
-    /// that borrows the timer's owner.
-    pub fn take(&mut self) -> Timer {
-        Timer {
-            sleep: self.sleep.take(),
-        }
-    }
 }
 
 /// Polls `future` until it completes or `timer` fires (`None`). Both are pinned by the
@@ -86,6 +78,30 @@ pub async fn race<F: Future>(
         }
         match timer.as_mut().poll(cx) {
             Poll::Ready(()) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
+}
+
+/// Which of two futures finished first.
+pub enum Either<A, B> {
+    Left(A),
+    Right(B),
+}
+
+/// Polls both futures until one completes; `first` is polled first. Both are pinned by the
+/// caller where they stand.
+pub async fn select2<F: Future, G: Future>(
+    mut first: Pin<&mut F>,
+    mut second: Pin<&mut G>,
+) -> Either<F::Output, G::Output> {
+    poll_fn(|cx| {
+        if let Poll::Ready(output) = first.as_mut().poll(cx) {
+            return Poll::Ready(Either::Left(output));
+        }
+        match second.as_mut().poll(cx) {
+            Poll::Ready(output) => Poll::Ready(Either::Right(output)),
             Poll::Pending => Poll::Pending,
         }
     })

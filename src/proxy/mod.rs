@@ -8,6 +8,7 @@ mod exchange;
 mod forward;
 mod io;
 mod relay;
+mod request_body;
 
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -108,6 +109,8 @@ pub(crate) struct RequestRecord {
     /// From the first attempt to the response head.
     pub upstream_micros: Option<u64>,
     pub retries: u32,
+    /// Attempts on upstreams so far (connects that failed included).
+    pub attempts: u32,
     /// Bytes written to the client for this request.
     pub bytes: u64,
 }
@@ -142,6 +145,9 @@ pub(crate) struct ClientConnection<S> {
     /// Bytes read from the upstream.
     rbuf: Vec<u8>,
     resp: ResponseHead,
+    /// The whole request (head and body) reached the upstream: only then can its connection
+    /// carry another request (an upstream that answered early still waits for the rest).
+    request_sent: bool,
     plan: AttemptPlan,
     record: RequestRecord,
     /// Bounds whichever step is timed right now (one at a time).
@@ -181,6 +187,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
             target: Vec::new(),
             rbuf: Vec::new(),
             resp: ResponseHead::with_header_capacity(INITIAL_HEADERS.min(limits.max_headers)),
+            request_sent: false,
             plan: AttemptPlan::default(),
             record: RequestRecord::default(),
             timer: io::Timer::default(),

@@ -148,7 +148,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
                 return false;
             }
         }
-        if self.resp.keep_alive && !stray {
+        if self.resp.keep_alive && !stray && self.request_sent {
             self.ctx.pool.borrow_mut().put(conn, Instant::now());
         }
         keep_client

@@ -23,17 +23,19 @@ impl RoundRobinCursors {
     }
 
     /// The order in which to try the members of `group` for one request: the first entry is
-    /// the pick, the rest are the candidates for retries. `usable(i)` says whether member i
-    /// may be tried now (not suspended); unusable members are skipped without taking a turn,
-    /// and are tried last, in group order, only when nobody else is left.
+    /// the pick, the rest are the candidates for retries. `state(i)` says whether member i
+    /// may be tried now; suspended members are skipped without taking a turn, and are tried
+    /// last, in group order, only when nobody else is left; excluded (drained) members are
+    /// never tried.
     pub fn plan(
         &self,
         group_id: usize,
         group: &Group,
-        usable: impl Fn(usize) -> bool,
+        state: impl Fn(usize) -> MemberState,
         out: &mut AttemptPlan,
     ) {
         out.clear();
+        let usable = |i: usize| state(i) == MemberState::Usable;
         let n = group.members.len();
         match group.kind {
             GroupKind::Failover => {
@@ -49,14 +51,26 @@ impl RoundRobinCursors {
                 }
             }
         }
+        out.usable = out.order.len();
         // Everything suspended (or the rest of the list): try them anyway, in group order; a
         // recovered endpoint is found at once.
         for i in 0..n {
-            if !usable(i) {
+            if state(i) == MemberState::Suspended {
                 out.push(i);
             }
         }
     }
+}
+
+/// What a request may do with a member of its group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemberState {
+    /// Healthy, or its suspension is over (a probe may be due).
+    Usable,
+    /// Suspended: tried only when no usable member is left.
+    Suspended,
+    /// Taken out of service by the admin API: never tried.
+    Excluded,
 }
 
 /// Member indices in the order to try them. Reused across requests (no allocation once
@@ -64,11 +78,24 @@ impl RoundRobinCursors {
 #[derive(Default)]
 pub struct AttemptPlan {
     order: Vec<u16>,
+    /// The first `usable` entries are usable members; the rest are suspended ones.
+    usable: usize,
 }
 
 impl AttemptPlan {
     fn clear(&mut self) {
         self.order.clear();
+        self.usable = 0;
+    }
+
+    /// The member at `position` of the plan.
+    pub fn get(&self, position: usize) -> Option<usize> {
+        self.order.get(position).map(|&m| usize::from(m))
+    }
+
+    /// How many leading entries are usable (not suspended) members.
+    pub fn usable(&self) -> usize {
+        self.usable
     }
 
     fn push(&mut self, member: usize) {
@@ -121,6 +148,17 @@ mod tests {
         }
     }
 
+    /// `usable(i)`: usable or suspended.
+    fn states(usable: impl Fn(usize) -> bool + Copy) -> impl Fn(usize) -> MemberState + Copy {
+        move |i| {
+            if usable(i) {
+                MemberState::Usable
+            } else {
+                MemberState::Suspended
+            }
+        }
+    }
+
     fn picks(
         cursors: &RoundRobinCursors,
         g: &Group,
@@ -130,7 +168,7 @@ mod tests {
         let mut plan = AttemptPlan::default();
         (0..count)
             .map(|_| {
-                cursors.plan(0, g, usable, &mut plan);
+                cursors.plan(0, g, states(usable), &mut plan);
                 plan.first().unwrap()
             })
             .collect()
@@ -162,8 +200,9 @@ mod tests {
         let g = group(GroupKind::LoadBalance, 4);
         let cursors = RoundRobinCursors::new(std::slice::from_ref(&g), 1);
         let mut plan = AttemptPlan::default();
-        cursors.plan(0, &g, |i| i != 2, &mut plan);
+        cursors.plan(0, &g, states(|i| i != 2), &mut plan);
         assert_eq!(plan.members().collect::<Vec<_>>(), vec![1, 3, 0, 2]);
+        assert_eq!(plan.usable(), 3);
     }
 
     #[test]
@@ -173,7 +212,7 @@ mod tests {
         assert_eq!(picks(&cursors, &g, |_| true, 3), vec![0, 0, 0]);
         assert_eq!(picks(&cursors, &g, |i| i != 0, 2), vec![1, 1]);
         let mut plan = AttemptPlan::default();
-        cursors.plan(0, &g, |i| i == 2, &mut plan);
+        cursors.plan(0, &g, states(|i| i == 2), &mut plan);
         assert_eq!(plan.members().collect::<Vec<_>>(), vec![2, 0, 1]);
     }
 
@@ -182,7 +221,26 @@ mod tests {
         let g = group(GroupKind::LoadBalance, 3);
         let cursors = RoundRobinCursors::new(std::slice::from_ref(&g), 2);
         let mut plan = AttemptPlan::default();
-        cursors.plan(0, &g, |_| false, &mut plan);
+        cursors.plan(0, &g, states(|_| false), &mut plan);
         assert_eq!(plan.members().collect::<Vec<_>>(), vec![0, 1, 2]);
+        assert_eq!(plan.usable(), 0);
+    }
+
+    #[test]
+    fn excluded_members_are_never_planned() {
+        let g = group(GroupKind::Failover, 3);
+        let cursors = RoundRobinCursors::new(std::slice::from_ref(&g), 0);
+        let mut plan = AttemptPlan::default();
+        let state = |i| match i {
+            0 => MemberState::Excluded,
+            1 => MemberState::Suspended,
+            _ => MemberState::Usable,
+        };
+        cursors.plan(0, &g, state, &mut plan);
+        assert_eq!(plan.members().collect::<Vec<_>>(), vec![2, 1]);
+        let lb = group(GroupKind::LoadBalance, 3);
+        let cursors = RoundRobinCursors::new(std::slice::from_ref(&lb), 0);
+        cursors.plan(0, &lb, |_| MemberState::Excluded, &mut plan);
+        assert!(plan.is_empty());
     }
 }

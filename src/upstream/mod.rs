@@ -10,7 +10,9 @@ pub mod local;
 pub mod pool;
 pub mod probe;
 pub mod registry;
+pub mod retry;
 pub mod segmented;
+pub mod signals;
 
 use crate::config::endpoint::{CircuitBreakerSpec, GroupKind};
 use crate::config::url::Scheme;
