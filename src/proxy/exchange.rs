@@ -77,10 +77,11 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
                 Ok(scan) => scan,
                 Err(error) => return Some(Attempt::ClientFailed(Some(error))),
             };
+            let forward = self.pass_request_trailers(decoder, scan.consumed);
             if io::write_range(
                 conn,
                 &mut self.inbuf,
-                0..scan.consumed,
+                0..forward,
                 self.timer.arm_in(client_io),
             )
             .await
@@ -88,7 +89,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
             {
                 return Some(Attempt::BrokenMidRequest);
             }
-            self.inbuf.drain(..scan.consumed);
+            self.inbuf.drain(..forward);
             if scan.done {
                 return None;
             }
