@@ -284,3 +284,43 @@ fn path_rejections_show_in_the_metrics_endpoint() {
     assert_eq!(value("syntax"), 0);
     assert_eq!(backend.requests().len(), 1);
 }
+
+/// nginx's own URI normalisation vectors (nginx-tests `http_uri.t` and `merge_slashes.t`, read
+/// for their facts: request, then the `$uri` nginx computed), sent through the gateway to a
+/// catch-all API; the backend must receive the path nginx would have normalised to. Where
+/// shardgate deliberately answers otherwise, the case says so.
+#[test]
+fn nginx_uri_normalisation_vectors_give_nginx_paths() {
+    let backend = ScriptedBackend::echo_targets();
+    let gateway = Gateway::start(&api("all", "/", &backend.url(""), false));
+    let forwarded = [
+        // (request target, what the backend receives)
+        ("/foo/bar/.?args", "/foo/bar/?args"),
+        ("/foo/bar/..?args", "/foo/?args"),
+        ("/foo/bar/.", "/foo/bar/"),
+        ("/foo/bar/..", "/foo/"),
+        // merge_slashes on (nginx's default): merged before `..` is applied.
+        ("/foo//../bar", "/bar"),
+        ("/foo///../bar", "/bar"),
+        // nginx decodes `%02` into its internal `$uri`; what goes upstream stays encoded.
+        ("/%02", "/%02"),
+    ];
+    for (target, expected) in forwarded {
+        let before = backend.requests().len();
+        let response = send(&mut gateway.client(), target, None);
+        assert_eq!(response.status, 200, "{target}");
+        assert_eq!(targets(&backend)[before..], [expected], "{target}");
+    }
+    // Refused by nginx and here alike.
+    for target in ["/foo/bar%", "/foo/bar%1"] {
+        let response = send(&mut gateway.client(), target, None);
+        assert_eq!(response.status, 400, "{target}");
+    }
+    // nginx strips a fragment and accepts an absolute-form target without a path; shardgate
+    // refuses both (a fragment is never sent by a real client; see http::request).
+    for target in ["/foo/bar/.#frag", "http://localhost"] {
+        let response = send(&mut gateway.client(), target, None);
+        assert_eq!(response.status, 400, "{target}");
+    }
+    assert_eq!(panics(&gateway), 0);
+}
