@@ -1,12 +1,14 @@
 //! Micro-benchmarks of the data path's HTTP/1.1 codec (`shardgate::http`): head parsing, head
-//! rewriting and chunked scanning, on heads shaped like real API traffic.
+//! rewriting, chunked scanning, path normalisation and the trailer filter, on heads shaped like
+//! real API traffic.
 
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use shardgate::http::{
-    parse_request, parse_response, write_client_head, write_upstream_head, ChunkedDecoder,
-    ClientHead, HeadLimits, HeadScan, RequestHead, ResponseHead, UpstreamHead, Version,
+    current_http_date, normalize_path, parse_request, parse_response, write_client_head,
+    write_upstream_head, ChunkedDecoder, ClientHead, HeadLimits, HeadScan, RequestHead,
+    ResponseHead, TrailerGate, UpstreamHead, Version,
 };
 
 /// A browser-like API request: ~600 bytes, 12 fields, a bearer token.
@@ -125,5 +127,49 @@ fn chunked(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, heads, chunked);
+/// Path normalisation (BEHAVIOUR.md §2) as the proxy runs it on every request: the common
+/// path (nothing to change: one scan, no copy), and paths that must be rewritten into the
+/// reused vector.
+fn paths(c: &mut Criterion) {
+    let mut group = c.benchmark_group("path");
+    let cases: [(&str, &[u8]); 4] = [
+        ("normal", b"/petstore/v1/pet/findByStatus"),
+        (
+            "normal_long",
+            b"/api/v3/organisations/8f3c2a/projects/1234/environments/prod/deployments/latest/logs",
+        ),
+        ("encoded", b"/petstore/v1/pet/%66indBy%53tatus/caf%c3%a9"),
+        ("traversal", b"/pub/%2e%2e/admin//users/./42/../43/"),
+    ];
+    let mut out = Vec::with_capacity(256);
+    for (name, path) in cases {
+        group.throughput(Throughput::Bytes(path.len() as u64));
+        group.bench_function(name, |b| {
+            b.iter(|| normalize_path(black_box(path), &mut out))
+        });
+    }
+    group.finish();
+}
+
+/// The trailer filter on the tail of a passed-through chunked body, and the per-shard `Date`.
+fn hygiene(c: &mut Criterion) {
+    let mut group = c.benchmark_group("hygiene");
+    let body: &[u8] = b"5\r\nhello\r\n0\r\nX-Checksum: 1234\r\nContent-Length: 5\r\n\r\n";
+    let mut gate = TrailerGate::default();
+    let mut buf = Vec::with_capacity(256);
+    group.bench_function("trailer_filter", |b| {
+        b.iter(|| {
+            buf.clear();
+            buf.extend_from_slice(black_box(body));
+            let mut decoder = ChunkedDecoder::default();
+            let scan = decoder.scan(&buf).map(|s| s.consumed).unwrap_or(0);
+            gate.start(b"x-api-key");
+            gate.pass(&decoder, &mut buf, 0, scan)
+        })
+    });
+    group.bench_function("date_cached", |b| b.iter(current_http_date));
+    group.finish();
+}
+
+criterion_group!(benches, heads, chunked, paths, hygiene);
 criterion_main!(benches);

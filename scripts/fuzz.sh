@@ -16,7 +16,7 @@
 # Extra libFuzzer flags can be given in FUZZ_FLAGS (e.g. FUZZ_FLAGS="-max_len=16384").
 set -euo pipefail
 
-ALL_TARGETS=(request_head response_head chunked router config jwt)
+ALL_TARGETS=(request_head response_head chunked router config jwt path)
 
 seconds=${1:-60}
 if ! [[ $seconds =~ ^[0-9]+$ ]] || [ "$seconds" -eq 0 ]; then

@@ -4,7 +4,7 @@
 use std::fmt;
 
 use crate::auth::{AuthError, KeyType, WWW_AUTHENTICATE};
-use crate::http::push_decimal;
+use crate::http::{current_http_date, push_decimal};
 use crate::route::MethodSet;
 
 /// A request the gateway answers itself.
@@ -27,6 +27,8 @@ pub enum GatewayError {
     MethodNotAllowed(MethodSet),
     /// HTTP version other than 1.0/1.1.
     VersionNotSupported,
+    /// An `Expect` member other than `100-continue`.
+    ExpectationFailed,
     /// Missing or invalid token.
     Unauthorized(AuthError),
     /// A valid token for an environment the resource has no endpoints in.
@@ -51,6 +53,7 @@ impl GatewayError {
             GatewayError::RequestTimeout => 408,
             GatewayError::PayloadTooLarge => 413,
             GatewayError::UriTooLong => 414,
+            GatewayError::ExpectationFailed => 417,
             GatewayError::HeaderFieldsTooLarge => 431,
             GatewayError::BadUpstreamResponse => 502,
             GatewayError::UpstreamUnavailable | GatewayError::UpstreamOverflow => 503,
@@ -70,6 +73,7 @@ impl GatewayError {
                 | GatewayError::UriTooLong
                 | GatewayError::HeaderFieldsTooLarge
                 | GatewayError::VersionNotSupported
+                | GatewayError::ExpectationFailed
         )
     }
 
@@ -105,6 +109,11 @@ impl GatewayError {
                 "414",
                 "URI Too Long",
                 "The request line is longer than allowed.",
+            ),
+            GatewayError::ExpectationFailed => (
+                "417",
+                "Expectation Failed",
+                "Only the 100-continue expectation is supported.",
             ),
             GatewayError::HeaderFieldsTooLarge => (
                 "431",
@@ -155,6 +164,8 @@ impl GatewayError {
         push_decimal(out, u64::from(status));
         out.push(b' ');
         out.extend_from_slice(self.reason().as_bytes());
+        out.extend_from_slice(b"\r\ndate: ");
+        out.extend_from_slice(&current_http_date());
         out.extend_from_slice(b"\r\ncontent-type: application/json\r\ncontent-length: ");
         push_decimal(out, body.len() as u64);
         out.extend_from_slice(b"\r\n");
@@ -271,6 +282,7 @@ pub fn reason_phrase(status: u16) -> &'static str {
         408 => "Request Timeout",
         413 => "Payload Too Large",
         414 => "URI Too Long",
+        417 => "Expectation Failed",
         431 => "Request Header Fields Too Large",
         502 => "Bad Gateway",
         503 => "Service Unavailable",
@@ -310,7 +322,11 @@ mod tests {
     fn not_found_has_the_spec_body() {
         let (head, json) = render(GatewayError::NotFound, RenderOptions::default());
         assert!(
-            head.starts_with("HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\n"),
+            head.starts_with("HTTP/1.1 404 Not Found\r\ndate: "),
+            "{head}"
+        );
+        assert!(
+            head.contains(" GMT\r\ncontent-type: application/json\r\n"),
             "{head}"
         );
         assert_eq!(
@@ -400,6 +416,7 @@ mod tests {
             GatewayError::PayloadTooLarge,
             GatewayError::UriTooLong,
             GatewayError::HeaderFieldsTooLarge,
+            GatewayError::ExpectationFailed,
         ] {
             let (head, _) = render(error, RenderOptions::default());
             assert!(head.ends_with("connection: close"), "{error:?}: {head}");
@@ -415,6 +432,23 @@ mod tests {
         };
         let (head, _) = render(GatewayError::NotFound, options);
         assert!(head.ends_with("connection: keep-alive"), "{head}");
+    }
+
+    #[test]
+    fn every_error_carries_one_date() {
+        let (head, json) = render(GatewayError::ExpectationFailed, RenderOptions::default());
+        assert!(
+            head.starts_with("HTTP/1.1 417 Expectation Failed\r\n"),
+            "{head}"
+        );
+        assert_eq!(json["code"], "417");
+        let dates: Vec<&str> = head
+            .lines()
+            .filter_map(|l| l.strip_prefix("date: "))
+            .collect();
+        assert_eq!(dates.len(), 1, "{head}");
+        assert_eq!(dates[0].len(), crate::http::HTTP_DATE_LEN);
+        assert!(dates[0].ends_with(" GMT"));
     }
 
     #[test]

@@ -9,6 +9,7 @@
 pub mod chunked;
 pub mod config;
 pub mod jwt;
+pub mod path;
 pub mod request_head;
 pub mod response_head;
 pub mod router;

@@ -201,9 +201,19 @@ pub fn check_round_trip(buf: &[u8], head: &ResponseHead, request_was_head: bool,
         );
     }
     let mut connection_fields = 0;
+    let mut date_fields = 0;
     for h in &again.headers[kept.len()..] {
         match h.kind {
             HeaderKind::ContentLength | HeaderKind::TransferEncoding | HeaderKind::Other => {}
+            HeaderKind::Date => {
+                date_fields += 1;
+                let value = h.value.slice(&out);
+                assert!(
+                    value.len() == 29 && value.ends_with(b" GMT"),
+                    "Date: {}",
+                    show(value)
+                );
+            }
             HeaderKind::Connection => {
                 connection_fields += 1;
                 let value = h.value.slice(&out);
@@ -217,6 +227,11 @@ pub fn check_round_trip(buf: &[u8], head: &ResponseHead, request_was_head: bool,
         }
     }
     assert!(connection_fields <= 1);
+    // RFC 9110 §6.6.1: a Date on every final response, the upstream's if it sent one; never
+    // one added to a 1xx.
+    let upstream_date = head.headers.iter().any(|h| h.kind == HeaderKind::Date);
+    let expected_dates = usize::from(!head.is_interim() && !upstream_date);
+    assert_eq!(date_fields, expected_dates, "Date in {}", show(&out));
     for h in &again.headers[..kept.len()] {
         assert!(
             !h.kind.is_hop_by_hop(),

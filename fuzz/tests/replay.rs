@@ -11,13 +11,14 @@ use std::path::{Path, PathBuf};
 
 type Check = fn(&[u8]);
 
-const TARGETS: [(&str, Check); 6] = [
+const TARGETS: [(&str, Check); 7] = [
     ("request_head", shardgate_fuzz::request_head::check),
     ("response_head", shardgate_fuzz::response_head::check),
     ("chunked", shardgate_fuzz::chunked::check),
     ("router", shardgate_fuzz::router::check),
     ("config", shardgate_fuzz::config::check),
     ("jwt", shardgate_fuzz::jwt::check),
+    ("path", shardgate_fuzz::path::check),
 ];
 
 fn fuzz_dir() -> PathBuf {

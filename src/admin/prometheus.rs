@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use hdrhistogram::Histogram;
 
-use crate::metrics::{EndpointCounters, ShardMetrics, METHOD_SLOTS, STATUS_CLASSES};
+use crate::metrics::{EndpointCounters, Rejection, ShardMetrics, METHOD_SLOTS, STATUS_CLASSES};
 use crate::server::Shared;
 
 const METHODS: [&str; METHOD_SLOTS] = [
@@ -89,6 +89,21 @@ pub fn render(shared: &Shared) -> String {
                 }
             }
         }
+    }
+
+    header(
+        &mut out,
+        "shardgate_request_rejections_total",
+        "counter",
+        "Requests refused before routing, by reason (syntax, framing: the smuggling defences, path: normalisation, underscore_header, expectation, head_too_large, uri_too_long, version, timeout); the connection is closed after each.",
+    );
+    for reason in Rejection::ALL {
+        let total: u64 = shards.iter().map(|s| s.rejections(reason)).sum();
+        let _ = writeln!(
+            out,
+            "shardgate_request_rejections_total{{reason=\"{}\"}} {total}",
+            reason.label()
+        );
     }
 
     let endpoint_counters: [EndpointSeries<u64>; 5] = [

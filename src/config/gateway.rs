@@ -31,6 +31,8 @@ pub struct GatewayConfig {
     pub upstream: Upstream,
     pub timeouts: Timeouts,
     pub limits: Limits,
+    /// Client request hygiene beyond the codec's fixed rules.
+    pub http: Http,
     pub suspension: Suspension,
     pub health_check: HealthCheck,
     /// Per-API/resource/method overrides of `suspension` and `health_check`.
@@ -53,6 +55,7 @@ impl Default for GatewayConfig {
             upstream: Upstream::default(),
             timeouts: Timeouts::default(),
             limits: Limits::default(),
+            http: Http::default(),
             suspension: Suspension::default(),
             health_check: HealthCheck::default(),
             group_overrides: Vec::new(),
@@ -209,6 +212,28 @@ impl Default for Limits {
             max_response_head_bytes: 64 * 1024,
         }
     }
+}
+
+/// Choices about client requests the HTTP/1.1 codec leaves open.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Http {
+    /// Header names containing `_`: dropped before forwarding, refused, or forwarded.
+    pub underscores_in_headers: UnderscoresInHeaders,
+}
+
+/// What to do with a request header whose name contains `_` (CGI and WSGI origins read `_`
+/// and `-` alike, so `X_Forwarded_Host` would pass for the gateway's `X-Forwarded-Host`).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum UnderscoresInHeaders {
+    /// Not forwarded; the request goes on (nginx's default).
+    #[default]
+    Drop,
+    /// `400`.
+    Reject,
+    /// Forwarded like any other field.
+    Allow,
 }
 
 /// Suspension of failed endpoints (the WSO2 APIM model).
@@ -583,6 +608,26 @@ mod tests {
             "{error}"
         );
         assert!(error.ends_with("(line 5)"), "{error}");
+    }
+
+    #[test]
+    fn underscores_in_headers_defaults_to_drop_and_takes_three_values() {
+        assert_eq!(
+            parse("# defaults\n").unwrap().http.underscores_in_headers,
+            UnderscoresInHeaders::Drop
+        );
+        for (text, value) in [
+            ("drop", UnderscoresInHeaders::Drop),
+            ("reject", UnderscoresInHeaders::Reject),
+            ("allow", UnderscoresInHeaders::Allow),
+        ] {
+            let config = parse(&format!("http:\n  underscores_in_headers: {text}\n")).unwrap();
+            assert_eq!(config.http.underscores_in_headers, value);
+        }
+        let error = parse("http:\n  underscores_in_headers: ignore\n").unwrap_err();
+        assert!(error.contains("http.underscores_in_headers"), "{error}");
+        let error = parse("http:\n  underscore: drop\n").unwrap_err();
+        assert!(error.contains("unknown field `underscore`"), "{error}");
     }
 
     #[test]

@@ -152,6 +152,12 @@ impl ChunkedDecoder {
         }
     }
 
+    /// Bytes of the trailer section scanned so far (the field lines and the final empty line,
+    /// not the last chunk's size line): the last this many bytes of a pass-through body.
+    pub fn trailer_section_len(&self) -> usize {
+        self.trailer_len
+    }
+
     /// Pass-through: validates `input` and says how much of it belongs to this body. Forward
     /// `input[..consumed]` verbatim (trailers included); bytes after it, once `done`, belong to
     /// the next message.

@@ -6,7 +6,10 @@
 use std::fmt::{self, Write as _};
 use std::net::IpAddr;
 
-use super::{HeaderKind, RequestBody, RequestHead, ResponseHead, Version};
+use super::{current_http_date, HeaderKind, RequestBody, RequestHead, ResponseHead, Version};
+
+/// `Date: ` + an IMF-fixdate + CRLF.
+const DATE_LINE: usize = 8 + super::HTTP_DATE_LEN;
 
 /// What the proxy decided about the upstream request; the rest comes from the client's head.
 #[derive(Debug, Clone, Copy)]
@@ -137,8 +140,8 @@ pub fn write_upstream_head(
 /// Upper bound of the bytes `write_client_head` adds for these inputs; it reserves this much.
 pub fn client_head_capacity(head: &ResponseHead, f: &ClientHead<'_>) -> usize {
     // Status line and field lines as for the request; the constant covers an added space after
-    // a missing reason, the framing line and the Connection line.
-    const ADDED: usize = 128;
+    // a missing reason, the framing line, the Connection line and a Date line.
+    const ADDED: usize = 128 + DATE_LINE;
     head.head_len + head.headers.len() + f.extra.len() + ADDED
 }
 
@@ -147,8 +150,9 @@ pub fn client_head_capacity(head: &ResponseHead, f: &ClientHead<'_>) -> usize {
 /// `HTTP/1.1 status reason` (the upstream's reason phrase), the upstream's fields in order minus
 /// hop-by-hop ones and the framing fields, then the framing re-rendered from the validated
 /// values (none for 1xx and 204; no `Transfer-Encoding` when de-chunking; a HEAD or 304 response
-/// keeps the length or coding it announced), `Connection: close` when the client connection
-/// ends, `Connection: keep-alive` for a persisting HTTP/1.0 client, and `f.extra`.
+/// keeps the length or coding it announced), `Date` from the shard's clock when a final
+/// response has none (RFC 9110 §6.6.1; never on 1xx), `Connection: close` when the client
+/// connection ends, `Connection: keep-alive` for a persisting HTTP/1.0 client, and `f.extra`.
 pub fn write_client_head(out: &mut Vec<u8>, buf: &[u8], head: &ResponseHead, f: &ClientHead<'_>) {
     out.reserve(client_head_capacity(head, f));
     out.extend_from_slice(b"HTTP/1.1 ");
@@ -177,6 +181,9 @@ pub fn write_client_head(out: &mut Vec<u8>, buf: &[u8], head: &ResponseHead, f: 
         } else if let Some(length) = head.content_length {
             push_content_length(out, length);
         }
+    }
+    if !head.is_interim() && !head.headers.iter().any(|h| h.kind == HeaderKind::Date) {
+        push_field(out, b"Date", &current_http_date());
     }
     // An interim response says nothing about the connection; the final one will.
     if !head.is_interim() {
@@ -334,10 +341,54 @@ mod tests {
         }
     }
 
+    /// The client head for `buf`, without the `Date` line the gateway adds (checked to be
+    /// there, once, exactly when it should be, with the shape of an IMF-fixdate).
     fn client(buf: &[u8], request_was_head: bool, f: &ClientHead<'_>) -> String {
         let mut out = Vec::new();
-        write_client_head(&mut out, buf, &response(buf, request_was_head), f);
-        String::from_utf8(out).expect("fixtures are ASCII")
+        let head = response(buf, request_was_head);
+        write_client_head(&mut out, buf, &head, f);
+        let text = String::from_utf8(out).expect("fixtures are ASCII");
+        let upstream_has_date = head.headers.iter().any(|h| h.kind == HeaderKind::Date);
+        let added: Vec<&str> = text
+            .split("\r\n")
+            .filter(|line| line.to_ascii_lowercase().starts_with("date: "))
+            .collect();
+        if head.is_interim() || upstream_has_date {
+            assert!(
+                added.len() == usize::from(upstream_has_date),
+                "Date added to {text}"
+            );
+            return text;
+        }
+        assert_eq!(added.len(), 1, "{text}");
+        assert_eq!(added[0].len(), 6 + crate::http::HTTP_DATE_LEN, "{text}");
+        text.replacen(&format!("{}\r\n", added[0]), "", 1)
+    }
+
+    #[test]
+    fn date_is_added_to_final_responses_without_one_and_never_to_interim_ones() {
+        let buf = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+        let mut out = Vec::new();
+        write_client_head(&mut out, buf, &response(buf, false), &client_fields());
+        let text = String::from_utf8(out).unwrap();
+        let date = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Date: "))
+            .unwrap_or_else(|| panic!("no Date in {text}"));
+        assert_eq!(date.len(), crate::http::HTTP_DATE_LEN);
+        assert!(date.ends_with(" GMT"), "{date}");
+        // The upstream's own Date is kept, and no second one added.
+        let buf =
+            b"HTTP/1.1 200 OK\r\ndate: Sun, 06 Nov 1994 08:49:37 GMT\r\nContent-Length: 0\r\n\r\n";
+        let text = client(buf, false, &client_fields());
+        assert_eq!(text.matches("ate: ").count(), 1, "{text}");
+        assert!(text.contains("date: Sun, 06 Nov 1994 08:49:37 GMT\r\n"));
+        // 1xx: none (client() checks).
+        client(
+            b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n",
+            false,
+            &client_fields(),
+        );
     }
 
     #[test]

@@ -26,6 +26,8 @@ pub enum HeaderKind {
     XForwardedProto,
     XForwardedHost,
     Authorization,
+    /// Whether a response has one decides whether the gateway adds its own.
+    Date,
     Other,
 }
 
@@ -54,6 +56,7 @@ pub fn classify_header(name: &[u8]) -> HeaderKind {
     match name.len() {
         2 if is(b"te") => HeaderKind::Te,
         4 if is(b"host") => HeaderKind::Host,
+        4 if is(b"date") => HeaderKind::Date,
         6 if is(b"expect") => HeaderKind::Expect,
         7 if is(b"trailer") => HeaderKind::Trailer,
         7 if is(b"upgrade") => HeaderKind::Upgrade,
@@ -380,7 +383,7 @@ mod tests {
 
     #[test]
     fn classifies_known_names_case_insensitively() {
-        let cases: [(&[u8], HeaderKind); 17] = [
+        let cases: [(&[u8], HeaderKind); 18] = [
             (b"Host", HeaderKind::Host),
             (b"content-length", HeaderKind::ContentLength),
             (b"TRANSFER-ENCODING", HeaderKind::TransferEncoding),
@@ -393,6 +396,7 @@ mod tests {
             (b"Proxy-Authorization", HeaderKind::ProxyAuthorization),
             (b"Proxy-Authenticate", HeaderKind::ProxyAuthenticate),
             (b"Expect", HeaderKind::Expect),
+            (b"DATE", HeaderKind::Date),
             (b"X-Forwarded-For", HeaderKind::XForwardedFor),
             (b"x-forwarded-proto", HeaderKind::XForwardedProto),
             (b"X-FORWARDED-HOST", HeaderKind::XForwardedHost),

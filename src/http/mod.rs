@@ -1,18 +1,23 @@
 //! The data path's HTTP/1.1 codec: request and response heads parsed into offsets of the read
 //! buffer, smuggling-proof framing decisions, streaming body framing (length, chunked) and the
-//! head rewriting done when forwarding. Pure byte-level code: no I/O, no async, no allocation per
-//! message once the reused head structs have warmed up.
+//! head rewriting done when forwarding, path normalisation and trailer filtering. Pure
+//! byte-level code: no I/O, no async, no allocation per message once the reused head structs
+//! have warmed up (the one outside input is the wall clock, read for `Date`).
 
 mod chunked;
+mod date;
 mod forward;
 mod head;
 mod header;
 mod length;
 pub mod method;
+mod path;
 mod request;
 mod response;
+mod trailer;
 
 pub use chunked::{ChunkError, ChunkLimits, ChunkedDecoder};
+pub use date::{current_http_date, format_http_date, DateCache, HTTP_DATE_LEN};
 pub use forward::{
     client_head_capacity, push_decimal, upstream_head_capacity, write_client_head, write_client_ip,
     write_upstream_head, ClientHead, UpstreamHead,
@@ -21,10 +26,12 @@ pub use head::find_head_end;
 pub use header::{classify_header, Header, HeaderError, HeaderKind};
 pub use length::LengthDecoder;
 pub use method::Method;
+pub use path::{is_unreserved, normalize_path, Normalized, NormalizedPath, PathError};
 pub use request::{
     parse_request, parse_scanned_request, HeadScan, RequestBody, RequestError, RequestHead,
 };
 pub use response::{parse_response, ResponseBody, ResponseError, ResponseHead};
+pub use trailer::{is_forbidden_trailer, TrailerGate};
 
 use std::ops::Range;
 

@@ -10,7 +10,7 @@ use super::header::{
     apply_connection, collect_headers, diagnose_field_lines, is_tchar, list_elements,
     parse_framing, HeaderError,
 };
-use super::{HeadLimits, Header, HeaderKind, Method, Parsed, Span, Version};
+use super::{HeadLimits, Header, HeaderKind, Method, Parsed, PathError, Span, Version};
 
 /// How the request body is framed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -50,7 +50,8 @@ pub struct RequestHead {
     pub keep_alive: bool,
     /// `Expect: 100-continue` on an HTTP/1.1 request (RFC 9110 §10.1.1 says to ignore it on
     /// HTTP/1.0). The gateway answers `100 Continue` itself before reading a body; without a
-    /// body there is nothing to wait for. Other expectations are ignored (and never forwarded).
+    /// body there is nothing to wait for. Any other expectation is refused with `417`
+    /// ([`RequestError::UnsupportedExpectation`]); `Expect` itself is never forwarded.
     pub expect_continue: bool,
     /// The `Host` value (validated). `None` only for an HTTP/1.0 request without one.
     pub host: Option<Span>,
@@ -97,6 +98,24 @@ impl RequestHead {
     pub fn header(&self, kind: HeaderKind) -> Option<&Header> {
         self.headers.iter().find(|h| h.kind == kind)
     }
+
+    /// Whether a field name contains `_`. CGI and WSGI origins map `_` and `-` to the same
+    /// variable name, so `X_Forwarded_Host` would pass for the gateway's `X-Forwarded-Host`.
+    pub fn has_underscored_field(&self, buf: &[u8]) -> bool {
+        self.headers
+            .iter()
+            .any(|h| h.name.slice(buf).contains(&b'_'))
+    }
+
+    /// Marks every field whose name contains `_` as not to be forwarded (nginx's default);
+    /// the gateway itself still sees them (a token header so named still authenticates).
+    pub fn drop_underscored_fields(&mut self, buf: &[u8]) {
+        for header in &mut self.headers {
+            if header.name.slice(buf).contains(&b'_') {
+                header.hop_by_hop = true;
+            }
+        }
+    }
 }
 
 /// Why a request head was refused. Each maps to one status; the connection is then closed.
@@ -138,6 +157,13 @@ pub enum RequestError {
     Header(#[from] HeaderError),
     /// httparse refused the head for a reason not diagnosed more precisely.
     Malformed,
+    /// An `Expect` member other than `100-continue` (417).
+    UnsupportedExpectation,
+    /// A field name with `_` while `http.underscores_in_headers` is `reject`.
+    UnderscoreInFieldName,
+    /// The path cannot be normalised (see [`super::normalize_path`]).
+    #[error(transparent)]
+    Path(#[from] PathError),
 }
 
 impl RequestError {
@@ -150,6 +176,7 @@ impl RequestError {
         match self {
             RequestError::HeadTooLarge | RequestError::TooManyHeaders => 431,
             RequestError::RequestLineTooLong => 414,
+            RequestError::UnsupportedExpectation => 417,
             RequestError::UnsupportedVersion => 505,
             _ => 400,
         }
@@ -179,6 +206,9 @@ impl RequestError {
             RequestError::InvalidHost => "invalid Host",
             RequestError::Header(fault) => fault.reason(),
             RequestError::Malformed => "malformed request head",
+            RequestError::UnsupportedExpectation => "expectation other than 100-continue",
+            RequestError::UnderscoreInFieldName => "underscore in a header field name",
+            RequestError::Path(fault) => fault.reason(),
         }
     }
 }
@@ -356,13 +386,22 @@ pub fn parse_scanned_request(
         Version::Http11 => !connection.close,
         Version::Http10 => connection.keep_alive && !connection.close,
     };
-    head.expect_continue = head.version == Version::Http11
-        && head
-            .headers
-            .iter()
-            .filter(|h| h.kind == HeaderKind::Expect)
-            .flat_map(|h| list_elements(h.value.slice(bytes)))
-            .any(|expectation| expectation.eq_ignore_ascii_case(b"100-continue"));
+    let mut expect_continue = false;
+    for expectation in head
+        .headers
+        .iter()
+        .filter(|h| h.kind == HeaderKind::Expect)
+        .flat_map(|h| list_elements(h.value.slice(bytes)))
+    {
+        if expectation.eq_ignore_ascii_case(b"100-continue") {
+            expect_continue = true;
+        } else if !expectation.is_empty() {
+            // RFC 9110 §10.1.1: an expectation the gateway cannot meet is a 417, never a
+            // silent drop (the client would wait for something that never comes).
+            return Err(RequestError::UnsupportedExpectation);
+        }
+    }
+    head.expect_continue = head.version == Version::Http11 && expect_continue;
     Ok(Parsed::Complete)
 }
 
@@ -808,8 +847,46 @@ DELETE /b HTTP/1.1\r\nHost: h\r\n\r\n";
         let head =
             complete(b"POST / HTTP/1.0\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n");
         assert!(!head.expect_continue);
-        let head = complete(&with_fields(b"Expect: something-else\r\n"));
+        let head = complete(&with_fields(b"Expect:\r\n"));
         assert!(!head.expect_continue);
+    }
+
+    #[test]
+    fn other_expectations_are_refused_with_417() {
+        for fields in [
+            &b"Expect: something-else\r\n"[..],
+            b"Expect: 100-continue, foo\r\n",
+            b"Expect: 100-continue\r\nExpect: foo=bar\r\n",
+            b"Expect: 100-continue;x=1\r\n",
+            b"Expect: 200-ok\r\n",
+        ] {
+            let fault = rejected(&with_fields(fields));
+            assert_eq!(
+                fault,
+                RequestError::UnsupportedExpectation,
+                "{}",
+                String::from_utf8_lossy(fields)
+            );
+            assert_eq!(fault.status(), 417);
+        }
+        // Also on HTTP/1.0, where 100-continue alone is ignored.
+        assert_eq!(
+            rejected(b"GET / HTTP/1.0\r\nExpect: foo\r\n\r\n"),
+            RequestError::UnsupportedExpectation
+        );
+    }
+
+    #[test]
+    fn underscored_field_names_are_found_and_marked_not_forwarded() {
+        let buf =
+            b"GET / HTTP/1.1\r\nHost: h\r\nX_Forwarded_Host: evil\r\nX-Ok: 1\r\nx_b: 2\r\n\r\n";
+        let mut head = complete(buf);
+        assert!(head.has_underscored_field(buf));
+        head.drop_underscored_fields(buf);
+        let flags: Vec<bool> = head.headers.iter().map(|h| h.hop_by_hop).collect();
+        assert_eq!(flags, [false, true, false, true]);
+        let buf = b"GET /a_b HTTP/1.1\r\nHost: h\r\nX-Ok: a_b\r\n\r\n";
+        assert!(!complete(buf).has_underscored_field(buf));
     }
 
     #[test]
@@ -1589,6 +1666,8 @@ DELETE /b HTTP/1.1\r\nHost: h\r\n\r\n";
             RequestError::MultipleHost,
             RequestError::InvalidHost,
             RequestError::Malformed,
+            RequestError::UnsupportedExpectation,
+            RequestError::UnderscoreInFieldName,
         ];
         errors.extend(header_faults.map(RequestError::Header));
         let mut reasons: Vec<&str> = errors.iter().map(|e| e.reason()).collect();

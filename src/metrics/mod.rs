@@ -67,6 +67,60 @@ pub const STATUS_CLASSES: usize = 5;
 /// API label of requests that matched no API.
 pub const NO_API: u32 = 0;
 
+/// Why a request was refused before routing (the head could not be accepted); each is a
+/// `shardgate_request_rejections_total{reason}` series.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rejection {
+    /// Request line or field syntax, Host, target form (400).
+    Syntax,
+    /// Framing fields that disagree (`Content-Length` with `Transfer-Encoding`...): the
+    /// smuggling probes (400).
+    Framing,
+    /// A path that cannot be normalised: encoded slash, climbing above `/`... (400).
+    Path,
+    /// A header name with `_` under `http.underscores_in_headers: reject` (400).
+    UnderscoreHeader,
+    /// An `Expect` other than `100-continue` (417).
+    Expectation,
+    /// Head or header count over the limit (431).
+    HeadTooLarge,
+    /// Request line over the limit (414).
+    UriTooLong,
+    /// HTTP version other than 1.0 and 1.1 (505).
+    Version,
+    /// The head did not arrive in time (408).
+    Timeout,
+}
+
+impl Rejection {
+    pub const ALL: [Rejection; 9] = [
+        Rejection::Syntax,
+        Rejection::Framing,
+        Rejection::Path,
+        Rejection::UnderscoreHeader,
+        Rejection::Expectation,
+        Rejection::HeadTooLarge,
+        Rejection::UriTooLong,
+        Rejection::Version,
+        Rejection::Timeout,
+    ];
+
+    /// The `reason` label.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Rejection::Syntax => "syntax",
+            Rejection::Framing => "framing",
+            Rejection::Path => "path",
+            Rejection::UnderscoreHeader => "underscore_header",
+            Rejection::Expectation => "expectation",
+            Rejection::HeadTooLarge => "head_too_large",
+            Rejection::UriTooLong => "uri_too_long",
+            Rejection::Version => "version",
+            Rejection::Timeout => "timeout",
+        }
+    }
+}
+
 /// Per-endpoint counters.
 #[derive(Debug, Default)]
 pub struct EndpointCounters {
@@ -100,6 +154,8 @@ pub struct ShardMetrics {
     pub tls_plain_http: Counter,
     pub panics: Counter,
     pub access_log_dropped: Counter,
+    /// By [`Rejection`], in the order of [`Rejection::ALL`].
+    rejections: [Counter; Rejection::ALL.len()],
 }
 
 impl ShardMetrics {
@@ -123,6 +179,7 @@ impl ShardMetrics {
             tls_plain_http: Counter::default(),
             panics: Counter::default(),
             access_log_dropped: Counter::default(),
+            rejections: Default::default(),
         }
     }
 
@@ -160,6 +217,9 @@ impl ShardMetrics {
         ] {
             new.add(old.get());
         }
+        for (old, new) in self.rejections.iter().zip(grown.rejections.iter()) {
+            new.add(old.get());
+        }
         grown
             .client_connections_open
             .add(self.client_connections_open.get());
@@ -183,6 +243,16 @@ impl ShardMetrics {
         if let Some(counter) = self.requests.get(index) {
             counter.inc();
         }
+    }
+
+    /// Counts one request refused before routing.
+    #[inline]
+    pub fn reject(&self, reason: Rejection) {
+        self.rejections[reason as usize].inc();
+    }
+
+    pub fn rejections(&self, reason: Rejection) -> u64 {
+        self.rejections[reason as usize].get()
     }
 
     pub fn requests(&self, api_label: usize, method_slot: usize, class: usize) -> u64 {
@@ -377,13 +447,30 @@ mod tests {
         m.request(1, 3, 503);
         m.endpoint(0).unwrap().failures.add(4);
         m.panics.inc();
+        m.reject(Rejection::Path);
         m.client_connections_open.add(3);
         let g = m.grown(5, 3);
         assert!(g.fits(5, 3) && !m.fits(5, 3));
         assert_eq!(g.requests(1, 3, 4), 1);
         assert_eq!(g.endpoint(0).unwrap().failures.get(), 4);
         assert_eq!(g.panics.get(), 1);
+        assert_eq!(g.rejections(Rejection::Path), 1);
+        assert_eq!(g.rejections(Rejection::Framing), 0);
         assert_eq!(g.client_connections_open.get(), 3);
+    }
+
+    #[test]
+    fn rejection_reasons_index_their_own_counters() {
+        let m = ShardMetrics::new(1, 0);
+        for (i, reason) in Rejection::ALL.into_iter().enumerate() {
+            assert_eq!(reason as usize, i);
+            for _ in 0..=i {
+                m.reject(reason);
+            }
+        }
+        for (i, reason) in Rejection::ALL.into_iter().enumerate() {
+            assert_eq!(m.rejections(reason), i as u64 + 1, "{}", reason.label());
+        }
     }
 
     #[test]

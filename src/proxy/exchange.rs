@@ -155,11 +155,12 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
                 Ok(scan) => scan,
                 Err(error) => return BodySent::Client(Some(error)),
             };
+            let forward = self.pass_request_trailers(decoder, scan.consumed);
             let written = {
                 let write = pin!(io::write_range(
                     &mut conn.stream,
                     &mut self.inbuf,
-                    0..scan.consumed,
+                    0..forward,
                     self.timer.arm_in(client_io),
                 ));
                 match spoke.as_mut().as_pin_mut().filter(|_| race_writes) {
@@ -173,7 +174,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
             if written.is_err() {
                 return BodySent::UpstreamBroke;
             }
-            self.inbuf.drain(..scan.consumed);
+            self.inbuf.drain(..forward);
             if scan.done {
                 return BodySent::Complete;
             }

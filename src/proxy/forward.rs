@@ -571,7 +571,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
         endpoint: &Endpoint,
         body: &RequestBodyState,
     ) {
-        let path = self.head.path.slice(&self.inbuf);
+        let path = self.path.of(&self.head, &self.inbuf);
         let query = self.head.query.map(|q| q.slice(&self.inbuf));
         self.target.clear();
         write_upstream_target(
@@ -594,11 +594,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
                 authorization: request.group.authorization.as_deref(),
             },
         );
-        let body_bytes = match body {
-            RequestBodyState::Buffered { end } => &self.inbuf[self.head.head_len..*end],
-            RequestBodyState::Streaming(_) => &self.inbuf[self.head.head_len..],
-        };
-        self.out.extend_from_slice(body_bytes);
+        self.push_request_body(body);
     }
 }
 

@@ -18,13 +18,15 @@ use std::time::{Duration, Instant};
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 
 use crate::auth::{extract_bearer, AuthError, KeyType};
-use crate::config::gateway::GatewayConfig;
+use crate::config::gateway::{GatewayConfig, UnderscoresInHeaders};
 use crate::cors::is_safe_header_value;
 use crate::error::{GatewayError, RenderOptions};
 use crate::http::{
-    parse_scanned_request, ChunkLimits, ChunkedDecoder, HeadLimits, HeadScan, HeaderKind, Method,
-    Parsed, RequestBody, RequestError, RequestHead, ResponseHead, Version,
+    current_http_date, parse_scanned_request, ChunkLimits, ChunkedDecoder, HeadLimits, HeadScan,
+    HeaderError, HeaderKind, Method, NormalizedPath, Parsed, RequestBody, RequestError,
+    RequestHead, ResponseHead, TrailerGate, Version,
 };
+use crate::metrics::Rejection;
 use crate::route::{Lookup, MethodSet};
 use crate::server::ListenerKind;
 use crate::shard::{ConnectionSlot, ShardContext, ShardView};
@@ -93,7 +95,7 @@ enum Next {
     /// The client left, went idle for too long, or the shard is draining.
     Closed,
     /// The head is unacceptable: answer and close.
-    Reject(GatewayError),
+    Reject(GatewayError, Rejection),
 }
 
 /// What happened to the current request, for metrics and the access log.
@@ -132,6 +134,11 @@ pub(crate) struct ClientConnection<S> {
     /// What an idle connection reads the next request's first bytes into.
     idle_read: Vec<u8>,
     head: RequestHead,
+    /// The head's path after normalisation (BEHAVIOUR.md §2): what is routed, authorised and
+    /// forwarded. Read it with `self.path.of(&self.head, &self.inbuf)`.
+    path: NormalizedPath,
+    /// Filters the trailer section of the chunked body being relayed (either direction).
+    trailers: TrailerGate,
     scan: HeadScan,
     /// Heads and small bodies being written (upstream request, client response, errors).
     out: Vec<u8>,
@@ -180,6 +187,8 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
             inbuf: Vec::new(),
             idle_read: Vec::new(),
             head: RequestHead::with_header_capacity(INITIAL_HEADERS.min(limits.max_headers)),
+            path: NormalizedPath::default(),
+            trailers: TrailerGate::default(),
             scan: HeadScan::default(),
             out: Vec::new(),
             cors: Vec::new(),
@@ -222,7 +231,8 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
                     keep_open
                 }
                 Next::Closed => false,
-                Next::Reject(error) => {
+                Next::Reject(error, reason) => {
+                    self.ctx.with_metrics(|m| m.reject(reason));
                     self.reply_error(&view.snapshot.gateway, error, true).await;
                     false
                 }
@@ -248,7 +258,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
                     Ok(None) => {
                         head_deadline.get_or_insert_with(|| Instant::now() + head_timeout);
                     }
-                    Err(e) => return Next::Reject(request_error(e)),
+                    Err(e) => return reject(e),
                 }
             }
             let idle = self.inbuf.is_empty();
@@ -271,19 +281,39 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
             match read {
                 Ok(_) => {}
                 Err(IoError::TimedOut) if head_deadline.is_some() => {
-                    return Next::Reject(GatewayError::RequestTimeout)
+                    return Next::Reject(GatewayError::RequestTimeout, Rejection::Timeout)
                 }
                 Err(_) => return Next::Closed,
             }
         };
         self.slot.set_idle(false);
         match parse_scanned_request(&self.inbuf, head_len, &limits, &mut self.head) {
-            Ok(Parsed::Complete) => Next::Request,
-            Ok(Parsed::Partial) => {
-                Next::Reject(GatewayError::BadRequest("incomplete request head"))
-            }
-            Err(e) => Next::Reject(request_error(e)),
+            Ok(Parsed::Complete) => match self.accept_head(gateway) {
+                Ok(()) => Next::Request,
+                Err(e) => reject(e),
+            },
+            Ok(Parsed::Partial) => Next::Reject(
+                GatewayError::BadRequest("incomplete request head"),
+                Rejection::Syntax,
+            ),
+            Err(e) => reject(e),
         }
+    }
+
+    /// The rules applied to a parsed head before anything looks at it: the underscore policy
+    /// (BEHAVIOUR.md §4), then path normalisation (§2), so that routing, authorization and
+    /// forwarding all see the same, normal path.
+    fn accept_head(&mut self, gateway: &GatewayConfig) -> Result<(), RequestError> {
+        match gateway.http.underscores_in_headers {
+            UnderscoresInHeaders::Allow => {}
+            UnderscoresInHeaders::Drop => self.head.drop_underscored_fields(&self.inbuf),
+            UnderscoresInHeaders::Reject if self.head.has_underscored_field(&self.inbuf) => {
+                return Err(RequestError::UnderscoreInFieldName)
+            }
+            UnderscoresInHeaders::Reject => {}
+        }
+        self.path.normalize(self.head.path.slice(&self.inbuf))?;
+        Ok(())
     }
 
     /// Waits for the first bytes of the next request holding only the small idle buffer (the
@@ -359,7 +389,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
     async fn handle(&mut self, view: &ShardView) -> bool {
         let snapshot = &*view.snapshot;
         let gateway = &snapshot.gateway;
-        let path = self.head.path.slice(&self.inbuf);
+        let path = self.path.of(&self.head, &self.inbuf);
         #[cfg(debug_assertions)]
         test_hooks::panic_if_armed(path);
         let lookup = snapshot.router.lookup(self.head.method, path);
@@ -402,6 +432,8 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
         };
         let route = &snapshot.routes[found.route.index()];
         let api = &snapshot.apis[found.api.index()];
+        // The token header is a credential in a trailer section too, secured route or not.
+        self.trailers.start(api.auth_header.as_bytes());
         let (group, drop_header) = if route.secured {
             let key_type = match self.authenticate(snapshot, api) {
                 Ok(key_type) => key_type,
@@ -476,6 +508,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
         let close = self.must_close_after_reply();
         self.out.clear();
         self.out.extend_from_slice(b"HTTP/1.1 204 No Content\r\n");
+        push_date(&mut self.out);
         self.out.extend_from_slice(&self.cors);
         self.out
             .extend_from_slice(connection_header(close, self.head.version));
@@ -487,8 +520,9 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
     async fn reply_options(&mut self, gateway: &GatewayConfig, allowed: MethodSet) -> bool {
         let close = self.must_close_after_reply();
         self.out.clear();
-        self.out
-            .extend_from_slice(b"HTTP/1.1 204 No Content\r\nallow: ");
+        self.out.extend_from_slice(b"HTTP/1.1 204 No Content\r\n");
+        push_date(&mut self.out);
+        self.out.extend_from_slice(b"allow: ");
         let mut with_options = allowed;
         with_options.insert(Method::Options);
         with_options.write_allow(&mut self.out);
@@ -556,6 +590,57 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
         !self.head.keep_alive || self.ctx.is_draining() || self.buffered_request_end().is_none()
     }
 
+    /// Appends the body bytes `inbuf` holds to `out` (after the upstream head): a buffered body
+    /// whole, or a streaming body's beginning. A chunked body's trailer section leaves without
+    /// its forbidden fields (BEHAVIOUR.md §4); while it is incomplete, what has arrived of it
+    /// waits in `trailers` for the rest.
+    fn push_request_body(&mut self, body: &request_body::RequestBodyState) {
+        let head_len = self.head.head_len;
+        let body_start = self.out.len();
+        match body {
+            request_body::RequestBodyState::Buffered { end } => {
+                self.out.extend_from_slice(&self.inbuf[head_len..*end]);
+                if self.head.body != RequestBody::Chunked {
+                    return;
+                }
+                // The body was validated whole; scanning it again (chunk lines only, payload
+                // is skipped) tells where its trailer section starts.
+                let mut decoder = ChunkedDecoder::new(ChunkLimits::default());
+                if decoder
+                    .scan(&self.out[body_start..])
+                    .is_ok_and(|scan| scan.done)
+                {
+                    self.trailers.restart();
+                    let end = self.out.len();
+                    self.trailers.pass(&decoder, &mut self.out, body_start, end);
+                }
+            }
+            request_body::RequestBodyState::Streaming(decoder) => {
+                self.out.extend_from_slice(&self.inbuf[head_len..]);
+                if let request_body::BodyDecoder::Chunked { decoder, .. } = decoder {
+                    self.trailers.restart();
+                    let end = self.out.len();
+                    self.trailers.pass(decoder, &mut self.out, body_start, end);
+                }
+            }
+        }
+    }
+
+    /// `inbuf[..consumed]` of a streaming request body was just scanned: returns how much of
+    /// it to send now, with the trailer section held back or filtered (see `TrailerGate`).
+    fn pass_request_trailers(
+        &mut self,
+        decoder: &request_body::BodyDecoder,
+        consumed: usize,
+    ) -> usize {
+        match decoder {
+            request_body::BodyDecoder::Chunked { decoder, .. } => {
+                self.trailers.pass(decoder, &mut self.inbuf, 0, consumed)
+            }
+            request_body::BodyDecoder::Length(_) => consumed,
+        }
+    }
+
     /// Where the current request (head and whole body) ends in `inbuf`, if it is all there.
     fn buffered_request_end(&self) -> Option<usize> {
         let head_len = self.head.head_len;
@@ -604,9 +689,41 @@ fn request_error(error: RequestError) -> GatewayError {
     match error.status() {
         431 => GatewayError::HeaderFieldsTooLarge,
         414 => GatewayError::UriTooLong,
+        417 => GatewayError::ExpectationFailed,
         505 => GatewayError::VersionNotSupported,
         _ => GatewayError::BadRequest(error.reason()),
     }
+}
+
+/// The answer to a refused head and the reason it is counted under.
+fn reject(error: RequestError) -> Next {
+    let reason = match error {
+        RequestError::HeadTooLarge | RequestError::TooManyHeaders => Rejection::HeadTooLarge,
+        RequestError::RequestLineTooLong => Rejection::UriTooLong,
+        RequestError::UnsupportedVersion => Rejection::Version,
+        RequestError::UnsupportedExpectation => Rejection::Expectation,
+        RequestError::UnderscoreInFieldName => Rejection::UnderscoreHeader,
+        RequestError::Path(_) => Rejection::Path,
+        RequestError::Header(
+            HeaderError::ContentLengthWithTransferEncoding
+            | HeaderError::ConflictingContentLength
+            | HeaderError::InvalidContentLength
+            | HeaderError::UnsupportedTransferCoding
+            | HeaderError::ChunkedNotFinal
+            | HeaderError::ChunkedTwice
+            | HeaderError::MalformedTransferEncoding
+            | HeaderError::TransferEncodingInHttp10,
+        ) => Rejection::Framing,
+        _ => Rejection::Syntax,
+    };
+    Next::Reject(request_error(error), reason)
+}
+
+/// The `date` line of a gateway-made answer (errors carry theirs from `GatewayError::render`).
+fn push_date(out: &mut Vec<u8>) {
+    out.extend_from_slice(b"date: ");
+    out.extend_from_slice(&current_http_date());
+    out.extend_from_slice(b"\r\n");
 }
 
 /// The `Connection` line of a gateway-made answer.

@@ -12,7 +12,7 @@ use crate::config::gateway::GatewayConfig;
 use crate::error::GatewayError;
 use crate::http::{
     write_client_head, ChunkError, ChunkLimits, ChunkedDecoder, ClientHead, LengthDecoder,
-    ResponseBody, Scan, Version,
+    ResponseBody, Scan, TrailerGate, Version,
 };
 use crate::upstream::connection::UpstreamConnection;
 
@@ -72,6 +72,14 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
                 Ok(scan) => {
                     done = scan.done;
                     stray = scan.done && head_len + scan.consumed < self.rbuf.len();
+                    let end = self.out.len();
+                    self.trailers.restart();
+                    decoder.pass_trailers(
+                        &mut self.trailers,
+                        &mut self.out,
+                        end - scan.consumed,
+                        end,
+                    );
                 }
                 Err(_) => {
                     // Nothing was sent yet: the upstream broke its own framing.
@@ -123,10 +131,12 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
             };
             done = scan.done;
             stray = scan.done && scan.consumed < self.rbuf.len();
+            let forward =
+                decoder.pass_trailers(&mut self.trailers, &mut self.rbuf, 0, scan.consumed);
             self.record.bytes += if decoder.dechunks() {
                 self.out.len()
             } else {
-                scan.consumed
+                forward
             } as u64;
             let sent = if decoder.dechunks() {
                 io::write_all(
@@ -139,7 +149,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
                 io::write_range(
                     &mut self.client,
                     &mut self.rbuf,
-                    0..scan.consumed,
+                    0..forward,
                     self.timer.arm_in(client_io),
                 )
                 .await
@@ -166,6 +176,21 @@ enum ResponseDecoder {
 impl ResponseDecoder {
     fn dechunks(&self) -> bool {
         matches!(self, ResponseDecoder::Chunked(_, true))
+    }
+
+    /// A chunked body passed through leaves its trailer section filtered (BEHAVIOUR.md §4):
+    /// [`TrailerGate::pass`] over `buf[start..end]`; other bodies pass as they are.
+    fn pass_trailers(
+        &self,
+        gate: &mut TrailerGate,
+        buf: &mut Vec<u8>,
+        start: usize,
+        end: usize,
+    ) -> usize {
+        match self {
+            ResponseDecoder::Chunked(decoder, false) => gate.pass(decoder, buf, start, end),
+            _ => end,
+        }
     }
 
     /// Appends the body part of `input` to `out` (de-chunked if needed).

@@ -734,6 +734,16 @@ impl Gateway {
         )
     }
 
+    /// Like `start_with`, with several API definitions (one file each).
+    pub fn start_apis(apis: &[&str], gateway_yaml: &str, workers: usize) -> Gateway {
+        Gateway::start_definitions(
+            apis,
+            "listeners:\n  http: [\"127.0.0.1:0\"]\n  https: []\n",
+            gateway_yaml,
+            workers,
+        )
+    }
+
     /// HTTP and HTTPS on 127.0.0.1:0; `gateway_yaml` may add a `tls:` section.
     pub fn start_tls(api: &str, gateway_yaml: &str) -> Gateway {
         Gateway::start_config(
@@ -745,9 +755,25 @@ impl Gateway {
     }
 
     fn start_config(api: &str, listeners: &str, gateway_yaml: &str, workers: usize) -> Gateway {
+        Gateway::start_definitions(&[api], listeners, gateway_yaml, workers)
+    }
+
+    fn start_definitions(
+        apis: &[&str],
+        listeners: &str,
+        gateway_yaml: &str,
+        workers: usize,
+    ) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("apis")).unwrap();
-        std::fs::write(dir.path().join("apis/api.yaml"), api).unwrap();
+        for (i, api) in apis.iter().enumerate() {
+            let name = if i == 0 {
+                "api.yaml".to_owned()
+            } else {
+                format!("api{i}.yaml")
+            };
+            std::fs::write(dir.path().join("apis").join(name), api).unwrap();
+        }
         let config =
             format!("{listeners}admin: null\nworkers: {workers}\napis: [apis/]\n{gateway_yaml}");
         let config_path = dir.path().join("gateway.yaml");
