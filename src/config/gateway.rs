@@ -410,6 +410,13 @@ impl GatewayConfig {
                 );
             }
         }
+        if let Some(cors) = &self.cors {
+            for (i, origin) in cors.allow_origins.iter().enumerate() {
+                if let Err(problem) = super::cors::check_origin(origin) {
+                    return field_error(&format!("cors.allow_origins[{i}]"), &problem);
+                }
+            }
+        }
         if let Err(e) = super::failure::validate(&self.group_overrides, &self.suspension) {
             return field_error(&e.field, &e.problem);
         }
@@ -558,6 +565,17 @@ mod tests {
             "{error}"
         );
         assert!(error.ends_with("(line 5)"), "{error}");
+    }
+
+    #[test]
+    fn gateway_cors_origins_with_unclear_wildcards_are_refused() {
+        assert!(parse("cors:\n  allow_origins: ['http://*.example.com']\n").is_ok());
+        let error =
+            parse("cors:\n  allow_origins: ['http://*.example.com', 'https://a*']\n").unwrap_err();
+        assert!(
+            error.starts_with("config/gateway.yaml: cors.allow_origins[1]: origin 'https://a*'"),
+            "{error}"
+        );
     }
 
     #[test]

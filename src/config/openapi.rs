@@ -297,12 +297,12 @@ fn servers_endpoint(r: &Reader<'_>, value: &Value, field: &FieldPath) -> Option<
 }
 
 /// A server object's URL with `{variables}` replaced by their defaults, when it is absolute.
+/// Whether it is absolute is decided after the substitution: a variable may hold the scheme
+/// and host (`{base}/api/v1` with `base` defaulting to `https://host:8443`, as Choreo
+/// Connect's own definitions write it).
 fn absolute_server_url(r: &Reader<'_>, item: &Value, field: &FieldPath) -> Option<String> {
     let server = r.mapping(item, field)?;
     let url = r.string(server.get("url")?, &field.key("url"))?;
-    if !url.contains("://") {
-        return None;
-    }
     let mut resolved = url.to_owned();
     if let Some(Value::Mapping(variables)) = server.get("variables").map(untagged) {
         for (name, variable) in variables {
@@ -316,6 +316,11 @@ fn absolute_server_url(r: &Reader<'_>, item: &Value, field: &FieldPath) -> Optio
             };
             resolved = resolved.replace(&format!("{{{name}}}"), default);
         }
+    }
+    // A relative URL names no upstream, unless an unresolved variable at its start could
+    // have held the scheme and host: that one cannot be classified, so it is an error.
+    if !resolved.contains("://") && !resolved.starts_with('{') {
+        return None;
     }
     if resolved.contains('{') {
         r.error(
