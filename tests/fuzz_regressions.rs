@@ -32,6 +32,7 @@ fn fuzz_verifier() -> Verifier {
             jwks: None,
             audience: vec!["fuzz-aud".into(), "other-aud".into()],
             shared_secret: Some(SharedSecret::new(FUZZ_SECRET)),
+            api_key: false,
         }],
         ..JwtConfig::default()
     };

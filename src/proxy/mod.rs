@@ -443,7 +443,14 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
         self.ctx
             .tokens
             .borrow_mut()
-            .key_type(&snapshot.verifier, token, now)
+            .authorize(
+                &snapshot.verifier,
+                token,
+                now,
+                crate::auth::TokenUse::Bearer,
+                &crate::auth::ScopeSet::default(),
+            )
+            .map(|(key_type, _)| key_type)
     }
 
     /// The value of the first header named `name` (case-insensitive).
