@@ -92,6 +92,10 @@ pub struct ServerTls {
     /// Certificate chains with their keys; the SNI name picks one, the first is the default.
     /// Empty: a self-signed certificate is generated at start.
     pub certificates: Vec<CertificateFiles>,
+    /// PEM bundle of the CAs that sign client certificates (mutual TLS, `x-wso2-mutual-ssl`).
+    /// When set, every client is asked for a certificate; none is required by the listener,
+    /// the APIs that make mutual TLS mandatory refuse requests without one.
+    pub client_ca: Option<PathBuf>,
 }
 
 /// A PEM certificate chain and its private key.
@@ -439,6 +443,9 @@ impl GatewayConfig {
         for pair in &mut self.tls.certificates {
             resolve(&mut pair.certificate_chain);
             resolve(&mut pair.private_key);
+        }
+        if let Some(ca) = &mut self.tls.client_ca {
+            resolve(ca);
         }
         let tls = &mut self.upstream.tls;
         for p in [

@@ -12,6 +12,10 @@ use super::document::{untagged, Document, Reader};
 use super::endpoint::{read_endpoint, read_named_endpoints, EndpointSpec, NamedEndpoints};
 use super::error::{ConfigError, ConfigWarning, FieldPath};
 use super::locate::line_of;
+use super::security::{
+    read_level_security, read_mutual_tls, read_schemes, resolve, LevelSecurity, MutualTlsSpec,
+    ProjectSecurity, ResourceSecurity, Schemes, SecurityLevels,
+};
 use super::url::{parse_url, Scheme};
 use crate::http::Method;
 
@@ -29,6 +33,11 @@ pub struct ApiSpec {
     pub auth_header: String,
     pub cors: Option<CorsSpec>,
     pub resources: Vec<ResourceSpec>,
+    /// `x-wso2-mutual-ssl`, or api.yaml's `mutualssl` entries.
+    pub mutual_tls: Option<MutualTlsSpec>,
+    /// DER of the certificates in an apictl project's `Client-certificates/`: when there are
+    /// any, the client certificate must be one of them.
+    pub client_certificates: Vec<Vec<u8>>,
 }
 
 /// One operation: a path template and a method, with its endpoints resolved.
@@ -40,6 +49,8 @@ pub struct ResourceSpec {
     pub production: Option<EndpointSpec>,
     pub sandbox: Option<EndpointSpec>,
     pub secured: bool,
+    /// What a secured resource accepts (empty alternatives when it is not secured).
+    pub security: ResourceSecurity,
 }
 
 /// What an apictl project's `api.yaml` contributes; the definition's extensions win.
@@ -50,6 +61,10 @@ pub struct ProjectDefaults {
     pub version: Option<String>,
     pub production: Option<EndpointSpec>,
     pub sandbox: Option<EndpointSpec>,
+    /// `data.securityScheme`.
+    pub security: ProjectSecurity,
+    /// The certificates of `Client-certificates/` (DER).
+    pub client_certificates: Vec<Vec<u8>>,
 }
 
 const DEFAULT_AUTH_HEADER: &str = "Authorization";
@@ -63,11 +78,16 @@ const KNOWN_API_EXTENSIONS: &[&str] = &[
     "x-wso2-disable-security",
     "x-wso2-auth-header",
     "x-wso2-cors",
+    "x-wso2-application-security",
+    "x-wso2-mutual-ssl",
 ];
 const KNOWN_RESOURCE_EXTENSIONS: &[&str] = &[
     "x-wso2-production-endpoints",
     "x-wso2-sandbox-endpoints",
     "x-wso2-disable-security",
+    "x-wso2-application-security",
+    // Refused below with its own error, not warned about.
+    "x-wso2-mutual-ssl",
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -83,7 +103,7 @@ struct LevelEndpoints {
     sandbox: Option<EndpointSpec>,
     /// `servers` at this level (OpenAPI 3), as the production fallback.
     servers: Option<EndpointSpec>,
-    disable_security: Option<bool>,
+    security: LevelSecurity,
 }
 
 /// Reads a definition; `Err` carries every problem found.
@@ -116,7 +136,13 @@ fn read_api(r: &Reader<'_>, project: Option<&ProjectDefaults>) -> Option<ApiSpec
     };
     warn_unknown_extensions(r, root, &root_path, KNOWN_API_EXTENSIONS);
 
-    let mut api_level = read_level(r, root, &root_path, flavor, &named);
+    let schemes = read_schemes(r, root, flavor == Flavor::Swagger2);
+    let mut api_level = read_level(r, root, &root_path, flavor, &named, &schemes, false);
+    // The definition's own extension wins over api.yaml.
+    let mutual_tls = match root.get("x-wso2-mutual-ssl") {
+        Some(value) => read_mutual_tls(r, value, &root_path.key("x-wso2-mutual-ssl")),
+        None => project.and_then(|p| p.security.mutual_tls.clone()),
+    };
     let auth_header = match root.get("x-wso2-auth-header") {
         Some(value) => read_header_name(r, value, &root_path.key("x-wso2-auth-header"))?,
         None => DEFAULT_AUTH_HEADER.to_owned(),
@@ -180,6 +206,9 @@ fn read_api(r: &Reader<'_>, project: Option<&ProjectDefaults>) -> Option<ApiSpec
         fallbacks_allowed,
         flavor,
         named: &named,
+        schemes: &schemes,
+        project: project.and_then(|p| p.security.application.as_ref()),
+        mutual_tls: mutual_tls.as_ref().map(|m| m.mode),
     };
     let resources = read_paths(r, root, &context);
 
@@ -192,6 +221,10 @@ fn read_api(r: &Reader<'_>, project: Option<&ProjectDefaults>) -> Option<ApiSpec
         auth_header,
         cors,
         resources,
+        mutual_tls,
+        client_certificates: project
+            .map(|p| p.client_certificates.clone())
+            .unwrap_or_default(),
     })
 }
 
@@ -201,6 +234,9 @@ struct Context<'a> {
     fallbacks_allowed: bool,
     flavor: Flavor,
     named: &'a NamedEndpoints,
+    schemes: &'a Schemes,
+    project: Option<&'a super::security::ApplicationSecurity>,
+    mutual_tls: Option<super::security::MutualTls>,
 }
 
 fn flavor(r: &Reader<'_>, root: &Mapping) -> Option<Flavor> {
@@ -251,13 +287,15 @@ fn warn_unknown_extensions(r: &Reader<'_>, map: &Mapping, field: &FieldPath, kno
     }
 }
 
-/// The x-wso2 endpoint extensions, `servers` and `x-wso2-disable-security` of one level.
+/// The x-wso2 endpoint extensions, `servers` and the security keys of one level.
 fn read_level(
     r: &Reader<'_>,
     map: &Mapping,
     field: &FieldPath,
     flavor: Flavor,
     named: &NamedEndpoints,
+    schemes: &Schemes,
+    operation: bool,
 ) -> LevelEndpoints {
     let endpoint = |key: &str| {
         map.get(key)
@@ -272,9 +310,7 @@ fn read_level(
             }
             _ => None,
         },
-        disable_security: map
-            .get("x-wso2-disable-security")
-            .and_then(|v| r.boolean(v, &field.key("x-wso2-disable-security"))),
+        security: read_level_security(r, map, field, schemes, operation),
     }
 }
 
@@ -484,8 +520,9 @@ fn read_paths(r: &Reader<'_>, root: &Mapping, cx: &Context<'_>) -> Vec<ResourceS
                 "path item references are not followed; define the operations inline",
             );
         }
+        refuse_resource_mutual_tls(r, item, &field);
         warn_unknown_extensions(r, item, &field, KNOWN_RESOURCE_EXTENSIONS);
-        let path_level = read_level(r, item, &field, cx.flavor, cx.named);
+        let path_level = read_level(r, item, &field, cx.flavor, cx.named, cx.schemes, false);
         for (key, op_field, op) in r.entries(item, &field) {
             let Some(method) = Method::from_operation_key(&key) else {
                 continue;
@@ -493,8 +530,9 @@ fn read_paths(r: &Reader<'_>, root: &Mapping, cx: &Context<'_>) -> Vec<ResourceS
             let Some(op) = r.mapping(op, &op_field) else {
                 continue;
             };
+            refuse_resource_mutual_tls(r, op, &op_field);
             warn_unknown_extensions(r, op, &op_field, KNOWN_RESOURCE_EXTENSIONS);
-            let op_level = read_level(r, op, &op_field, cx.flavor, cx.named);
+            let op_level = read_level(r, op, &op_field, cx.flavor, cx.named, cx.schemes, true);
             if let Some(first) = seen.insert((canonical.clone(), method), op_field.clone()) {
                 r.error(&op_field, format!("duplicates the resource at {first} (templates differ only in parameter names)"));
                 continue;
@@ -547,18 +585,35 @@ fn resolve_resource(
         }
         return None;
     }
-    let disabled = op
-        .disable_security
-        .or(path.disable_security)
-        .or(cx.api.disable_security)
-        .unwrap_or(false);
+    let (secured, security) = resolve(
+        r,
+        &SecurityLevels {
+            operation: &op.security,
+            path: &path.security,
+            api: &cx.api.security,
+            project: cx.project,
+            mutual_tls: cx.mutual_tls,
+        },
+    )?;
     Some(ResourceSpec {
         template: trim_template(template).to_owned(),
         method,
         production,
         sandbox,
-        secured: !disabled,
+        secured,
+        security,
     })
+}
+
+/// Client certificates are checked per connection and API, so a resource cannot ask for its
+/// own mode; ignoring the key would serve the resource without what it asks for.
+fn refuse_resource_mutual_tls(r: &Reader<'_>, map: &Mapping, field: &FieldPath) {
+    if map.contains_key("x-wso2-mutual-ssl") {
+        r.error(
+            &field.key("x-wso2-mutual-ssl"),
+            "x-wso2-mutual-ssl applies to a whole API: set it at the root of the definition",
+        );
+    }
 }
 
 fn trim_template(template: &str) -> &str {

@@ -498,12 +498,12 @@ fn default_auth_header_is_authorization_and_bad_names_are_errors() {
 #[test]
 fn unknown_wso2_extensions_are_kept_with_a_warning() {
     let s = load(&format!(
-        "{OAS3_HEAD}x-wso2-throttling-tier: Unlimited\nx-wso2-production-endpoints: {{urls: ['http://a:1']}}\npaths:\n  /a:\n    get:\n      x-wso2-application-security: {{}}\n"
+        "{OAS3_HEAD}x-wso2-throttling-tier: Unlimited\nx-wso2-production-endpoints: {{urls: ['http://a:1']}}\npaths:\n  /a:\n    get:\n      x-wso2-response-cache: {{}}\n"
     ));
     let w = warnings(&s).join("\n");
     assert!(w.contains("x-wso2-throttling-tier: extension not supported by shardgate; kept and ignored (line 4)"), "{w}");
     assert!(
-        w.contains("paths./a.get.x-wso2-application-security: extension not supported"),
+        w.contains("paths./a.get.x-wso2-response-cache: extension not supported"),
         "{w}"
     );
 }
