@@ -8,6 +8,7 @@
 //! comparison; a miss runs `Verifier::verify_as` and remembers the result) -> environment and
 //! scope check against the cached `Claims`.
 
+mod api_key;
 mod bearer;
 mod cache;
 mod claims;
@@ -23,6 +24,7 @@ mod verifier;
 #[cfg(test)]
 mod test_support;
 
+pub use api_key::{find_query_param, remove_query_param};
 pub use bearer::{check_b64token, extract_bearer};
 pub use cache::TokenCache;
 pub use claims::{Claims, IssuerId, KeyType};

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use hdrhistogram::Histogram;
 
+use crate::auth::FailureReason;
 use crate::snapshot::Snapshot;
 
 /// A counter with one writer (its shard).
@@ -100,6 +101,8 @@ pub struct ShardMetrics {
     pub tls_plain_http: Counter,
     pub panics: Counter,
     pub access_log_dropped: Counter,
+    /// 401 and 403 answers by `FailureReason::index`.
+    auth_failures: [Counter; FailureReason::ALL.len()],
 }
 
 impl ShardMetrics {
@@ -123,7 +126,18 @@ impl ShardMetrics {
             tls_plain_http: Counter::default(),
             panics: Counter::default(),
             access_log_dropped: Counter::default(),
+            auth_failures: Default::default(),
         }
+    }
+
+    /// Counts one request refused with 401 or 403.
+    #[inline]
+    pub fn auth_failure(&self, reason: FailureReason) {
+        self.auth_failures[reason.index()].inc();
+    }
+
+    pub fn auth_failures(&self, reason: FailureReason) -> u64 {
+        self.auth_failures[reason.index()].get()
     }
 
     /// A larger copy (labels were added by a reload); counts carry over.
@@ -158,6 +172,9 @@ impl ShardMetrics {
             (&self.panics, &grown.panics),
             (&self.access_log_dropped, &grown.access_log_dropped),
         ] {
+            new.add(old.get());
+        }
+        for (old, new) in self.auth_failures.iter().zip(&grown.auth_failures) {
             new.add(old.get());
         }
         grown
@@ -377,12 +394,15 @@ mod tests {
         m.request(1, 3, 503);
         m.endpoint(0).unwrap().failures.add(4);
         m.panics.inc();
+        m.auth_failure(FailureReason::Expired);
         m.client_connections_open.add(3);
         let g = m.grown(5, 3);
         assert!(g.fits(5, 3) && !m.fits(5, 3));
         assert_eq!(g.requests(1, 3, 4), 1);
         assert_eq!(g.endpoint(0).unwrap().failures.get(), 4);
         assert_eq!(g.panics.get(), 1);
+        assert_eq!(g.auth_failures(FailureReason::Expired), 1);
+        assert_eq!(g.auth_failures(FailureReason::MissingScope), 0);
         assert_eq!(g.client_connections_open.get(), 3);
     }
 
