@@ -3,6 +3,8 @@
 
 mod support;
 
+use std::time::Duration;
+
 use serde_json::json;
 use shardgate::auth::{mint_token, KeyType, MintOptions};
 use support::{Backend, Gateway};
@@ -707,4 +709,94 @@ fn unenforceable_security_is_a_load_error_naming_file_field_and_line() {
         assert!(shown.starts_with(expected), "{shown}");
         assert!(shown.ends_with(&format!("(line {line})")), "{shown}");
     }
+}
+
+// ---------------------------------------------------------------- failures by reason
+
+#[test]
+fn auth_failures_are_counted_by_reason_in_metrics_and_logged_at_debug() {
+    let backend = Backend::echo("b");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("api.yaml"),
+        format!(
+            "openapi: 3.0.1\nx-wso2-basePath: /m\nx-wso2-production-endpoints: {{urls: ['{}']}}\npaths:\n  /x: {{get: {{x-scopes: [admin]}}}}\n",
+            backend.url("")
+        ),
+    )
+    .unwrap();
+    let config = dir.path().join("gateway.yaml");
+    std::fs::write(&config, format!("apis: [api.yaml]\n{}", gateway_yaml(""))).unwrap();
+    let config_arg = config.to_string_lossy().into_owned();
+    let gateway = support::GatewayProcess::start(&[
+        "--config",
+        &config_arg,
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+        "--workers",
+        "1",
+        "--log-level",
+        "debug",
+    ]);
+    let mut client = gateway.client();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let expired = token(KeyType::Production, 60, Some(now - 3600));
+    let good = scoped(json!("admin"));
+    let mut tampered = good.clone().into_bytes();
+    let at = good.rfind('.').unwrap() + 3;
+    tampered[at] = if tampered[at] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(tampered).unwrap();
+    let stranger = token_with("https://unknown.example", &[]);
+    for (header, status) in [
+        (None, 401),
+        (Some(bearer(&expired)), 401),
+        (Some(bearer(&expired)), 401),
+        (Some(bearer(&tampered)), 401),
+        (Some(bearer(&stranger)), 401),
+        (Some("Bearer a.b".to_owned()), 401),
+        (Some(bearer(&production_token())), 403),
+        (Some(bearer(&good)), 200),
+    ] {
+        let response = get_with(
+            &mut client,
+            "/m/x",
+            header.as_deref().map(|h| ("Authorization", h)),
+        );
+        assert_eq!(response.status, status, "{header:?}");
+    }
+    let (status, text) = support::admin_request(gateway.admin_addr(), "GET", "/metrics");
+    assert_eq!(status, 200);
+    for (reason, count) in [
+        ("missing", 1),
+        ("expired", 2),
+        ("bad_signature", 1),
+        ("unknown_issuer", 1),
+        ("malformed", 1),
+        ("missing_scope", 1),
+        ("no_client_certificate", 0),
+    ] {
+        let line = format!("shardgate_auth_failures_total{{reason=\"{reason}\"}} {count}\n");
+        assert!(text.contains(&line), "{line}in:\n{text}");
+    }
+    assert!(
+        support::eventually(Duration::from_secs(10), || {
+            let log = gateway.log_text();
+            [
+                "missing",
+                "expired",
+                "bad_signature",
+                "unknown_issuer",
+                "missing_scope",
+            ]
+            .iter()
+            .all(|reason| log.contains(&format!("GET /m/x refused ({reason})")))
+        }),
+        "{}",
+        gateway.log_text()
+    );
 }
