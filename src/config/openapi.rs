@@ -80,6 +80,7 @@ const KNOWN_API_EXTENSIONS: &[&str] = &[
     "x-wso2-cors",
     "x-wso2-application-security",
     "x-wso2-mutual-ssl",
+    "x-wso2-transports",
 ];
 const KNOWN_RESOURCE_EXTENSIONS: &[&str] = &[
     "x-wso2-production-endpoints",
@@ -136,6 +137,9 @@ fn read_api(r: &Reader<'_>, project: Option<&ProjectDefaults>) -> Option<ApiSpec
     };
     warn_unknown_extensions(r, root, &root_path, KNOWN_API_EXTENSIONS);
 
+    if let Some(value) = root.get("x-wso2-transports") {
+        check_transports(r, value, &root_path.key("x-wso2-transports"));
+    }
     let schemes = read_schemes(r, root, flavor == Flavor::Swagger2);
     let mut api_level = read_level(r, root, &root_path, flavor, &named, &schemes, false);
     // The definition's own extension wins over api.yaml.
@@ -603,6 +607,33 @@ fn resolve_resource(
         secured,
         security,
     })
+}
+
+/// `x-wso2-transports`: every API is served on every listener (Choreo Connect does not read
+/// the key either), so a list with `http` changes nothing; one without it asks for a
+/// restriction to HTTPS that would not be enforced, and is refused.
+fn check_transports(r: &Reader<'_>, value: &Value, field: &FieldPath) {
+    let Some(items) = r.sequence(value, field) else {
+        return;
+    };
+    let mut http = false;
+    for (i, item) in items.iter().enumerate() {
+        match r.string(item, &field.index(i)) {
+            Some(t) if t.eq_ignore_ascii_case("http") => http = true,
+            Some(t) if t.eq_ignore_ascii_case("https") => {}
+            Some(t) => r.error(
+                &field.index(i),
+                format!("unknown transport '{t}'; expected http or https"),
+            ),
+            None => {}
+        }
+    }
+    if !http {
+        r.error(
+            field,
+            "restricting an API to HTTPS is not enforced by shardgate (every API is served on every listener); remove x-wso2-transports or list http too",
+        );
+    }
 }
 
 /// Client certificates are checked per connection and API, so a resource cannot ask for its
