@@ -37,3 +37,17 @@ dense_id!(
     /// A distinct upstream: scheme, host, port and TLS settings.
     EndpointId
 );
+
+/// A distinct upstream for the life of the process: (scheme, host, port, TLS settings),
+/// interned once by [`crate::upstream::registry::Upstreams`]. Unlike the snapshot's dense ids
+/// it never changes meaning across reloads: health, pools and per-shard caches are keyed by
+/// it, and a pooled connection carries it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UpstreamId(pub u32);
+
+impl UpstreamId {
+    #[inline]
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}

@@ -110,9 +110,17 @@ fn token(args: &TokenArgs) -> Result<String, String> {
     mint_token(&key, &options).map_err(|e| e.to_string())
 }
 
-/// Loads the configuration for `run` with the command line's overrides applied.
-fn load_for_run(args: &RunArgs) -> Result<Snapshot, shardgate::config::ConfigErrors> {
-    let mut snapshot = Snapshot::load(&load_options(&args.config, true))?;
+/// Loads the configuration for `run` with the command line's overrides applied: the first
+/// load, or a reload after `current` (whose upstream table it shares).
+fn load_for_run(
+    args: &RunArgs,
+    current: Option<&Snapshot>,
+) -> Result<Snapshot, shardgate::config::ConfigErrors> {
+    let options = load_options(&args.config, true);
+    let mut snapshot = match current {
+        None => Snapshot::load(&options)?,
+        Some(current) => Snapshot::load_next(&options, current)?,
+    };
     let gateway = &mut snapshot.gateway;
     // --listen / --listen-tls replace the configured listeners: only those named are opened.
     if !args.listen.is_empty() || !args.listen_tls.is_empty() {
@@ -152,7 +160,7 @@ struct Running {
 /// Loads the configuration, binds the listeners, starts the admin listener (so `/ready`
 /// can say "starting"), then the shards; logs and returns None on failure.
 fn start(args: &RunArgs) -> Option<Running> {
-    let snapshot = match load_for_run(args) {
+    let snapshot = match load_for_run(args, None) {
         Ok(snapshot) => snapshot,
         Err(errors) => {
             report_errors(&errors);
@@ -299,10 +307,9 @@ fn reloader(shared: Arc<Shared>, args: RunArgs) -> Reloader {
     let serial = Mutex::new(());
     Arc::new(move || {
         let _one_at_a_time = serial.lock().unwrap_or_else(|e| e.into_inner());
-        match load_for_run(&args) {
-            Ok(mut snapshot) => {
-                let (current, _) = shared.snapshot();
-                snapshot.carry_state_from(&current);
+        let (current, _) = shared.snapshot();
+        match load_for_run(&args, Some(&current)) {
+            Ok(snapshot) => {
                 for warning in &snapshot.warnings {
                     log::warn!("{warning}");
                 }

@@ -16,6 +16,7 @@ use crate::cli::Driver;
 use crate::metrics::MetricsHub;
 use crate::shard::{self, ShardConfig};
 use crate::snapshot::Snapshot;
+use crate::upstream::dns::{self, DnsRefresher, RefreshPlan};
 
 /// Which protocol a listener speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,7 +84,7 @@ impl Shared {
         let _ = writeln!(out, "# TYPE shardgate_endpoint_state gauge");
         for (id, endpoint) in snapshot.endpoints.iter().enumerate() {
             let health = endpoint_health(&snapshot, id);
-            for state in ["healthy", "suspended", "probing"] {
+            for state in ["healthy", "suspended", "probing", "drained"] {
                 let value = u8::from(health.state == state);
                 let _ = writeln!(
                     out,
@@ -113,18 +114,23 @@ impl Shared {
     }
 }
 
-/// An endpoint's health from the snapshot's table.
+/// An endpoint's health from the process-wide upstream table.
 fn endpoint_health(snapshot: &Snapshot, id: usize) -> EndpointHealth {
-    let table = &snapshot.health;
-    let word = table.load(crate::ids::EndpointId(id as u32));
+    let upstream = snapshot.endpoints[id].upstream;
+    let table = &snapshot.upstreams.health;
+    let word = table.load(upstream);
     let now_ms = table.millis(std::time::Instant::now());
+    let drained = snapshot.upstreams.is_drained(upstream);
     let state = match word.state() {
+        _ if drained => "drained",
         crate::upstream::health::State::Healthy => "healthy",
         crate::upstream::health::State::Suspended => "suspended",
         crate::upstream::health::State::Probing => "probing",
     };
     EndpointHealth {
         state,
+        drained,
+        cause: (!word.is_healthy()).then(|| word.cause().as_str()),
         epoch: u64::from(word.epoch()),
         suspended_remaining_ms: if word.is_healthy() {
             0
@@ -137,7 +143,11 @@ fn endpoint_health(snapshot: &Snapshot, id: usize) -> EndpointHealth {
 /// An endpoint's health as the admin API shows it.
 #[derive(Clone, Copy, Debug)]
 pub struct EndpointHealth {
+    /// `drained` when the admin API took it out of service, else its health state.
     pub state: &'static str,
+    pub drained: bool,
+    /// Why it is suspended, when it is.
+    pub cause: Option<&'static str>,
     pub epoch: u64,
     pub suspended_remaining_ms: u64,
 }
@@ -154,6 +164,7 @@ pub struct Server {
     /// The io driver each shard got (`io_uring` or `epoll`).
     pub drivers: Vec<&'static str>,
     access_log: Option<AccessLogWriter>,
+    dns: Option<DnsRefresher>,
 }
 
 impl Server {
@@ -290,6 +301,7 @@ impl BoundServer {
                 Err(_) => return Err(io::Error::other("a shard exited during start-up")),
             }
         }
+        let dns = spawn_dns_refresher(&shared)?;
         Ok(Server {
             shared,
             threads,
@@ -298,6 +310,7 @@ impl BoundServer {
             https_addrs,
             drivers,
             access_log,
+            dns: Some(dns),
         })
     }
 }
@@ -323,7 +336,10 @@ impl Server {
     }
 
     /// Waits for every shard to exit.
-    pub fn wait(self) {
+    pub fn wait(mut self) {
+        if let Some(dns) = self.dns.take() {
+            dns.join();
+        }
         for thread in self.threads {
             if thread.join().is_err() {
                 log::error!("a shard thread panicked");
@@ -342,13 +358,48 @@ impl Server {
     }
 }
 
+/// Re-resolves the current configuration's endpoint names off the data path, every
+/// `upstream.dns_refresh_ms` (read each round: a reload may change it), until the drain.
+fn spawn_dns_refresher(shared: &Arc<Shared>) -> io::Result<DnsRefresher> {
+    let upstreams = Arc::clone(&shared.snapshot().0.upstreams);
+    let (planning, stopping) = (Arc::clone(shared), Arc::clone(shared));
+    DnsRefresher::spawn(
+        upstreams,
+        move || {
+            let (snapshot, _) = planning.snapshot();
+            let mut names: Vec<(crate::ids::UpstreamId, Box<str>, u16)> = Vec::new();
+            for endpoint in &snapshot.endpoints {
+                if dns::is_name(&endpoint.host)
+                    && !names.iter().any(|(id, _, _)| *id == endpoint.upstream)
+                {
+                    names.push((endpoint.upstream, endpoint.host.clone(), endpoint.port));
+                }
+            }
+            RefreshPlan {
+                names,
+                hosts_file: snapshot.gateway.upstream.hosts_file.clone(),
+                interval: Duration::from_millis(snapshot.gateway.upstream.dns_refresh_ms),
+            }
+        },
+        move || stopping.is_draining(),
+    )
+}
+
 /// One listening socket per shard on `addr`, all with SO_REUSEPORT so the kernel spreads
 /// connections over the shards. Port 0 is resolved by the first bind.
+///
+/// SO_REUSEPORT would also let a second gateway (same user) join the group silently and take
+/// a share of the connections, maybe with other certificates or routes. So the address is
+/// first bound without it: that fails with "address in use" when anything listens there,
+/// SO_REUSEPORT or not, and the start fails with a clear error instead.
 fn bind_reuseport_group(
     addr: SocketAddr,
     count: usize,
     backlog: i32,
 ) -> io::Result<Vec<std::net::TcpListener>> {
+    if addr.port() != 0 {
+        ensure_not_in_use(addr)?;
+    }
     let first = bind_reuseport(addr, backlog)?;
     let bound = first.local_addr()?;
     let mut sockets = vec![first];
@@ -356,6 +407,21 @@ fn bind_reuseport_group(
         sockets.push(bind_reuseport(bound, backlog)?);
     }
     Ok(sockets)
+}
+
+/// Fails when another socket is bound to `addr` (an exclusive bind attempt, released at once).
+fn ensure_not_in_use(addr: SocketAddr) -> io::Result<()> {
+    let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // SO_REUSEADDR: connections of an earlier run in TIME_WAIT do not count as "in use".
+    probe.set_reuse_address(true)?;
+    match probe.bind(&addr.into()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(io::Error::new(
+            e.kind(),
+            "address already in use by another process (is another gateway running?)",
+        )),
+        Err(e) => Err(e),
+    }
 }
 
 fn bind_reuseport(addr: SocketAddr, backlog: i32) -> io::Result<std::net::TcpListener> {

@@ -19,7 +19,7 @@ use monoio::net::{TcpListener, TcpStream};
 use crate::access_log::AccessLogBuffer;
 use crate::auth::TokenCache;
 use crate::cli::Driver;
-use crate::ids::EndpointId;
+use crate::ids::{EndpointId, UpstreamId};
 use crate::memory::{release_free_memory, StormWatch};
 use crate::metrics::{latency_histogram, LabelMap, MetricsHub, ShardMetrics};
 use crate::proxy::buffers::BufferPool;
@@ -28,9 +28,12 @@ use crate::snapshot::Snapshot;
 use crate::tls::ClientStream;
 use crate::upstream::balancer::RoundRobinCursors;
 use crate::upstream::connection::{OpenConnections, UpstreamConnection};
-use crate::upstream::health::{HealthWord, LocalHealth, SuspensionPolicy, Transition};
+use crate::upstream::health::{
+    FailureCause, HealthWord, LocalHealth, SuspensionPolicy, Transition,
+};
+use crate::upstream::local::LocalUpstreams;
 use crate::upstream::pool::ConnectionPool;
-use crate::upstream::probe::{run_health_checks, ProbeTarget};
+use crate::upstream::probe::{HealthCheckers, ProbeTarget};
 use hdrhistogram::Histogram;
 
 /// io_uring submission queue size per shard.
@@ -151,8 +154,12 @@ pub struct ShardContext {
     pub pool: RefCell<ConnectionPool<UpstreamConnection>>,
     /// Upstream connections open on this shard, pooled or in use.
     pub upstream_open: OpenConnections,
-    /// The last health epoch this shard saw per endpoint.
+    /// The last health epoch this shard saw per upstream.
     local_health: RefCell<LocalHealth>,
+    /// Addresses and drain flags per upstream, copied from the process-wide table.
+    pub upstreams: RefCell<LocalUpstreams>,
+    /// This shard's share of the active health checks; they outlive reloads.
+    health_checkers: RefCell<HealthCheckers>,
     /// Jitter source (backoffs).
     rng: Cell<u64>,
     /// Tokens this shard validated recently.
@@ -204,9 +211,9 @@ impl ShardContext {
         let view = self.view();
         let pool = self.pool.borrow();
         self.with_metrics(|metrics| {
-            for (id, &label) in view.labels.endpoint.iter().enumerate() {
+            for (endpoint, &label) in view.snapshot.endpoints.iter().zip(&view.labels.endpoint) {
                 if let Some(counters) = metrics.endpoint(label) {
-                    counters.idle.set(pool.idle(EndpointId(id as u32)) as i64);
+                    counters.idle.set(pool.idle(endpoint.upstream) as i64);
                 }
             }
             metrics
@@ -220,17 +227,20 @@ impl ShardContext {
     }
 
     /// Passive failure detection: an attempt on `endpoint` failed before any response byte
-    /// (connect, TLS handshake, or a fresh connection closed). Suspends it for all shards.
+    /// (connect, TLS handshake, a fresh connection closed, an attempt timeout). Suspends it
+    /// for all shards.
     pub fn endpoint_failed(
         &self,
         view: &ShardView,
         endpoint: EndpointId,
         policy: &SuspensionPolicy,
+        cause: FailureCause,
+        what: &str,
     ) {
-        let transition = view
-            .snapshot
-            .health
-            .report_failure(endpoint, Instant::now(), policy);
+        let snapshot = &view.snapshot;
+        let upstream = snapshot.endpoints[endpoint.index()].upstream;
+        let health = &snapshot.upstreams.health;
+        let transition = health.report_failure(upstream, Instant::now(), policy, cause);
         if let Transition::Suspended { for_ms } | Transition::Resuspended { for_ms, .. } =
             transition
         {
@@ -240,33 +250,40 @@ impl ShardContext {
                     c.suspensions.inc();
                 }
             });
+            let probe = if matches!(transition, Transition::Resuspended { .. }) {
+                " (its probe failed)"
+            } else {
+                ""
+            };
             log::warn!(
-                "endpoint {} failed; suspended for {for_ms} ms",
-                view.snapshot.endpoints[endpoint.index()].origin()
+                "endpoint {} suspended for {for_ms} ms: {what}{probe}",
+                snapshot.endpoints[endpoint.index()].origin()
             );
         }
         // This shard knows already: its idle connections to the endpoint are suspect.
-        self.reconcile(endpoint, view.snapshot.health.load(endpoint));
+        self.reconcile(upstream, health.load(upstream));
     }
 
     /// An attempt on `endpoint` got a response: healthy again for all shards (a plain load
     /// when it already was).
     pub fn endpoint_succeeded(&self, view: &ShardView, endpoint: EndpointId) {
-        if view.snapshot.health.report_success(endpoint) == Transition::Recovered {
+        let snapshot = &view.snapshot;
+        let upstream = snapshot.endpoints[endpoint.index()].upstream;
+        if snapshot.upstreams.health.report_success(upstream) == Transition::Recovered {
             log::info!(
-                "endpoint {} recovered",
-                view.snapshot.endpoints[endpoint.index()].origin()
+                "endpoint {} healthy again: it answered a request",
+                snapshot.endpoints[endpoint.index()].origin()
             );
         }
     }
 
-    /// Reconciles this shard with an endpoint's health word: when it went down (or bounced)
+    /// Reconciles this shard with an upstream's health word: when it went down (or bounced)
     /// since this shard last looked, the shard's idle connections to it are closed.
     #[inline]
-    pub fn reconcile(&self, endpoint: EndpointId, word: HealthWord) {
-        if let Some(change) = self.local_health.borrow().observe_word(endpoint, word) {
+    pub fn reconcile(&self, upstream: UpstreamId, word: HealthWord) {
+        if let Some(change) = self.local_health.borrow().observe_word(upstream, word) {
             if change.drains_pool() {
-                self.pool.borrow_mut().drain(endpoint);
+                self.pool.borrow_mut().drain(upstream);
             }
         }
     }
@@ -287,11 +304,15 @@ impl ShardContext {
             return;
         }
         let (snapshot, generation) = self.shared.snapshot();
-        let old = self.view();
-        // Pools and health observations of endpoints still present survive; the others go.
-        let mapping = snapshot.endpoint_mapping(&old.snapshot);
-        self.pool.borrow_mut().remap(&mapping);
-        self.local_health.borrow_mut().remap(&mapping);
+        // Upstream ids mean the same server in every snapshot: pools, health observations
+        // and checkers of upstreams still present carry on untouched; the pool closes the
+        // idle connections of the others and refuses them from now on.
+        self.pool
+            .borrow_mut()
+            .set_live(snapshot.endpoints.iter().map(|e| e.upstream));
+        self.local_health
+            .borrow_mut()
+            .grow_to(snapshot.upstreams.len());
         let view = ShardView::new(snapshot, generation, self.index, &self.shared.metrics);
         let grown = {
             let metrics = self.metrics.borrow();
@@ -304,11 +325,79 @@ impl ShardContext {
             *self.metrics.borrow_mut() = grown;
         }
         *self.view.borrow_mut() = Rc::new(view);
-        spawn_health_checks(self);
+        self.refresh_upstreams(true);
         log::info!(
             "shard {}: now serving configuration generation {generation}",
             self.index
         );
+    }
+
+    /// Follows the process-wide upstream table: new addresses (idle connections to
+    /// addresses DNS no longer returns are closed), admin drains (their idle connections
+    /// closed), and the health checks that depend on both. Two loads when nothing moved.
+    fn refresh_upstreams(&self, view_changed: bool) {
+        let view = self.view();
+        let refreshed = self
+            .upstreams
+            .borrow_mut()
+            .refresh(&view.snapshot.upstreams);
+        {
+            let local = self.upstreams.borrow();
+            let mut pool = self.pool.borrow_mut();
+            for &id in &refreshed.readdressed {
+                pool.retain(id, |conn| local.has_address(id, conn.peer));
+            }
+            for &id in &refreshed.drained {
+                pool.drain(id);
+            }
+        }
+        if view_changed || !refreshed.readdressed.is_empty() {
+            self.sync_health_checks(&view);
+        }
+    }
+
+    /// Makes this shard's checkers match the current snapshot: upstream `i` is checked by
+    /// shard `i mod workers` (the process-wide id, so the assignment survives reloads), with
+    /// the settings of the first group it is a member of that checks.
+    fn sync_health_checks(&self, view: &ShardView) {
+        let snapshot = &view.snapshot;
+        let workers = self.shared.workers.max(1);
+        let local = self.upstreams.borrow();
+        let mut targets: Vec<ProbeTarget> = Vec::new();
+        for (id, endpoint) in snapshot.endpoints.iter().enumerate() {
+            if endpoint.upstream.index() % workers != self.index
+                || targets.iter().any(|t| t.upstream == endpoint.upstream)
+            {
+                continue;
+            }
+            let endpoint_id = EndpointId(id as u32);
+            let checking = snapshot.groups.iter().find_map(|g| {
+                let settings = g.health_check.as_ref()?;
+                g.members
+                    .iter()
+                    .any(|m| m.endpoint == endpoint_id)
+                    .then(|| (settings.clone(), g.suspension))
+            });
+            let Some((mut settings, policy)) = checking else {
+                continue;
+            };
+            // The HTTP check speaks plain HTTP: https endpoints get a TCP connect check.
+            if endpoint.scheme == crate::config::url::Scheme::Https {
+                settings.path = None;
+            }
+            targets.push(ProbeTarget {
+                upstream: endpoint.upstream,
+                addrs: local.addresses(endpoint.upstream),
+                origin: endpoint.origin().into(),
+                authority: endpoint.authority.clone(),
+                settings,
+                policy,
+            });
+        }
+        drop(local);
+        self.health_checkers
+            .borrow_mut()
+            .sync(&snapshot.upstreams.health, targets);
     }
 }
 
@@ -322,14 +411,14 @@ async fn shard_main(config: ShardConfig, started: Started, driver: &'static str)
     } = config;
     let (snapshot, generation) = shared.snapshot();
     let gateway = &snapshot.gateway;
-    let pool = ConnectionPool::new(
-        snapshot.endpoints.len(),
+    let mut pool = ConnectionPool::new(
         gateway.upstream.max_idle_per_endpoint,
         Duration::from_millis(gateway.timeouts.upstream_idle_ms),
     );
+    pool.set_live(snapshot.endpoints.iter().map(|e| e.upstream));
     let drain_for = Duration::from_millis(gateway.timeouts.drain_ms);
     let tokens = TokenCache::new(gateway.jwt.cache_entries, gateway.jwt.clock_skew_secs);
-    let snapshot_endpoints = snapshot.endpoints.len();
+    let upstreams = snapshot.upstreams.len();
     let view = ShardView::new(snapshot, generation, index, &shared.metrics);
     let metrics = Arc::new(ShardMetrics::new(
         view.labels.api_labels,
@@ -341,7 +430,9 @@ async fn shard_main(config: ShardConfig, started: Started, driver: &'static str)
         driver,
         shared: Arc::clone(&shared),
         view: RefCell::new(Rc::new(view)),
-        local_health: RefCell::new(LocalHealth::new(snapshot_endpoints)),
+        local_health: RefCell::new(LocalHealth::new(upstreams)),
+        upstreams: RefCell::new(LocalUpstreams::default()),
+        health_checkers: RefCell::new(HealthCheckers::default()),
         rng: Cell::new(
             0x9e37_79b9_7f4a_7c15 ^ (index as u64 + 1).wrapping_mul(0xbf58_476d_1ce4_e5b9),
         ),
@@ -371,7 +462,7 @@ async fn shard_main(config: ShardConfig, started: Started, driver: &'static str)
         listener_fds.push(listener.as_raw_fd());
         monoio::spawn(accept_loop(Rc::clone(&ctx), listener, kind));
     }
-    spawn_health_checks(&ctx);
+    ctx.refresh_upstreams(true);
     shared.mark_ready();
     let _ = started.send(Ok((index, driver)));
     drop(started);
@@ -381,6 +472,7 @@ async fn shard_main(config: ShardConfig, started: Started, driver: &'static str)
     while !shared.is_draining() {
         monoio::time::sleep(CONTROL_INTERVAL).await;
         ctx.refresh_view();
+        ctx.refresh_upstreams(false);
         ctx.pool.borrow_mut().evict_expired(Instant::now());
         ctx.flush_access_log();
         ticks = ticks.wrapping_add(1);
@@ -401,6 +493,7 @@ async fn shard_main(config: ShardConfig, started: Started, driver: &'static str)
         }
     }
     ctx.publish_observations();
+    ctx.health_checkers.borrow_mut().stop_all();
     drain(&ctx, &listener_fds, drain_for).await;
     ctx.flush_access_log();
     // The buffer holds a sender of the writer's queue: release it now rather than when the
@@ -459,55 +552,6 @@ async fn accept_loop(ctx: Rc<ShardContext>, listener: TcpListener, kind: Listene
             }
         }
     }
-}
-
-/// Starts this shard's share of the active health checks for the current snapshot: endpoint
-/// `i` is checked by shard `i mod workers` (one checker per endpoint across shards), with
-/// the settings of the first group it is a member of that checks. The checkers stop when
-/// the snapshot is replaced (the next refresh starts new ones) or the shard drains.
-fn spawn_health_checks(ctx: &ShardContext) {
-    let view = ctx.view();
-    let snapshot = &view.snapshot;
-    let workers = ctx.shared.workers.max(1);
-    let mut targets = Vec::new();
-    for (id, endpoint) in snapshot.endpoints.iter().enumerate() {
-        if id % workers != ctx.index {
-            continue;
-        }
-        let endpoint_id = EndpointId(id as u32);
-        let checking = snapshot.groups.iter().find_map(|g| {
-            let settings = g.health_check.as_ref()?;
-            g.members
-                .iter()
-                .any(|m| m.endpoint == endpoint_id)
-                .then(|| (settings.clone(), g.suspension))
-        });
-        let Some((mut settings, policy)) = checking else {
-            continue;
-        };
-        // The HTTP check speaks plain HTTP: https endpoints get a TCP connect check.
-        if endpoint.scheme == crate::config::url::Scheme::Https {
-            settings.path = None;
-        }
-        targets.push(ProbeTarget {
-            endpoint: endpoint_id,
-            addrs: endpoint.addrs.clone(),
-            authority: endpoint.authority.clone(),
-            settings,
-            policy,
-        });
-    }
-    if targets.is_empty() {
-        return;
-    }
-    let shared = Arc::clone(&ctx.shared);
-    let generation = view.generation;
-    let stop = move || shared.is_draining() || shared.generation() != generation;
-    monoio::spawn(run_health_checks(
-        Arc::clone(&snapshot.health),
-        targets,
-        stop,
-    ));
 }
 
 /// A connection's task: the TLS handshake on HTTPS listeners (inside the task, so a slow

@@ -3,7 +3,6 @@
 //! Built once per load (start or reload) on the control thread, then shared read-only.
 
 use std::collections::HashMap;
-use std::net::ToSocketAddrs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -27,8 +26,10 @@ use crate::ids::{ApiId, EndpointId, GroupId, RouteId};
 use crate::route::{RouteConflict, Router};
 use crate::tls::{ServerTls, UpstreamTls};
 use crate::upstream::circuit::CircuitBreakers;
-use crate::upstream::health::{HealthTable, SuspensionPolicy};
+use crate::upstream::dns::{self, HostsFile};
+use crate::upstream::health::SuspensionPolicy;
 use crate::upstream::probe::HealthCheckSettings;
+use crate::upstream::registry::{UpstreamKey, Upstreams};
 use crate::upstream::{Endpoint, Group, GroupMember, RetryPolicy};
 
 /// One API definition, compiled.
@@ -74,8 +75,9 @@ pub struct Snapshot {
     pub verifier: Arc<Verifier>,
     /// Certificates of the HTTPS listeners and the client configuration for https upstreams.
     pub tls: Arc<TlsContexts>,
-    /// Endpoint health shared by all shards (carried over across reloads).
-    pub health: Arc<HealthTable>,
+    /// Every upstream of the process (health, addresses, drain), shared with the snapshots
+    /// before and after this one: an endpoint's `upstream` id means the same server in all.
+    pub upstreams: Arc<Upstreams>,
     /// Circuit breaker counters of the groups that configure limits.
     pub breakers: Arc<CircuitBreakers>,
     /// Things worth logging that did not stop the load.
@@ -103,8 +105,25 @@ pub struct LoadOptions {
 }
 
 impl Snapshot {
-    /// Reads, validates and compiles everything; every problem found is reported.
+    /// Reads, validates and compiles everything; every problem found is reported. The first
+    /// load of a process: upstreams are interned into a new table.
     pub fn load(options: &LoadOptions) -> Result<Snapshot, ConfigErrors> {
+        Self::load_into(options, Arc::new(Upstreams::new()))
+    }
+
+    /// A reload: like [`load`](Self::load), interning into the upstream table of `current`
+    /// (so that surviving endpoints keep their ids, health and pools) and keeping what else
+    /// must survive (TLS contexts, breaker counts).
+    pub fn load_next(options: &LoadOptions, current: &Snapshot) -> Result<Snapshot, ConfigErrors> {
+        let mut next = Self::load_into(options, Arc::clone(&current.upstreams))?;
+        next.carry_state_from(current);
+        Ok(next)
+    }
+
+    fn load_into(
+        options: &LoadOptions,
+        upstreams: Arc<Upstreams>,
+    ) -> Result<Snapshot, ConfigErrors> {
         let (gateway, entries) = match &options.config {
             Some(file) => {
                 let gateway = GatewayConfig::load(file)?;
@@ -132,6 +151,7 @@ impl Snapshot {
             options.config.clone(),
             &entries,
             options.resolve_hosts,
+            upstreams,
         )
     }
 
@@ -140,6 +160,7 @@ impl Snapshot {
         config_file: Option<PathBuf>,
         entries: &[SourceEntry],
         resolve_hosts: bool,
+        upstreams: Arc<Upstreams>,
     ) -> Result<Snapshot, ConfigErrors> {
         let (sources, discover_errors) = discover(entries);
         let mut errors = ConfigErrors(discover_errors);
@@ -160,7 +181,7 @@ impl Snapshot {
                 "no API definitions: list them under 'apis' or pass --api PATH",
             ));
         }
-        let mut compiler = Compiler::new(&gateway);
+        let mut compiler = Compiler::new(&gateway, &upstreams);
         for spec in &specs {
             if let Err(error) = compiler.add_api(spec) {
                 errors.push(error);
@@ -207,22 +228,43 @@ impl Snapshot {
             apis,
             routes,
             groups,
-            mut endpoints,
+            endpoints,
             router,
             ..
         } = compiler;
         if resolve_hosts {
-            for endpoint in &mut endpoints {
-                match (endpoint.host.as_ref(), endpoint.port).to_socket_addrs() {
-                    Ok(addrs) => endpoint.addrs = addrs.collect(),
-                    Err(e) => warnings.push(ConfigWarning(ConfigError::file(
-                        Path::new(&endpoint.origin()),
-                        format!("cannot resolve host: {e}; requests to it fail until it resolves"),
-                    ))),
+            // Only upstreams never resolved: the others keep what the DNS refresh found.
+            let hosts = match gateway.upstream.hosts_file.as_deref().map(HostsFile::read) {
+                Some(Ok(hosts)) => Some(hosts),
+                Some(Err(e)) => {
+                    errors.push(ConfigError::new(
+                        gateway_file,
+                        &FieldPath::parse("upstream.hosts_file"),
+                        e,
+                    ));
+                    return Err(errors);
                 }
+                None => None,
+            };
+            for endpoint in &endpoints {
+                if upstreams.is_resolved(endpoint.upstream) {
+                    continue;
+                }
+                let result = dns::resolve(&endpoint.host, endpoint.port, hosts.as_ref());
+                if let Err(e) = &result {
+                    let retry = if gateway.upstream.dns_refresh_ms > 0 {
+                        "requests to it fail until a DNS refresh resolves it"
+                    } else {
+                        "requests to it fail (upstream.dns_refresh_ms is 0: no refresh)"
+                    };
+                    warnings.push(ConfigWarning(ConfigError::file(
+                        Path::new(&endpoint.origin()),
+                        format!("cannot resolve host: {e}; {retry}"),
+                    )));
+                }
+                upstreams.record_lookup(endpoint.upstream, result);
             }
         }
-        let health = Arc::new(HealthTable::new(endpoints.len()));
         let breakers = Arc::new(CircuitBreakers::new(&groups));
         Ok(Snapshot {
             gateway,
@@ -233,18 +275,18 @@ impl Snapshot {
             endpoints,
             router,
             verifier: Arc::new(verifier),
-            health,
+            upstreams,
             breakers,
             tls: Arc::new(tls),
             warnings,
         })
     }
 
-    /// Carries what must survive a reload over from the snapshot being replaced: the health
-    /// of endpoints still present, the circuit breaker counts of groups still present, and
-    /// the TLS contexts when the TLS settings did not change (so session tickets and caches
-    /// stay valid).
-    pub fn carry_state_from(&mut self, previous: &Snapshot) {
+    /// Carries what must survive a reload over from the snapshot being replaced: the circuit
+    /// breaker counts of groups still present, and the TLS contexts when the TLS settings did
+    /// not change (so session tickets and caches stay valid). Endpoint state needs no carrying:
+    /// it is keyed by upstream ids, which the shared upstream table keeps.
+    fn carry_state_from(&mut self, previous: &Snapshot) {
         if self.gateway.tls == previous.gateway.tls
             && self.gateway.upstream.tls == previous.gateway.upstream.tls
             && self.tls.server.pinned_client_certificates()
@@ -252,8 +294,6 @@ impl Snapshot {
         {
             self.tls = Arc::clone(&previous.tls);
         }
-        let old_endpoint_of = self.endpoint_mapping(previous);
-        self.health = Arc::new(HealthTable::carry_over(&previous.health, &old_endpoint_of));
         let old_groups: HashMap<String, GroupId> = previous
             .groups
             .iter()
@@ -279,21 +319,6 @@ impl Snapshot {
             &self.groups,
             &old_group_of,
         ));
-    }
-
-    /// For each endpoint of this snapshot, its id in `previous` when it is there too (same
-    /// scheme, host and port).
-    pub fn endpoint_mapping(&self, previous: &Snapshot) -> Vec<Option<EndpointId>> {
-        let old: HashMap<(Scheme, &str, u16), EndpointId> = previous
-            .endpoints
-            .iter()
-            .enumerate()
-            .map(|(i, e)| ((e.scheme, &*e.host, e.port), EndpointId(i as u32)))
-            .collect();
-        self.endpoints
-            .iter()
-            .map(|e| old.get(&(e.scheme, &*e.host, e.port)).copied())
-            .collect()
     }
 
     /// The route table as `check` prints it.
@@ -439,6 +464,7 @@ fn read_source(source: &Source) -> (Result<ApiSpec, Vec<ConfigError>>, Vec<Confi
 /// Assigns ids: one per API, route, (API, endpoint object) group, and distinct upstream.
 struct Compiler<'g> {
     gateway: &'g GatewayConfig,
+    upstreams: &'g Upstreams,
     apis: Vec<Api>,
     api_origins: Vec<ConfigError>,
     routes: Vec<Route>,
@@ -453,9 +479,10 @@ struct Compiler<'g> {
 }
 
 impl<'g> Compiler<'g> {
-    fn new(gateway: &'g GatewayConfig) -> Self {
+    fn new(gateway: &'g GatewayConfig, upstreams: &'g Upstreams) -> Self {
         Self {
             gateway,
+            upstreams,
             apis: Vec::new(),
             api_origins: Vec::new(),
             routes: Vec::new(),
@@ -644,12 +671,24 @@ impl<'g> Compiler<'g> {
             return id;
         }
         let id = EndpointId::next(&self.endpoints);
+        // Connections to an https upstream are made with the gateway's upstream TLS settings:
+        // under other settings it is another upstream (its pooled connections do not fit).
+        let tls = match url.scheme {
+            Scheme::Https => format!("{:?}", self.gateway.upstream.tls).into(),
+            Scheme::Http => Box::default(),
+        };
+        let upstream = self.upstreams.intern(UpstreamKey {
+            scheme: url.scheme,
+            host: url.host.to_ascii_lowercase().into(),
+            port: url.port,
+            tls,
+        });
         self.endpoints.push(Endpoint {
+            upstream,
             scheme: url.scheme,
             host: url.host.as_str().into(),
             port: url.port,
             authority: url.authority().into(),
-            addrs: Box::default(),
         });
         self.endpoint_ids.insert(key, id);
         id

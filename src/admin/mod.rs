@@ -1,7 +1,8 @@
 //! The admin listener (default 127.0.0.1:9000), off the data path: a plain blocking thread
 //! that answers `/health`, `/ready`, `/metrics` (Prometheus text), `/endpoints` (JSON),
-//! `/routes` (the route table) and `POST /reload`. It only reads what shards publish; it
-//! never touches a shard's state.
+//! `/routes` (the route table), `POST /reload` and `POST /endpoints/drain|enable?url=URL`.
+//! It only reads what shards publish and writes the process-wide upstream table (drain
+//! flags), which shards copy in their control loop; it never touches a shard's state.
 
 mod prometheus;
 
@@ -105,20 +106,15 @@ fn serve(mut stream: TcpStream, shared: &Shared, reload: &Reloader) {
     let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
     let mut buf = Vec::with_capacity(4096);
     let mut chunk = [0u8; 4096];
-    let (method, path) = loop {
+    let (method, path, query) = loop {
         let mut headers = [httparse::EMPTY_HEADER; 64];
         let mut request = httparse::Request::new(&mut headers);
         match request.parse(&buf) {
             Ok(httparse::Status::Complete(_)) => {
                 let method = request.method.unwrap_or("").to_owned();
-                let path = request
-                    .path
-                    .unwrap_or("")
-                    .split('?')
-                    .next()
-                    .unwrap_or("")
-                    .to_owned();
-                break (method, path);
+                let target = request.path.unwrap_or("");
+                let (path, query) = target.split_once('?').unwrap_or((target, ""));
+                break (method, path.to_owned(), query.to_owned());
             }
             Ok(httparse::Status::Partial) if buf.len() < 16 * 1024 => match stream.read(&mut chunk)
             {
@@ -134,12 +130,14 @@ fn serve(mut stream: TcpStream, shared: &Shared, reload: &Reloader) {
             }
         }
     };
-    let reply = route(&method, &path, shared, reload);
+    let reply = route(&method, &path, &query, shared, reload);
     let _ = write_reply(&mut stream, &reply);
 }
 
-fn route(method: &str, path: &str, shared: &Shared, reload: &Reloader) -> Reply {
+fn route(method: &str, path: &str, query: &str, shared: &Shared, reload: &Reloader) -> Reply {
     match (method, path) {
+        ("POST", "/endpoints/drain") => set_drained(shared, query, true),
+        ("POST", "/endpoints/enable") => set_drained(shared, query, false),
         ("GET", "/health") => Reply::json(200, r#"{"status":"healthy"}"#.to_owned()),
         ("GET", "/ready") => ready(shared),
         ("GET", "/metrics") => Reply {
@@ -169,9 +167,11 @@ fn route(method: &str, path: &str, shared: &Shared, reload: &Reloader) -> Reply 
                 ),
             ),
         },
-        (_, "/health" | "/ready" | "/metrics" | "/endpoints" | "/routes" | "/reload") => {
-            Reply::json(405, error_body("405", "Method Not Allowed"))
-        }
+        (
+            _,
+            "/health" | "/ready" | "/metrics" | "/endpoints" | "/routes" | "/reload"
+            | "/endpoints/drain" | "/endpoints/enable",
+        ) => Reply::json(405, error_body("405", "Method Not Allowed")),
         _ => Reply::json(404, error_body("404", "Not Found")),
     }
 }
@@ -219,8 +219,11 @@ fn endpoints(shared: &Shared) -> String {
         list.push(serde_json::json!({
             "id": id,
             "endpoint": origin,
-            "addresses": endpoint.addrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "upstream_id": endpoint.upstream.0,
+            "addresses": snapshot.upstreams.addresses(endpoint.upstream).iter().map(ToString::to_string).collect::<Vec<_>>(),
             "state": health.state,
+            "drained": health.drained,
+            "suspension_cause": health.cause,
             "epoch": health.epoch,
             "suspended_remaining_ms": health.suspended_remaining_ms,
             "in_flight": sum(&|c| c.in_flight.get()),
@@ -231,6 +234,90 @@ fn endpoints(shared: &Shared) -> String {
         }));
     }
     serde_json::json!({"generation": generation, "endpoints": list}).to_string()
+}
+
+/// `POST /endpoints/drain?url=URL` and `/endpoints/enable?url=URL`: takes the endpoint out of
+/// service on every shard (or returns it). The URL names scheme, host and port; a path is
+/// ignored (the endpoint is the server, whatever base path a group gives it).
+fn set_drained(shared: &Shared, query: &str, drained: bool) -> Reply {
+    let Some(url) = query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("url="))
+        .map(percent_decode)
+    else {
+        return Reply::json(
+            400,
+            error_body("400", "give the endpoint as ?url=http://host:port"),
+        );
+    };
+    let parsed = match crate::config::url::parse_url(&url) {
+        Ok(parsed) => parsed,
+        Err(e) => return Reply::json(400, error_body("400", &format!("'{url}': {e}"))),
+    };
+    let (snapshot, _) = shared.snapshot();
+    let matching: Vec<_> = snapshot
+        .endpoints
+        .iter()
+        .filter(|e| {
+            e.scheme == parsed.scheme
+                && e.port == parsed.port
+                && e.host.eq_ignore_ascii_case(&parsed.host)
+        })
+        .collect();
+    if matching.is_empty() {
+        return Reply::json(
+            404,
+            error_body(
+                "404",
+                &format!("no endpoint {url} in the current configuration"),
+            ),
+        );
+    }
+    for endpoint in &matching {
+        if snapshot.upstreams.set_drained(endpoint.upstream, drained) {
+            if drained {
+                log::warn!(
+                    "endpoint {} drained by the admin API: no new requests",
+                    endpoint.origin()
+                );
+            } else {
+                log::info!("endpoint {} enabled by the admin API", endpoint.origin());
+            }
+        }
+    }
+    let status = if drained { "drained" } else { "enabled" };
+    Reply::json(
+        200,
+        serde_json::json!({"status": status, "endpoint": matching[0].origin()}).to_string(),
+    )
+}
+
+/// `%XX` escapes of a query value (and `+` as space), as forms and curl encode them.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match bytes[i] {
+            b'%' => {
+                let high = bytes.get(i + 1).and_then(|&b| hex(b));
+                let low = bytes.get(i + 2).and_then(|&b| hex(b));
+                match (high, low) {
+                    (Some(h), Some(l)) => {
+                        out.push((h * 16 + l) as u8);
+                        i += 3;
+                        continue;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn error_body(code: &str, message: &str) -> String {

@@ -58,6 +58,17 @@ pub fn render(shared: &Shared) -> String {
         "Shards (one thread per core).",
     );
     let _ = writeln!(out, "shardgate_workers {}", shared.workers);
+    header(
+        &mut out,
+        "shardgate_dns_failures_total",
+        "counter",
+        "Endpoint host lookups that failed (the last good addresses were kept).",
+    );
+    let _ = writeln!(
+        out,
+        "shardgate_dns_failures_total {}",
+        shared.snapshot().0.upstreams.dns_failures()
+    );
 
     header(
         &mut out,

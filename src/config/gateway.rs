@@ -113,6 +113,12 @@ pub struct Upstream {
     /// Idle keep-alive connections kept per endpoint, per shard.
     pub max_idle_per_endpoint: usize,
     pub tls: UpstreamTls,
+    /// How often endpoint host names are resolved again, off the data path; 0 resolves them
+    /// once, at the load that first names them.
+    pub dns_refresh_ms: u64,
+    /// A hosts file (`ADDRESS NAME...`) consulted before the system resolver, re-read at
+    /// every refresh.
+    pub hosts_file: Option<PathBuf>,
 }
 
 impl Default for Upstream {
@@ -120,6 +126,8 @@ impl Default for Upstream {
         Self {
             max_idle_per_endpoint: 64,
             tls: UpstreamTls::default(),
+            dns_refresh_ms: 30_000,
+            hosts_file: None,
         }
     }
 }
@@ -154,6 +162,9 @@ pub struct Timeouts {
     /// The whole upstream exchange, retries included, unless the endpoint sets
     /// `timeoutInMillis` (504).
     pub upstream_route_ms: u64,
+    /// One attempt on one endpoint, from sending to the response head; an endpoint that
+    /// takes longer is failed and the request moves to the next member when it can.
+    pub upstream_attempt_ms: u64,
     /// How long an idle pooled upstream connection is kept.
     pub upstream_idle_ms: u64,
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
@@ -169,6 +180,7 @@ impl Default for Timeouts {
             tls_handshake_ms: 10_000,
             upstream_connect_ms: 5_000,
             upstream_route_ms: 60_000,
+            upstream_attempt_ms: 10_000,
             upstream_idle_ms: 60_000,
             drain_ms: 30_000,
         }
@@ -337,9 +349,19 @@ impl GatewayConfig {
                 false,
             ),
             (
+                "timeouts.upstream_attempt_ms",
+                self.timeouts.upstream_attempt_ms,
+                false,
+            ),
+            (
                 "timeouts.upstream_idle_ms",
                 self.timeouts.upstream_idle_ms,
                 false,
+            ),
+            (
+                "upstream.dns_refresh_ms",
+                self.upstream.dns_refresh_ms,
+                true,
             ),
             ("timeouts.drain_ms", self.timeouts.drain_ms, true),
             ("suspension.initial_ms", self.suspension.initial_ms, false),
@@ -446,6 +468,9 @@ impl GatewayConfig {
         }
         if let Some(ca) = &mut self.tls.client_ca {
             resolve(ca);
+        }
+        if let Some(p) = &mut self.upstream.hosts_file {
+            resolve(p);
         }
         let tls = &mut self.upstream.tls;
         for p in [

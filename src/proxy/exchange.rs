@@ -159,36 +159,48 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
     }
 }
 
-/// Connects to the first address of the endpoint that accepts, within `timeout` for the
-/// whole step (TLS handshake included: a handshake failure is a connect failure).
+/// Connects to the first of `addrs` that accepts, TLS handshake included (a handshake
+/// failure is a connect failure), within `timeout` for the whole step. Each address gets its
+/// own attempt, bounded by an equal share of the time left, so that a black-holed first
+/// address cannot starve the others.
 pub(super) async fn connect(
     endpoint: &Endpoint,
+    addrs: &[SocketAddr],
     timeout: Duration,
     tls: &UpstreamTls,
     timer: &mut io::Timer,
-) -> Option<UpstreamStream> {
+) -> Option<(UpstreamStream, SocketAddr)> {
     let deadline = Instant::now() + timeout;
-    for &addr in endpoint.addrs.iter() {
+    for (tried, &addr) in addrs.iter().enumerate() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let share = left / (addrs.len() - tried) as u32;
+        let attempt_deadline = Instant::now() + share;
         let connecting = pin!(TcpStream::connect_addr(addr));
-        let Some(Ok(tcp)) = io::race(connecting, timer.arm_at(deadline)).await else {
-            continue;
+        let tcp = match io::race(connecting, timer.arm_at(attempt_deadline)).await {
+            Some(Ok(tcp)) => tcp,
+            Some(Err(e)) => {
+                log::debug!("connect to {} ({addr}) failed: {e}", endpoint.origin());
+                continue;
+            }
+            None => {
+                log::debug!("connect to {} ({addr}) timed out", endpoint.origin());
+                continue;
+            }
         };
         let _ = tcp.set_nodelay(true);
         if endpoint.scheme == Scheme::Http {
-            return Some(UpstreamStream::from(tcp));
+            return Some((UpstreamStream::from(tcp), addr));
         }
         // Boxed: a TLS handshake is rare (connections are pooled) and its state is large.
         let mut handshake = Box::pin(tls.connect(tcp, &endpoint.host));
-        match io::race(handshake.as_mut(), timer.arm_at(deadline)).await {
-            Some(Ok(stream)) => return Some(UpstreamStream::from(stream)),
+        match io::race(handshake.as_mut(), timer.arm_at(attempt_deadline)).await {
+            Some(Ok(stream)) => return Some((UpstreamStream::from(stream), addr)),
             Some(Err(e)) => log::debug!("TLS handshake with {} failed: {e}", endpoint.origin()),
             None => log::debug!("TLS handshake with {} timed out", endpoint.origin()),
         }
     }
-    log::debug!(
-        "cannot connect to {} ({:?})",
-        endpoint.origin(),
-        endpoint.addrs.first().map(SocketAddr::to_string)
-    );
+    if addrs.is_empty() {
+        log::debug!("cannot connect to {}: no addresses", endpoint.origin());
+    }
     None
 }

@@ -26,7 +26,7 @@ use crate::ids::{EndpointId, GroupId};
 use crate::route::{write_upstream_target, RouteMatch};
 use crate::shard::ShardView;
 use crate::upstream::connection::UpstreamConnection;
-use crate::upstream::health::Pick;
+use crate::upstream::health::{FailureCause, Pick};
 use crate::upstream::{Endpoint, Group, GroupMember};
 
 /// Request bodies up to this size are read completely before the first attempt, so that any
@@ -233,7 +233,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
                 let label = view.labels.endpoint[endpoint_id.index()];
                 let timeout = Duration::from_millis(group.timeout_ms);
                 let keep_open = self
-                    .relay_response(gateway, conn, endpoint_id, request_consumed, timeout)
+                    .relay_response(gateway, conn, request_consumed, timeout)
                     .await;
                 self.ctx.with_metrics(|m| {
                     if let Some(c) = m.endpoint(label) {
@@ -271,7 +271,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
         let snapshot = &*view.snapshot;
         let gateway = &snapshot.gateway;
         let group = &snapshot.groups[group_id.index()];
-        let health = &*snapshot.health;
+        let health = &*snapshot.upstreams.health;
         let breakers = &*snapshot.breakers;
         let idempotent = self.head.method.is_idempotent();
 
@@ -283,10 +283,11 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
             group_id.index(),
             group,
             |i| {
-                let id = group.members[i].endpoint;
-                let word = health.load(id);
-                self.ctx.reconcile(id, word);
+                let upstream = snapshot.endpoints[group.members[i].endpoint.index()].upstream;
+                let word = health.load(upstream);
+                self.ctx.reconcile(upstream, word);
                 health.pick_of(word, now) != Pick::Suspended
+                    && !self.ctx.upstreams.borrow().is_drained(upstream)
             },
             &mut plan,
         );
@@ -305,13 +306,18 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
                 let member = &group.members[member_index];
                 let endpoint_id = member.endpoint;
                 let endpoint = &snapshot.endpoints[endpoint_id.index()];
+                let upstream = endpoint.upstream;
                 let label = view.labels.endpoint[endpoint_id.index()];
                 // One clock read per member: the probe check and the pool's idle check.
                 let now = Instant::now();
                 if pass == 0 {
-                    let lease = deadline.saturating_duration_since(now);
-                    if health.pick_state(endpoint_id, now) == Pick::ProbeDue
-                        && !health.try_claim_probe(endpoint_id, now, lease)
+                    // The claim lapses if this request never reports (the shard stalled, the
+                    // client left): bounded by one attempt, not the whole route budget.
+                    let lease = deadline
+                        .saturating_duration_since(now)
+                        .min(Duration::from_millis(gateway.timeouts.upstream_attempt_ms));
+                    if health.pick_state(upstream, now) == Pick::ProbeDue
+                        && !health.try_claim_probe(upstream, now, lease)
                     {
                         if position < 64 {
                             skipped |= 1 << position;
@@ -330,7 +336,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
                 };
                 self.record.endpoint = Some(endpoint_id);
                 self.prepare_upstream_request(group, member, endpoint, found, body, drop_header);
-                let mut pooled = self.ctx.pool.borrow_mut().take(endpoint_id, now);
+                let mut pooled = self.ctx.pool.borrow_mut().take(upstream, now);
                 loop {
                     let reused = pooled.is_some();
                     let mut conn = match pooled.take() {
@@ -346,15 +352,19 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
                                     .min(deadline.saturating_duration_since(Instant::now()));
                             *attempts += 1;
                             self.count_attempt(label, *attempts, false);
+                            let addrs = self.ctx.upstreams.borrow().addresses(upstream);
                             match connect(
                                 endpoint,
+                                &addrs,
                                 connect_for,
                                 &snapshot.tls.upstream,
                                 &mut self.timer,
                             )
                             .await
                             {
-                                Some(stream) => UpstreamConnection {
+                                Some((stream, peer)) => UpstreamConnection {
+                                    upstream,
+                                    peer,
                                     stream,
                                     slot,
                                     counted: self.ctx.upstream_open.opened(),
@@ -362,8 +372,18 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
                                 None => {
                                     // Nothing was sent: the next member, whatever the method.
                                     self.count_failure(label);
-                                    self.ctx
-                                        .endpoint_failed(view, endpoint_id, &group.suspension);
+                                    self.ctx.with_metrics(|m| {
+                                        if let Some(c) = m.endpoint(label) {
+                                            c.in_flight.add(-1);
+                                        }
+                                    });
+                                    self.ctx.endpoint_failed(
+                                        view,
+                                        endpoint_id,
+                                        &group.suspension,
+                                        FailureCause::Connect,
+                                        "connect failed",
+                                    );
                                     if Instant::now() >= deadline {
                                         failure = GatewayError::UpstreamTimeout;
                                         break 'passes;
@@ -412,8 +432,13 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
                         Attempt::ClosedBeforeResponse => {
                             if !reused {
                                 self.count_failure(label);
-                                self.ctx
-                                    .endpoint_failed(view, endpoint_id, &group.suspension);
+                                self.ctx.endpoint_failed(
+                                    view,
+                                    endpoint_id,
+                                    &group.suspension,
+                                    FailureCause::Response,
+                                    "closed before any response byte",
+                                );
                             }
                             if idempotent && replayable {
                                 continue 'members;

@@ -197,10 +197,15 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
 
     async fn serve(&mut self) {
         loop {
-            // Each request uses the snapshot current when it starts; in-flight ones finish on
-            // theirs.
+            // The wait for a head uses the timeouts and limits current when it begins.
+            let waiting = self.ctx.view();
+            let next = self.next_request(&waiting.snapshot.gateway).await;
+            drop(waiting);
+            // The request resolves its route on the snapshot current when its head arrived
+            // (a keep-alive connection idle across a reload uses the new one); in-flight
+            // requests finish on theirs.
             let view = self.ctx.view();
-            let keep_open = match self.next_request(&view.snapshot.gateway).await {
+            let keep_open = match next {
                 Next::Request => {
                     self.ctx.buffers.fill(&mut self.out);
                     self.ctx.buffers.fill(&mut self.rbuf);

@@ -14,7 +14,6 @@ use crate::http::{
     write_client_head, ChunkError, ChunkLimits, ChunkedDecoder, ClientHead, LengthDecoder,
     ResponseBody, Scan, Version,
 };
-use crate::ids::EndpointId;
 use crate::upstream::connection::UpstreamConnection;
 
 /// Space for each read of a body that did not fit the first read. A body this long is relayed
@@ -30,7 +29,6 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
         &mut self,
         gateway: &GatewayConfig,
         mut conn: UpstreamConnection,
-        endpoint_id: EndpointId,
         request_consumed: bool,
         upstream_idle: Duration,
     ) -> bool {
@@ -151,10 +149,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
             }
         }
         if self.resp.keep_alive && !stray {
-            self.ctx
-                .pool
-                .borrow_mut()
-                .put(endpoint_id, conn, Instant::now());
+            self.ctx.pool.borrow_mut().put(conn, Instant::now());
         }
         keep_client
     }

@@ -3,14 +3,21 @@
 //! count of open upstream connections.
 
 use std::cell::Cell;
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 
+use crate::ids::UpstreamId;
 use crate::tls::UpstreamStream;
 use crate::upstream::circuit::ConnectionSlot;
+use crate::upstream::pool::Pooled;
 
 /// An open upstream connection; dropping it closes the socket and frees the slot.
 pub struct UpstreamConnection {
+    /// The upstream it was opened to, for its whole life: the pool files it under this id.
+    pub upstream: UpstreamId,
+    /// The address it is connected to (DNS may stop returning it).
+    pub peer: SocketAddr,
     pub stream: UpstreamStream,
     /// Counts against the group's `maxConnections` (uncounted when the group sets none).
     pub slot: ConnectionSlot,
@@ -47,6 +54,12 @@ impl Drop for OpenConnection {
 impl AsRawFd for UpstreamConnection {
     fn as_raw_fd(&self) -> RawFd {
         self.stream.as_raw_fd()
+    }
+}
+
+impl Pooled for UpstreamConnection {
+    fn upstream(&self) -> UpstreamId {
+        self.upstream
     }
 }
 

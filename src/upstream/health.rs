@@ -1,20 +1,25 @@
-//! The shared health of every upstream endpoint: one word per `EndpointId`, read by every
-//! shard when it picks an endpoint and written only on a transition (healthy -> suspended ->
-//! probing -> healthy). Also each shard's reconciliation of its local state with the table
-//! (`LocalHealth`). Never locks, never blocks, never allocates after construction.
+//! The shared health of every upstream: one word per [`UpstreamId`], read by every shard when
+//! it picks an endpoint and written only on a transition (healthy -> suspended -> probing ->
+//! healthy). Also each shard's reconciliation of its local state with the table
+//! (`LocalHealth`). Never locks, never blocks; it grows (on the control thread, when a reload
+//! interns a new upstream) without moving a word, so the table lives as long as the process
+//! and a reload has nothing to carry over.
 //!
 //! # The health word
 //!
 //! ```text
 //!  63          48 47     42 41  40 39                                    0
 //! +--------------+---------+------+---------------------------------------+
-//! | epoch (16)   | level(6)|st (2)| until_ms (40)                         |
-//! +--------------+---------+------+---------------------------------------+
+//! | epoch (16)   | level(6)|st (2)|c| until_ms (39)                        |
+//! +--------------+---------+------+-+--------------------------------------+
 //! ```
 //!
 //! - `state`: 0 healthy, 1 suspended, 2 probing (3 is never written).
+//! - `c`, the cause of the suspension: 0 the endpoint refused or dropped connects (a TCP
+//!   check that connects disproves it), 1 it connected but did not answer (an attempt
+//!   timeout, a reset before the response: only an answer disproves it). 0 when healthy.
 //! - `until_ms`: milliseconds since the table's base `Instant`: the end of the suspension, or
-//!   the end of a probe claim's lease. 40 bits last 34 years; 0 when healthy.
+//!   the end of a probe claim's lease. 39 bits last 17 years; 0 when healthy.
 //! - `level`: how many failed probes in a row the current suspension follows. A suspension at
 //!   level `n` lasts `min(initial_ms * factor^n, max_ms)`; 0 when healthy ("one success
 //!   resets it"). Saturates at 63.
@@ -26,12 +31,12 @@
 //! # Transitions
 //!
 //! ```text
-//!  Healthy --failure--> Suspended(level 0, until now+initial)
+//!  Healthy --failure--> Suspended(level 0, until now+initial, its cause)
 //!  Suspended --failure--> (unchanged: a stale report from a request already in flight)
 //!  Suspended(expired) --claim--> Probing(same level, until now+lease)    one winner
 //!  Probing(lease over) --claim--> Probing(same level, until now+lease)   the claimer died
-//!  Probing --failure--> Suspended(level+1, until now+duration(level+1))
-//!  Suspended | Probing --success--> Healthy(level 0)
+//!  Probing --failure--> Suspended(level+1, until now+duration(level+1), its cause)
+//!  Suspended | Probing --success--> Healthy(level 0)         an answer, or enough checks
 //!  Healthy --success--> (unchanged, and nothing is written)
 //! ```
 //!
@@ -95,17 +100,19 @@ use loom::sync::atomic::{AtomicU64, Ordering};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::config::gateway::Suspension;
-use crate::ids::EndpointId;
+use crate::ids::UpstreamId;
+use crate::upstream::segmented::Segmented;
 
-const UNTIL_BITS: u32 = 40;
+const UNTIL_BITS: u32 = 39;
 const UNTIL_MASK: u64 = (1 << UNTIL_BITS) - 1;
+const CAUSE_SHIFT: u32 = 39;
 const STATE_SHIFT: u32 = 40;
 const STATE_MASK: u64 = 0b11;
 const LEVEL_SHIFT: u32 = 42;
 const LEVEL_MASK: u64 = 0b11_1111;
 const EPOCH_SHIFT: u32 = 48;
 
-/// The largest time the word can hold, in milliseconds since the table's base (34 years).
+/// The largest time the word can hold, in milliseconds since the table's base (17 years).
 pub const MAX_MILLIS: u64 = UNTIL_MASK;
 /// The highest progression level the word can hold.
 pub const MAX_LEVEL: u8 = LEVEL_MASK as u8;
@@ -120,6 +127,27 @@ pub enum State {
     Probing,
 }
 
+/// Why an endpoint was suspended: what evidence can end the suspension early.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureCause {
+    /// Connects were refused, timed out or failed their TLS handshake: a check that
+    /// connects disproves it.
+    Connect,
+    /// It connected but gave no answer (an attempt timeout, a close or reset before the
+    /// response): a frozen process still completes TCP handshakes, so only an answer (an
+    /// HTTP check, a request) disproves it.
+    Response,
+}
+
+impl FailureCause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureCause::Connect => "connect failure",
+            FailureCause::Response => "no response",
+        }
+    }
+}
+
 /// One decoded value of an endpoint's health word.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct HealthWord(u64);
@@ -128,18 +156,32 @@ impl HealthWord {
     /// Healthy, epoch 0: every endpoint of a new table.
     pub const HEALTHY: HealthWord = HealthWord(0);
 
-    fn pack(epoch: u16, state: State, level: u8, until_ms: u64) -> HealthWord {
+    fn pack(epoch: u16, state: State, level: u8, cause: FailureCause, until_ms: u64) -> HealthWord {
         let state = match state {
             State::Healthy => 0,
             State::Suspended => 1,
             State::Probing => 2,
         };
+        let cause = match cause {
+            FailureCause::Connect => 0,
+            FailureCause::Response => 1,
+        };
         HealthWord(
             (u64::from(epoch) << EPOCH_SHIFT)
                 | ((u64::from(level) & LEVEL_MASK) << LEVEL_SHIFT)
                 | (state << STATE_SHIFT)
+                | (cause << CAUSE_SHIFT)
                 | (until_ms.min(UNTIL_MASK)),
         )
+    }
+
+    /// Why the endpoint is suspended (or being probed); meaningless when healthy.
+    pub fn cause(self) -> FailureCause {
+        if (self.0 >> CAUSE_SHIFT) & 1 == 0 {
+            FailureCause::Connect
+        } else {
+            FailureCause::Response
+        }
     }
 
     /// Bumped by every transition; compare for equality (it wraps).
@@ -186,7 +228,12 @@ impl HealthWord {
     }
 
     /// The word after a failure observed at `now_ms`, or `None` when nothing changes.
-    fn after_failure(self, now_ms: u64, policy: &SuspensionPolicy) -> Option<HealthWord> {
+    fn after_failure(
+        self,
+        now_ms: u64,
+        policy: &SuspensionPolicy,
+        cause: FailureCause,
+    ) -> Option<HealthWord> {
         let level = match self.state() {
             State::Healthy => 0,
             State::Probing => self.level().saturating_add(1).min(MAX_LEVEL),
@@ -197,6 +244,7 @@ impl HealthWord {
             self.epoch().wrapping_add(1),
             State::Suspended,
             level,
+            cause,
             until,
         ))
     }
@@ -210,6 +258,7 @@ impl HealthWord {
             self.epoch().wrapping_add(1),
             State::Healthy,
             0,
+            FailureCause::Connect,
             0,
         ))
     }
@@ -223,6 +272,7 @@ impl HealthWord {
             self.epoch().wrapping_add(1),
             State::Probing,
             self.level(),
+            self.cause(),
             now_ms.saturating_add(lease_ms.max(1)),
         ))
     }
@@ -234,6 +284,7 @@ impl fmt::Debug for HealthWord {
             .field("epoch", &self.epoch())
             .field("state", &self.state())
             .field("level", &self.level())
+            .field("cause", &self.cause())
             .field("until_ms", &self.until_ms())
             .finish()
     }
@@ -308,64 +359,47 @@ impl SuspensionPolicy {
     }
 }
 
-/// The health of every endpoint of one snapshot, shared by all shards (`Arc<HealthTable>`).
+/// The health of every upstream the process has interned, shared by all shards. It only
+/// grows: an upstream's word is where it was for the life of the process.
 pub struct HealthTable {
-    words: Box<[CachePadded<AtomicU64>]>,
-    /// Time zero of the words' millisecond fields; kept across reloads.
+    words: Segmented<CachePadded<AtomicU64>>,
+    /// Time zero of the words' millisecond fields.
     base: Instant,
 }
 
 impl fmt::Debug for HealthTable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HealthTable")
-            .field("endpoints", &self.words.len())
+            .field("capacity", &self.words.capacity())
             .finish_non_exhaustive()
     }
 }
 
 impl HealthTable {
-    /// All `endpoints` healthy; time counts from now.
-    pub fn new(endpoints: usize) -> Self {
-        Self::with_base(endpoints, Instant::now())
+    /// Room for `upstreams`, all healthy; time counts from now.
+    pub fn new(upstreams: usize) -> Self {
+        Self::with_base(upstreams, Instant::now())
     }
 
-    /// All `endpoints` healthy; time counts from `base`.
-    pub fn with_base(endpoints: usize, base: Instant) -> Self {
-        Self {
-            words: (0..endpoints)
-                .map(|_| CachePadded::new(AtomicU64::new(HealthWord::HEALTHY.0)))
-                .collect(),
+    /// Room for `upstreams`, all healthy; time counts from `base`.
+    pub fn with_base(upstreams: usize, base: Instant) -> Self {
+        let table = Self {
+            words: Segmented::default(),
             base,
-        }
+        };
+        table.grow_to(upstreams);
+        table
     }
 
-    /// The table for a reloaded snapshot: `old_id_of[new]` names the endpoint's id in `old`
-    /// when it is still present (same scheme, host and port), and its word (suspension,
-    /// progression, epoch) carries over; new endpoints start healthy. The base time is kept,
-    /// so carried deadlines keep their meaning. A transition made on `old` after this copy
-    /// (by a shard still on the old snapshot) is not carried: at worst an endpoint fails once
-    /// more before it is suspended again, or stays suspended until its next probe.
-    pub fn carry_over(old: &HealthTable, old_id_of: &[Option<EndpointId>]) -> Self {
-        Self {
-            words: old_id_of
-                .iter()
-                .map(|old_id| {
-                    let word = old_id
-                        .and_then(|id| old.words.get(id.index()))
-                        .map_or(HealthWord::HEALTHY.0, |slot| slot.load(Ordering::Acquire));
-                    CachePadded::new(AtomicU64::new(word))
-                })
-                .collect(),
-            base: old.base,
-        }
+    /// Makes room for ids below `upstreams` (new words are healthy). Control thread only,
+    /// before a snapshot naming them is published.
+    pub fn grow_to(&self, upstreams: usize) {
+        self.words.grow_to(upstreams);
     }
 
-    pub fn len(&self) -> usize {
-        self.words.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.words.is_empty()
+    /// How many words exist (at least every id interned so far).
+    pub fn capacity(&self) -> usize {
+        self.words.capacity()
     }
 
     /// Time zero of the words' millisecond fields.
@@ -382,7 +416,7 @@ impl HealthTable {
     /// The endpoint's current word (one Acquire load). An id outside the table reads as
     /// healthy.
     #[inline]
-    pub fn load(&self, id: EndpointId) -> HealthWord {
+    pub fn load(&self, id: UpstreamId) -> HealthWord {
         self.words
             .get(id.index())
             .map_or(HealthWord::HEALTHY, |slot| {
@@ -393,7 +427,7 @@ impl HealthTable {
     /// What a request may do with the endpoint now. One Acquire load, no write; the clock is
     /// only consulted when the endpoint is not healthy.
     #[inline]
-    pub fn pick_state(&self, id: EndpointId, now: Instant) -> Pick {
+    pub fn pick_state(&self, id: UpstreamId, now: Instant) -> Pick {
         self.pick_of(self.load(id), now)
     }
 
@@ -414,21 +448,23 @@ impl HealthTable {
     /// `lease` and the endpoint is due again. Pick a lease that covers the winner's longest
     /// wait for a verdict (the route timeout for a real request, the check timeout for an
     /// active probe).
-    pub fn try_claim_probe(&self, id: EndpointId, now: Instant, lease: Duration) -> bool {
+    pub fn try_claim_probe(&self, id: UpstreamId, now: Instant, lease: Duration) -> bool {
         self.claim(id, now, lease).is_some()
     }
 
     /// Records a failure of the endpoint observed at `now`: a healthy endpoint is suspended
     /// for `policy.initial_ms`; a probing one (its probe failed) for the next, longer,
-    /// duration; a suspended one is left alone (a stale report must not extend it).
+    /// duration; a suspended one is left alone (a stale report must not extend it). `cause`
+    /// is kept in the word: it says which evidence can end the suspension early.
     pub fn report_failure(
         &self,
-        id: EndpointId,
+        id: UpstreamId,
         now: Instant,
         policy: &SuspensionPolicy,
+        cause: FailureCause,
     ) -> Transition {
         let now_ms = self.millis(now);
-        match self.fail(id, now_ms, policy) {
+        match self.fail(id, now_ms, policy, cause) {
             None => Transition::Unchanged,
             Some((old, new)) if old.is_healthy() => Transition::Suspended {
                 for_ms: new.until_ms() - now_ms,
@@ -444,7 +480,7 @@ impl HealthTable {
     /// healthy again for all shards, its progression reset. On a healthy endpoint (the common
     /// case) this is one load and a compare: nothing is written.
     #[inline]
-    pub fn report_success(&self, id: EndpointId) -> Transition {
+    pub fn report_success(&self, id: UpstreamId) -> Transition {
         match self.succeed(id) {
             Some(_) => Transition::Recovered,
             None => Transition::Unchanged,
@@ -454,16 +490,17 @@ impl HealthTable {
     /// The failure report, with the words it replaced and wrote.
     fn fail(
         &self,
-        id: EndpointId,
+        id: UpstreamId,
         now_ms: u64,
         policy: &SuspensionPolicy,
+        cause: FailureCause,
     ) -> Option<(HealthWord, HealthWord)> {
-        self.update(id, |word| word.after_failure(now_ms, policy))
+        self.update(id, |word| word.after_failure(now_ms, policy, cause))
     }
 
     /// The success report, with the words it replaced and wrote.
     #[inline]
-    fn succeed(&self, id: EndpointId) -> Option<(HealthWord, HealthWord)> {
+    fn succeed(&self, id: UpstreamId) -> Option<(HealthWord, HealthWord)> {
         if self.load(id).is_healthy() {
             return None;
         }
@@ -471,7 +508,7 @@ impl HealthTable {
     }
 
     /// The claim, with the word it wrote.
-    fn claim(&self, id: EndpointId, now: Instant, lease: Duration) -> Option<HealthWord> {
+    fn claim(&self, id: UpstreamId, now: Instant, lease: Duration) -> Option<HealthWord> {
         let word = self.load(id);
         if word.is_healthy() {
             return None;
@@ -486,7 +523,7 @@ impl HealthTable {
     /// nothing written) or the CAS from the value it saw succeeds. Returns (old, new).
     fn update(
         &self,
-        id: EndpointId,
+        id: UpstreamId,
         next: impl Fn(HealthWord) -> Option<HealthWord>,
     ) -> Option<(HealthWord, HealthWord)> {
         let slot = self.words.get(id.index())?;
@@ -503,8 +540,10 @@ impl HealthTable {
 
     /// Sets a word directly (tests only: the data path never stores blindly).
     #[cfg(test)]
-    fn set(&self, id: EndpointId, word: HealthWord) {
-        self.words[id.index()].store(word.0, Ordering::Release);
+    fn set(&self, id: UpstreamId, word: HealthWord) {
+        if let Some(slot) = self.words.get(id.index()) {
+            slot.store(word.0, Ordering::Release);
+        }
     }
 }
 
@@ -552,23 +591,23 @@ pub struct LocalHealth {
 }
 
 impl LocalHealth {
-    /// A view of a new table (every endpoint healthy at epoch 0).
-    pub fn new(endpoints: usize) -> Self {
+    /// A view of a new table (every upstream healthy at epoch 0).
+    pub fn new(upstreams: usize) -> Self {
         Self {
-            seen: vec![Cell::new(FRESH); endpoints],
+            seen: vec![Cell::new(FRESH); upstreams],
         }
     }
 
     /// Loads the endpoint's word and tells whether it moved since this shard last looked.
     #[inline]
-    pub fn observe(&self, table: &HealthTable, id: EndpointId) -> Option<Change> {
+    pub fn observe(&self, table: &HealthTable, id: UpstreamId) -> Option<Change> {
         self.observe_word(id, table.load(id))
     }
 
     /// [`observe`](Self::observe) with a word already loaded. A plain compare when nothing
     /// moved (the common case).
     #[inline]
-    pub fn observe_word(&self, id: EndpointId, word: HealthWord) -> Option<Change> {
+    pub fn observe_word(&self, id: UpstreamId, word: HealthWord) -> Option<Change> {
         let cell = self.seen.get(id.index())?;
         let seen = cell.get();
         if seen.epoch == word.epoch() {
@@ -588,21 +627,13 @@ impl LocalHealth {
         }
     }
 
-    /// Follows a reload: `old_id_of[new]` names the endpoint's id in the previous table when
-    /// it is still present (as given to [`HealthTable::carry_over`]); other endpoints start
-    /// from a fresh view.
-    pub fn remap(&mut self, old_id_of: &[Option<EndpointId>]) {
-        let old = std::mem::take(&mut self.seen);
-        self.seen = old_id_of
-            .iter()
-            .map(|old_id| {
-                Cell::new(
-                    old_id
-                        .and_then(|id| old.get(id.index()))
-                        .map_or(FRESH, Cell::get),
-                )
-            })
-            .collect();
+    /// Makes room for ids below `upstreams` (a reload interned new ones). A new id's first
+    /// observation reports the change from "healthy at epoch 0", which at worst drains a pool
+    /// that is still empty.
+    pub fn grow_to(&mut self, upstreams: usize) {
+        if self.seen.len() < upstreams {
+            self.seen.resize(upstreams, Cell::new(FRESH));
+        }
     }
 }
 

@@ -4,28 +4,31 @@
 pub mod balancer;
 pub mod circuit;
 pub mod connection;
+pub mod dns;
 pub mod health;
+pub mod local;
 pub mod pool;
 pub mod probe;
-
-use std::net::SocketAddr;
+pub mod registry;
+pub mod segmented;
 
 use crate::config::endpoint::{CircuitBreakerSpec, GroupKind};
 use crate::config::url::Scheme;
-use crate::ids::{ApiId, EndpointId};
+use crate::ids::{ApiId, EndpointId, UpstreamId};
 use crate::upstream::health::SuspensionPolicy;
 use crate::upstream::probe::HealthCheckSettings;
 
-/// A distinct upstream server.
+/// A distinct upstream server, as one snapshot numbers it.
 #[derive(Clone, Debug)]
 pub struct Endpoint {
+    /// Its identity for the life of the process: health, pools and addresses are keyed by
+    /// it, never by the snapshot's dense `EndpointId`.
+    pub upstream: UpstreamId,
     pub scheme: Scheme,
     pub host: Box<str>,
     pub port: u16,
     /// The `Host` header value (port omitted when default).
     pub authority: Box<str>,
-    /// Addresses resolved at load; empty when the name did not resolve.
-    pub addrs: Box<[SocketAddr]>,
 }
 
 impl Endpoint {

@@ -1,13 +1,24 @@
-//! Idle keep-alive upstream connections of one shard: a LIFO stack per endpoint (the most
+//! Idle keep-alive upstream connections of one shard: a LIFO stack per upstream (the most
 //! recently used connection is the warmest and the least likely to have been closed by the
 //! server), bounded, with idle expiry and a liveness check before reuse. Shard-local: no
 //! locks, no atomics.
+//!
+//! Stacks are keyed by [`UpstreamId`], which means the same server for the life of the
+//! process, and every connection carries the id it was opened for: `put` files it under its
+//! own id, never under one the caller names, and `take` hands out only a connection whose id
+//! is the one asked for. So no renumbering, reload or caller mistake can put one endpoint's
+//! request (its `Host`, its credentials, its body) on another endpoint's connection.
 
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
-use crate::ids::EndpointId;
+use crate::ids::UpstreamId;
+
+/// A connection the pool can hold: it knows which upstream it is connected to.
+pub trait Pooled: AsRawFd {
+    fn upstream(&self) -> UpstreamId;
+}
 
 /// A pooled connection and when it went idle.
 struct Idle<C> {
@@ -15,33 +26,62 @@ struct Idle<C> {
     since: Instant,
 }
 
-/// Per-endpoint stacks of idle connections.
+/// Per-upstream stacks of idle connections.
 pub struct ConnectionPool<C> {
     stacks: Vec<VecDeque<Idle<C>>>,
+    /// By `UpstreamId`: whether the current configuration still uses it. A connection
+    /// returned for an upstream that left (by a request that ran on the old configuration)
+    /// is closed, not kept.
+    live: Vec<bool>,
     max_idle: usize,
     idle_timeout: Duration,
 }
 
-impl<C: AsRawFd> ConnectionPool<C> {
-    pub fn new(endpoints: usize, max_idle: usize, idle_timeout: Duration) -> Self {
+impl<C: Pooled> ConnectionPool<C> {
+    /// A pool in which no upstream is live yet (see [`set_live`](Self::set_live)).
+    pub fn new(max_idle: usize, idle_timeout: Duration) -> Self {
         Self {
-            stacks: (0..endpoints).map(|_| VecDeque::new()).collect(),
+            stacks: Vec::new(),
+            live: Vec::new(),
             max_idle,
             idle_timeout,
         }
     }
 
-    /// The warmest live connection to `endpoint`, if any. Expired and dead connections met on
-    /// the way are dropped.
+    /// The upstreams of the current configuration: connections to any other are closed now
+    /// and refused from now on.
+    pub fn set_live(&mut self, live: impl IntoIterator<Item = UpstreamId>) {
+        self.live.iter_mut().for_each(|l| *l = false);
+        for id in live {
+            if self.live.len() <= id.index() {
+                self.live.resize(id.index() + 1, false);
+            }
+            self.live[id.index()] = true;
+        }
+        for (index, stack) in self.stacks.iter_mut().enumerate() {
+            if !self.live.get(index).copied().unwrap_or(false) {
+                stack.clear();
+            }
+        }
+    }
+
+    /// The warmest live connection to `upstream`, if any. Expired and dead connections met
+    /// on the way are dropped.
     ///
     /// Every reuse is checked, however briefly the connection sat idle: bytes that arrived
     /// on an idle connection (a server's unsolicited 408, or a second response to a request
     /// it split in two) would otherwise be read as the next request's response, one client's
     /// answer served to another. nginx and haproxy watch idle upstream connections with
     /// epoll; here it is one non-blocking peek per reuse.
-    pub fn take(&mut self, endpoint: EndpointId, now: Instant) -> Option<C> {
-        let stack = self.stacks.get_mut(endpoint.index())?;
+    pub fn take(&mut self, upstream: UpstreamId, now: Instant) -> Option<C> {
+        let stack = self.stacks.get_mut(upstream.index())?;
         while let Some(idle) = stack.pop_back() {
+            if idle.conn.upstream() != upstream {
+                // `put` files by the connection's own id, so this cannot happen; if it ever
+                // did, the connection is closed rather than lent to another endpoint.
+                debug_assert!(false, "a pooled connection under another upstream's id");
+                continue;
+            }
             let idle_for = now.saturating_duration_since(idle.since);
             if idle_for >= self.idle_timeout {
                 continue;
@@ -54,15 +94,18 @@ impl<C: AsRawFd> ConnectionPool<C> {
         None
     }
 
-    /// Returns a connection that finished a response cleanly. When the stack is full the
-    /// coldest connection is closed to make room.
-    pub fn put(&mut self, endpoint: EndpointId, conn: C, now: Instant) {
-        if self.max_idle == 0 {
+    /// Returns a connection that finished a response cleanly, under the upstream it is
+    /// connected to. When the stack is full the coldest connection is closed to make room;
+    /// a connection to an upstream the configuration no longer uses is closed.
+    pub fn put(&mut self, conn: C, now: Instant) {
+        let upstream = conn.upstream().index();
+        if self.max_idle == 0 || !self.live.get(upstream).copied().unwrap_or(false) {
             return;
         }
-        let Some(stack) = self.stacks.get_mut(endpoint.index()) else {
-            return;
-        };
+        if self.stacks.len() <= upstream {
+            self.stacks.resize_with(upstream + 1, VecDeque::new);
+        }
+        let stack = &mut self.stacks[upstream];
         if stack.len() >= self.max_idle {
             stack.pop_front();
         }
@@ -84,30 +127,23 @@ impl<C: AsRawFd> ConnectionPool<C> {
         evicted
     }
 
-    /// Closes every idle connection to `endpoint` (it went down, or left the configuration).
-    pub fn drain(&mut self, endpoint: EndpointId) {
-        if let Some(stack) = self.stacks.get_mut(endpoint.index()) {
+    /// Closes every idle connection to `upstream` (it went down, or was drained).
+    pub fn drain(&mut self, upstream: UpstreamId) {
+        if let Some(stack) = self.stacks.get_mut(upstream.index()) {
             stack.clear();
         }
     }
 
-    pub fn idle(&self, endpoint: EndpointId) -> usize {
-        self.stacks.get(endpoint.index()).map_or(0, VecDeque::len)
+    /// Closes the idle connections to `upstream` that `keep` refuses (e.g. to an address
+    /// DNS no longer returns).
+    pub fn retain(&mut self, upstream: UpstreamId, keep: impl Fn(&C) -> bool) {
+        if let Some(stack) = self.stacks.get_mut(upstream.index()) {
+            stack.retain(|idle| keep(&idle.conn));
+        }
     }
 
-    /// Rebuilds the pool for a new endpoint table: `old_id_of[new]` names the endpoint's id in
-    /// the previous table when it is still present; the other stacks are closed.
-    pub fn remap(&mut self, old_id_of: &[Option<EndpointId>]) {
-        let mut old = std::mem::take(&mut self.stacks);
-        self.stacks = old_id_of
-            .iter()
-            .map(|old_id| {
-                old_id
-                    .and_then(|id| old.get_mut(id.index()))
-                    .map(std::mem::take)
-                    .unwrap_or_default()
-            })
-            .collect();
+    pub fn idle(&self, upstream: UpstreamId) -> usize {
+        self.stacks.get(upstream.index()).map_or(0, VecDeque::len)
     }
 }
 
@@ -136,16 +172,55 @@ mod tests {
     use std::io::Write;
     use std::net::{TcpListener, TcpStream};
 
-    /// A connected pair: (client side, server side).
-    fn pair() -> (TcpStream, TcpStream) {
+    /// A test connection: a socket and the upstream it claims to be connected to.
+    struct Conn {
+        stream: TcpStream,
+        upstream: UpstreamId,
+    }
+
+    impl AsRawFd for Conn {
+        fn as_raw_fd(&self) -> RawFd {
+            self.stream.as_raw_fd()
+        }
+    }
+
+    impl Pooled for Conn {
+        fn upstream(&self) -> UpstreamId {
+            self.upstream
+        }
+    }
+
+    impl Conn {
+        fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+            self.stream.local_addr()
+        }
+    }
+
+    const E0: UpstreamId = UpstreamId(0);
+    const E1: UpstreamId = UpstreamId(1);
+
+    /// A connected pair for upstream 0: (client side, server side).
+    fn pair() -> (Conn, TcpStream) {
+        pair_for(E0)
+    }
+
+    fn pair_for(upstream: UpstreamId) -> (Conn, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, _) = listener.accept().unwrap();
-        (client, server)
+        (
+            Conn {
+                stream: client,
+                upstream,
+            },
+            server,
+        )
     }
 
-    fn pool(max_idle: usize) -> ConnectionPool<TcpStream> {
-        ConnectionPool::new(2, max_idle, Duration::from_secs(60))
+    fn pool(max_idle: usize) -> ConnectionPool<Conn> {
+        let mut pool = ConnectionPool::new(max_idle, Duration::from_secs(60));
+        pool.set_live([E0, E1]);
+        pool
     }
 
     #[test]
@@ -158,26 +233,18 @@ mod tests {
             a.local_addr().unwrap().port(),
             b.local_addr().unwrap().port(),
         );
-        p.put(EndpointId(0), a, now);
-        p.put(EndpointId(0), b, now);
+        p.put(a, now);
+        p.put(b, now);
         assert_eq!(
-            p.take(EndpointId(0), now)
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port(),
+            p.take(E0, now).unwrap().local_addr().unwrap().port(),
             b_port
         );
         assert_eq!(
-            p.take(EndpointId(0), now)
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port(),
+            p.take(E0, now).unwrap().local_addr().unwrap().port(),
             a_port
         );
-        assert!(p.take(EndpointId(0), now).is_none());
-        assert!(p.take(EndpointId(1), now).is_none());
+        assert!(p.take(E0, now).is_none());
+        assert!(p.take(E1, now).is_none());
     }
 
     #[test]
@@ -187,16 +254,12 @@ mod tests {
         let (live, _keep) = pair();
         let (closed, server) = pair();
         let live_port = live.local_addr().unwrap().port();
-        p.put(EndpointId(0), live, now);
-        p.put(EndpointId(0), closed, now);
+        p.put(live, now);
+        p.put(closed, now);
         drop(server);
         std::thread::sleep(Duration::from_millis(20));
         assert_eq!(
-            p.take(EndpointId(0), now)
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port(),
+            p.take(E0, now).unwrap().local_addr().unwrap().port(),
             live_port
         );
     }
@@ -208,24 +271,23 @@ mod tests {
         let (conn, mut server) = pair();
         server.write_all(b"HTTP/1.1 200 OK\r\n").unwrap();
         std::thread::sleep(Duration::from_millis(20));
-        p.put(EndpointId(0), conn, now);
-        assert!(p.take(EndpointId(0), now).is_none());
+        p.put(conn, now);
+        assert!(p.take(E0, now).is_none());
     }
 
     #[test]
     fn expired_connections_are_not_reused_and_are_evicted() {
-        let mut p = ConnectionPool::new(1, 8, Duration::from_millis(100));
+        let mut p = ConnectionPool::new(8, Duration::from_millis(100));
+        p.set_live([E0]);
         let then = Instant::now();
         let (a, _sa) = pair();
-        p.put(EndpointId(0), a, then);
-        assert!(p
-            .take(EndpointId(0), then + Duration::from_millis(100))
-            .is_none());
+        p.put(a, then);
+        assert!(p.take(E0, then + Duration::from_millis(100)).is_none());
         let (b, _sb) = pair();
-        p.put(EndpointId(0), b, then);
+        p.put(b, then);
         assert_eq!(p.evict_expired(then + Duration::from_millis(50)), 0);
         assert_eq!(p.evict_expired(then + Duration::from_millis(150)), 1);
-        assert_eq!(p.idle(EndpointId(0)), 0);
+        assert_eq!(p.idle(E0), 0);
     }
 
     #[test]
@@ -234,17 +296,17 @@ mod tests {
         let mut p = pool(8);
         let now = Instant::now();
         let (client, mut server) = pair();
-        p.put(EndpointId(0), client, now);
+        p.put(client, now);
         server
             .write_all(b"HTTP/1.1 408 Request Timeout\r\n\r\n")
             .unwrap();
         std::thread::sleep(Duration::from_millis(20));
-        assert!(p.take(EndpointId(0), now).is_none());
+        assert!(p.take(E0, now).is_none());
         let (closed, server) = pair();
-        p.put(EndpointId(0), closed, now);
+        p.put(closed, now);
         drop(server);
         std::thread::sleep(Duration::from_millis(20));
-        assert!(p.take(EndpointId(0), now).is_none(), "closed by the server");
+        assert!(p.take(E0, now).is_none(), "closed by the server");
     }
 
     #[test]
@@ -258,39 +320,62 @@ mod tests {
             .collect();
         let mut servers = Vec::new();
         for (client, server) in conns {
-            p.put(EndpointId(0), client, now);
+            p.put(client, now);
             servers.push(server);
         }
-        assert_eq!(p.idle(EndpointId(0)), 2);
+        assert_eq!(p.idle(E0), 2);
         assert_eq!(
-            p.take(EndpointId(0), now)
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port(),
+            p.take(E0, now).unwrap().local_addr().unwrap().port(),
             ports[2]
         );
         assert_eq!(
-            p.take(EndpointId(0), now)
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port(),
+            p.take(E0, now).unwrap().local_addr().unwrap().port(),
             ports[1]
         );
     }
 
     #[test]
-    fn remap_keeps_stacks_of_endpoints_still_present() {
+    fn a_connection_is_filed_under_its_own_upstream_and_only_handed_out_for_it() {
+        let mut p = pool(8);
+        let now = Instant::now();
+        let (to_b, _sb) = pair_for(E1);
+        let port = to_b.local_addr().unwrap().port();
+        p.put(to_b, now);
+        assert!(p.take(E0, now).is_none(), "another upstream's connection");
+        assert_eq!(p.take(E1, now).unwrap().local_addr().unwrap().port(), port);
+    }
+
+    #[test]
+    fn connections_to_upstreams_that_left_are_closed_and_refused() {
+        let mut p = pool(8);
+        let now = Instant::now();
+        let (a, _sa) = pair_for(E0);
+        let (b, _sb) = pair_for(E1);
+        p.put(a, now);
+        p.put(b, now);
+        p.set_live([E1]);
+        assert_eq!((p.idle(E0), p.idle(E1)), (0, 1));
+        // A request still running on the old configuration returns its connection.
+        let (late, _sl) = pair_for(E0);
+        p.put(late, now);
+        assert_eq!(p.idle(E0), 0);
+        // An upstream never made live takes nothing either.
+        let (other, _so) = pair_for(UpstreamId(9));
+        p.put(other, now);
+        assert_eq!(p.idle(UpstreamId(9)), 0);
+    }
+
+    #[test]
+    fn retain_closes_only_the_refused_connections() {
         let mut p = pool(8);
         let now = Instant::now();
         let (a, _sa) = pair();
         let (b, _sb) = pair();
-        p.put(EndpointId(0), a, now);
-        p.put(EndpointId(1), b, now);
-        // New table: endpoint 0 is the old 1; old 0 is gone; new 1 is new.
-        p.remap(&[Some(EndpointId(1)), None]);
-        assert_eq!(p.idle(EndpointId(0)), 1);
-        assert_eq!(p.idle(EndpointId(1)), 0);
+        let keep = b.local_addr().unwrap().port();
+        p.put(a, now);
+        p.put(b, now);
+        p.retain(E0, |c| c.local_addr().unwrap().port() == keep);
+        assert_eq!(p.idle(E0), 1);
+        assert_eq!(p.take(E0, now).unwrap().local_addr().unwrap().port(), keep);
     }
 }

@@ -12,21 +12,33 @@
 //! - Healthy endpoint: `unhealthy_threshold` failed checks in a row suspend it
 //!   (`report_failure`, the initial duration). A failed *request* suspends it at once; the
 //!   checker is the slower, traffic-free path that finds a dead backup before it is needed.
-//! - Suspended, not yet due: checks still run, but only to count; they write nothing. The
-//!   suspension (the WSO2 back-off) is honoured: a check cannot end it early.
+//! - Suspended: `healthy_threshold` good checks in a row make it healthy at once, however
+//!   long the suspension has grown (BEHAVIOUR.md 3: failback after a long outage takes at most
+//!   `healthy_threshold x interval_ms`, not `suspension.max_ms`), but only checks that
+//!   disprove the suspension's cause: a TCP check that connects disproves connect failures,
+//!   not a backend that connects and never answers (a frozen process still completes TCP
+//!   handshakes); an HTTP check's 2xx/3xx disproves both.
 //! - Suspended and due: the checker competes for the probe claim like any request. If it wins,
 //!   its check *is* the one probe of this expiry: a failure re-suspends with the next, longer,
-//!   duration; a success revives the endpoint when it completes `healthy_threshold`
-//!   successes in a row (counting checks made during the suspension); otherwise the checker
-//!   leaves the claim to lapse after its short lease (the check timeout plus a margin), and
-//!   the next request or check may probe. If it loses the claim, a request is probing: the
-//!   check only counts.
+//!   duration; a success that cannot revive it leaves the claim to lapse after its short
+//!   lease (the check timeout plus a margin), and the next request or check may probe. If it
+//!   loses the claim, a request is probing: the check only counts.
 //! - Whenever the word moved without the checker (a request suspended or revived it), the
 //!   streak that contradicts the new state is reset, so a revival needs successes seen
 //!   after the last failure, and a suspension needs failures seen after the last success.
 //! - A request's success revives the endpoint at once whatever the checker counted ("one
 //!   success resets it"): an answer to a real request is the strongest evidence there is.
+//!
+//! # Checkers outlive reloads
+//!
+//! Each upstream has one checker task across all shards (upstream `i` on shard
+//! `i mod workers`: the id is the process-wide one, so the assignment never moves). A reload
+//! updates a running checker's settings in place; its streaks and schedule carry on, so
+//! reloads at any cadence never reset health checking. A checker stops only when its
+//! upstream leaves the configuration (or stops being checked) or the shard drains.
 
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -36,8 +48,10 @@ use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
 use crate::config::gateway::HealthCheck;
-use crate::ids::EndpointId;
-use crate::upstream::health::{HealthTable, HealthWord, Pick, SuspensionPolicy, Transition};
+use crate::ids::UpstreamId;
+use crate::upstream::health::{
+    FailureCause, HealthTable, HealthWord, Pick, SuspensionPolicy, Transition,
+};
 
 /// How to check one endpoint.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,11 +87,13 @@ impl From<&HealthCheck> for HealthCheckSettings {
 }
 
 /// One endpoint to check, with the settings of its group.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ProbeTarget {
-    pub endpoint: EndpointId,
-    /// Addresses resolved at load; the first that accepts is checked, as requests do.
-    pub addrs: Box<[SocketAddr]>,
+    pub upstream: UpstreamId,
+    /// Its current addresses; the first that accepts is checked, as requests do.
+    pub addrs: Rc<[SocketAddr]>,
+    /// `http://host:port`, for logs.
+    pub origin: Box<str>,
     /// The `Host` header value for HTTP checks.
     pub authority: Box<str>,
     pub settings: HealthCheckSettings,
@@ -85,30 +101,71 @@ pub struct ProbeTarget {
     pub policy: SuspensionPolicy,
 }
 
+/// How one check came out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckOutcome {
+    /// Connected (TCP check), or a 2xx/3xx answer (HTTP check).
+    Passed,
+    /// No address accepted a connection in time.
+    ConnectFailed,
+    /// Connected, but no acceptable answer in time (HTTP check).
+    NoAnswer,
+}
+
+impl CheckOutcome {
+    pub fn passed(self) -> bool {
+        self == CheckOutcome::Passed
+    }
+
+    /// What a failed check says is wrong, for the suspension it causes.
+    fn cause(self) -> FailureCause {
+        match self {
+            CheckOutcome::NoAnswer => FailureCause::Response,
+            CheckOutcome::Passed | CheckOutcome::ConnectFailed => FailureCause::Connect,
+        }
+    }
+}
+
 /// Checks an endpoint once: connects to the first of `addrs` that accepts, then, with a
 /// `path`, sends `GET <path> HTTP/1.1` (`Host: <authority>`, `Connection: close`) and expects
 /// a 2xx or 3xx status line. All within `check.timeout`. Only plain TCP: for an `https`
 /// endpoint pass settings without a path (a TCP check).
-pub async fn probe(addrs: &[SocketAddr], authority: &str, check: &HealthCheckSettings) -> bool {
+pub async fn probe(
+    addrs: &[SocketAddr],
+    authority: &str,
+    check: &HealthCheckSettings,
+) -> CheckOutcome {
+    let connected = Cell::new(false);
     monoio::time::timeout(
         check.timeout,
-        probe_untimed(addrs, authority, check.path.as_deref()),
+        probe_untimed(addrs, authority, check.path.as_deref(), &connected),
     )
     .await
-    .unwrap_or(false)
+    .unwrap_or(if connected.get() {
+        CheckOutcome::NoAnswer
+    } else {
+        CheckOutcome::ConnectFailed
+    })
 }
 
-async fn probe_untimed(addrs: &[SocketAddr], authority: &str, path: Option<&str>) -> bool {
+async fn probe_untimed(
+    addrs: &[SocketAddr],
+    authority: &str,
+    path: Option<&str>,
+    connected: &Cell<bool>,
+) -> CheckOutcome {
     for &addr in addrs {
         let Ok(stream) = TcpStream::connect_addr(addr).await else {
             continue;
         };
+        connected.set(true);
         return match path {
-            None => true,
-            Some(path) => http_check(stream, authority, path).await,
+            None => CheckOutcome::Passed,
+            Some(path) if http_check(stream, authority, path).await => CheckOutcome::Passed,
+            Some(_) => CheckOutcome::NoAnswer,
         };
     }
-    false
+    CheckOutcome::ConnectFailed
 }
 
 /// The longest status line we read before giving up on a response.
@@ -194,9 +251,23 @@ impl ProbeTracker {
         }
     }
 
+    /// Follows a reload that changed the thresholds; the streaks carry on.
+    pub fn set_thresholds(&mut self, settings: &HealthCheckSettings) {
+        self.healthy_threshold = settings.healthy_threshold.max(1);
+        self.unhealthy_threshold = settings.unhealthy_threshold.max(1);
+    }
+
     /// Records one check. `before` is the word loaded before the check (and before the
-    /// claim); `claimed` whether this checker won the probe claim for it; `ok` the result.
-    pub fn record(&mut self, before: HealthWord, claimed: bool, ok: bool) -> Verdict {
+    /// claim); `claimed` whether this checker won the probe claim for it; `ok` the result;
+    /// `disproves` whether a passed check disproves the cause of `before`'s suspension (an
+    /// HTTP check always does, a TCP check only a connect-failure suspension).
+    pub fn record(
+        &mut self,
+        before: HealthWord,
+        claimed: bool,
+        ok: bool,
+        disproves: bool,
+    ) -> Verdict {
         if self.epoch != Some(before.epoch()) {
             // Someone else moved the word: keep only the streak that agrees with it.
             if before.is_healthy() {
@@ -225,10 +296,9 @@ impl ProbeTracker {
             return Verdict::Keep;
         }
         match (claimed, ok) {
-            (false, _) => Verdict::Keep,
+            (_, true) if disproves && self.successes >= self.healthy_threshold => Verdict::Revive,
             (true, false) => Verdict::Suspend,
-            (true, true) if self.successes >= self.healthy_threshold => Verdict::Revive,
-            (true, true) => Verdict::Keep,
+            _ => Verdict::Keep,
         }
     }
 
@@ -242,10 +312,8 @@ impl ProbeTracker {
 }
 
 /// Runs the checks of `targets` on the current monoio runtime (one loop each) until `stop()`
-/// says so; returns when every loop has ended. The caller passes only the endpoints
-/// assigned to this shard (e.g. endpoint `i` to shard `i % workers`, so each endpoint has
-/// one checker) of groups with more than one URL and checks enabled. `stop` is polled at
-/// least every 200 ms.
+/// says so; returns when every loop has ended. For tests and tools: a shard keeps its
+/// checkers in [`HealthCheckers`] instead, so that they survive reloads.
 pub async fn run_health_checks(
     table: Arc<HealthTable>,
     targets: Vec<ProbeTarget>,
@@ -255,13 +323,84 @@ pub async fn run_health_checks(
     let loops: Vec<_> = targets
         .into_iter()
         .map(|target| {
-            let table = Arc::clone(&table);
-            let stop = Rc::clone(&stop);
-            monoio::spawn(async move { check_loop(&table, &target, &*stop).await })
+            let checker = Rc::new(Checker::new(target));
+            let (table, stop, watched) =
+                (Arc::clone(&table), Rc::clone(&stop), Rc::clone(&checker));
+            monoio::spawn(async move {
+                let stopped = move || stop() || watched.stopped.get();
+                check_loop(&table, &checker, &stopped).await
+            })
         })
         .collect();
     for handle in loops {
         handle.await;
+    }
+}
+
+/// One running checker: its target (updated in place by a reload) and its stop flag.
+struct Checker {
+    target: RefCell<ProbeTarget>,
+    stopped: Cell<bool>,
+}
+
+impl Checker {
+    fn new(target: ProbeTarget) -> Self {
+        Self {
+            target: RefCell::new(target),
+            stopped: Cell::new(false),
+        }
+    }
+}
+
+/// A shard's running checkers, by upstream. Shard-local.
+#[derive(Default)]
+pub struct HealthCheckers {
+    running: HashMap<UpstreamId, Rc<Checker>>,
+}
+
+impl HealthCheckers {
+    /// Makes the running checkers match `targets`: a checker already running for an
+    /// upstream takes the new settings and addresses and carries on (streaks, schedule);
+    /// new upstreams get a checker; the others stop.
+    pub fn sync(&mut self, table: &Arc<HealthTable>, targets: Vec<ProbeTarget>) {
+        let mut wanted: HashMap<UpstreamId, ProbeTarget> =
+            targets.into_iter().map(|t| (t.upstream, t)).collect();
+        self.running.retain(|id, checker| match wanted.remove(id) {
+            Some(target) => {
+                if *checker.target.borrow() != target {
+                    *checker.target.borrow_mut() = target;
+                }
+                true
+            }
+            None => {
+                checker.stopped.set(true);
+                false
+            }
+        });
+        for (id, target) in wanted {
+            let checker = Rc::new(Checker::new(target));
+            let (table, running) = (Arc::clone(table), Rc::clone(&checker));
+            monoio::spawn(async move {
+                let stopped = || running.stopped.get();
+                check_loop(&table, &running, &stopped).await
+            });
+            self.running.insert(id, checker);
+        }
+    }
+
+    /// Stops every checker (the shard drains).
+    pub fn stop_all(&mut self) {
+        for (_, checker) in self.running.drain() {
+            checker.stopped.set(true);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.running.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.running.is_empty()
     }
 }
 
@@ -270,36 +409,56 @@ const STOP_POLL: Duration = Duration::from_millis(200);
 /// Added to the check timeout for the probe claim's lease.
 const LEASE_MARGIN: Duration = Duration::from_millis(100);
 
-async fn check_loop(table: &HealthTable, target: &ProbeTarget, stop: &dyn Fn() -> bool) {
-    let settings = &target.settings;
-    let id = target.endpoint;
-    let mut jitter = Jitter::new(id);
-    let mut tracker = ProbeTracker::new(settings);
+async fn check_loop(table: &HealthTable, checker: &Checker, stop: &dyn Fn() -> bool) {
+    let first = checker.target.borrow().clone();
+    let mut jitter = Jitter::new(first.upstream);
+    let mut tracker = ProbeTracker::new(&first.settings);
     // The first check comes soon (within a tenth of the interval), spread over that window.
-    let mut wait = settings.interval.mul_f64(jitter.unit() / 10.0);
+    let mut wait = first.settings.interval.mul_f64(jitter.unit() / 10.0);
     loop {
         if !sleep_unless_stopped(wait, stop).await {
             return;
         }
+        // The settings as of now: a reload may have changed them while this loop slept.
+        let target = checker.target.borrow().clone();
+        let settings = &target.settings;
+        tracker.set_thresholds(settings);
+        let id = target.upstream;
         let now = Instant::now();
         let before = table.load(id);
         let claimed = table.pick_of(before, now) == Pick::ProbeDue
             && table.try_claim_probe(id, now, settings.timeout + LEASE_MARGIN);
-        let ok = probe(&target.addrs, &target.authority, settings).await;
-        match tracker.record(before, claimed, ok) {
+        let outcome = probe(&target.addrs, &target.authority, settings).await;
+        let kind = if settings.path.is_some() {
+            "HTTP"
+        } else {
+            "TCP"
+        };
+        let disproves = settings.path.is_some() || before.cause() == FailureCause::Connect;
+        match tracker.record(before, claimed, outcome.passed(), disproves) {
             Verdict::Keep => {}
-            Verdict::Suspend => match table.report_failure(id, Instant::now(), &target.policy) {
-                Transition::Suspended { for_ms } | Transition::Resuspended { for_ms, .. } => {
-                    log::warn!(
-                        "health check: {} failed; suspended for {for_ms} ms",
-                        target.authority
-                    )
+            Verdict::Suspend => {
+                let cause = outcome.cause();
+                match table.report_failure(id, Instant::now(), &target.policy, cause) {
+                    Transition::Suspended { for_ms } | Transition::Resuspended { for_ms, .. } => {
+                        log::warn!(
+                            "endpoint {} suspended for {for_ms} ms: {} ({} failed {kind} \
+                             health checks in a row)",
+                            target.origin,
+                            cause.as_str(),
+                            tracker.failures()
+                        )
+                    }
+                    Transition::Unchanged | Transition::Recovered => {}
                 }
-                Transition::Unchanged | Transition::Recovered => {}
-            },
+            }
             Verdict::Revive => {
                 if table.report_success(id) == Transition::Recovered {
-                    log::info!("health check: {} is healthy again", target.authority);
+                    log::info!(
+                        "endpoint {} healthy again: {} {kind} health checks passed in a row",
+                        target.origin,
+                        tracker.successes()
+                    );
                 }
             }
         }
@@ -326,8 +485,8 @@ async fn sleep_unless_stopped(wait: Duration, stop: &dyn Fn() -> bool) -> bool {
 struct Jitter(u64);
 
 impl Jitter {
-    /// Seeded from the endpoint id and the clock, so endpoints and restarts differ.
-    fn new(id: EndpointId) -> Self {
+    /// Seeded from the upstream id and the clock, so endpoints and restarts differ.
+    fn new(id: UpstreamId) -> Self {
         let clock = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);

@@ -13,7 +13,7 @@ use loom::thread;
 
 use super::*;
 
-const E0: EndpointId = EndpointId(0);
+const E0: UpstreamId = UpstreamId(0);
 const POLICY: SuspensionPolicy = SuspensionPolicy {
     initial_ms: 100,
     factor: 2.0,
@@ -153,7 +153,7 @@ fn check(initial: HealthWord, programs: Vec<Vec<Op>>) {
 }
 
 fn suspended(epoch: u16, level: u8, until: u64) -> HealthWord {
-    HealthWord::pack(epoch, State::Suspended, level, until)
+    HealthWord::pack(epoch, State::Suspended, level, FailureCause::Connect, until)
 }
 
 #[test]
@@ -191,7 +191,7 @@ fn probers_racing_with_stale_reports() {
 #[test]
 fn a_lapsed_lease_reclaimed_while_reports_race() {
     check(
-        HealthWord::pack(2, State::Probing, 1, 100),
+        HealthWord::pack(2, State::Probing, 1, FailureCause::Connect, 100),
         vec![
             vec![Op::Claim(100, 50)],
             vec![Op::Fail(105)],

@@ -3,8 +3,8 @@ use std::sync::Arc;
 
 use super::*;
 
-const E0: EndpointId = EndpointId(0);
-const E1: EndpointId = EndpointId(1);
+const E0: UpstreamId = UpstreamId(0);
+const E1: UpstreamId = UpstreamId(1);
 const LEASE: Duration = Duration::from_millis(500);
 
 fn table(endpoints: usize) -> (HealthTable, Instant) {
@@ -27,18 +27,18 @@ fn word_fields_round_trip_at_their_limits() {
         (u16::MAX, State::Suspended, MAX_LEVEL, MAX_MILLIS),
         (1234, State::Probing, 17, 99_999_999),
     ] {
-        let w = HealthWord::pack(epoch, state, level, until);
+        let w = HealthWord::pack(epoch, state, level, FailureCause::Connect, until);
         assert_eq!(
             (w.epoch(), w.state(), w.level(), w.until_ms()),
             (epoch, state, level, until)
         );
     }
     assert_eq!(
-        HealthWord::pack(0, State::Healthy, 0, 0),
+        HealthWord::pack(0, State::Healthy, 0, FailureCause::Connect, 0),
         HealthWord::HEALTHY
     );
     // A deadline beyond the field saturates instead of spilling into the state bits.
-    let w = HealthWord::pack(1, State::Suspended, 0, u64::MAX);
+    let w = HealthWord::pack(1, State::Suspended, 0, FailureCause::Connect, u64::MAX);
     assert_eq!(
         (w.state(), w.until_ms(), w.epoch()),
         (State::Suspended, MAX_MILLIS, 1)
@@ -48,10 +48,10 @@ fn word_fields_round_trip_at_their_limits() {
 #[test]
 fn a_new_table_is_healthy_and_usable() {
     let (t, base) = table(3);
-    assert_eq!(t.len(), 3);
+    assert!(t.capacity() >= 3);
     for id in 0..3 {
-        assert_eq!(t.pick_state(EndpointId(id), at(base, 0)), Pick::Usable);
-        assert_eq!(t.load(EndpointId(id)), HealthWord::HEALTHY);
+        assert_eq!(t.pick_state(UpstreamId(id), at(base, 0)), Pick::Usable);
+        assert_eq!(t.load(UpstreamId(id)), HealthWord::HEALTHY);
     }
 }
 
@@ -59,7 +59,7 @@ fn a_new_table_is_healthy_and_usable() {
 fn failure_suspends_a_healthy_endpoint_for_the_initial_duration() {
     let (t, base) = table(2);
     assert_eq!(
-        t.report_failure(E0, at(base, 1000), &policy()),
+        t.report_failure(E0, at(base, 1000), &policy(), FailureCause::Connect),
         Transition::Suspended { for_ms: 2000 }
     );
     let w = t.load(E0);
@@ -77,15 +77,15 @@ fn failure_suspends_a_healthy_endpoint_for_the_initial_duration() {
 #[test]
 fn a_stale_failure_does_not_extend_a_suspension() {
     let (t, base) = table(1);
-    t.report_failure(E0, at(base, 0), &policy());
+    t.report_failure(E0, at(base, 0), &policy(), FailureCause::Connect);
     let before = t.load(E0);
     assert_eq!(
-        t.report_failure(E0, at(base, 1500), &policy()),
+        t.report_failure(E0, at(base, 1500), &policy(), FailureCause::Connect),
         Transition::Unchanged
     );
     // Not even after it expired: only a probe's failure escalates.
     assert_eq!(
-        t.report_failure(E0, at(base, 5000), &policy()),
+        t.report_failure(E0, at(base, 5000), &policy(), FailureCause::Connect),
         Transition::Unchanged
     );
     assert_eq!(t.load(E0), before);
@@ -94,7 +94,7 @@ fn a_stale_failure_does_not_extend_a_suspension() {
 #[test]
 fn picking_never_writes() {
     let (t, base) = table(1);
-    t.report_failure(E0, at(base, 0), &policy());
+    t.report_failure(E0, at(base, 0), &policy(), FailureCause::Connect);
     let before = t.load(E0);
     for ms in [0, 1999, 2000, 10_000] {
         t.pick_state(E0, at(base, ms));
@@ -106,7 +106,7 @@ fn picking_never_writes() {
 fn a_probe_cannot_be_claimed_before_the_suspension_ends_or_when_healthy() {
     let (t, base) = table(1);
     assert!(!t.try_claim_probe(E0, at(base, 0), LEASE));
-    t.report_failure(E0, at(base, 0), &policy());
+    t.report_failure(E0, at(base, 0), &policy(), FailureCause::Connect);
     assert!(!t.try_claim_probe(E0, at(base, 1999), LEASE));
     assert_eq!(t.load(E0).state(), State::Suspended);
 }
@@ -114,7 +114,7 @@ fn a_probe_cannot_be_claimed_before_the_suspension_ends_or_when_healthy() {
 #[test]
 fn exactly_one_caller_claims_an_expired_suspension() {
     let (t, base) = table(1);
-    t.report_failure(E0, at(base, 0), &policy());
+    t.report_failure(E0, at(base, 0), &policy(), FailureCause::Connect);
     assert!(t.try_claim_probe(E0, at(base, 2000), LEASE));
     assert!(!t.try_claim_probe(E0, at(base, 2000), LEASE));
     assert!(!t.try_claim_probe(E0, at(base, 2499), LEASE));
@@ -130,7 +130,7 @@ fn exactly_one_caller_claims_an_expired_suspension() {
 #[test]
 fn an_abandoned_probe_lapses_and_can_be_claimed_again() {
     let (t, base) = table(1);
-    t.report_failure(E0, at(base, 0), &policy());
+    t.report_failure(E0, at(base, 0), &policy(), FailureCause::Connect);
     assert!(t.try_claim_probe(E0, at(base, 2000), LEASE));
     assert_eq!(t.pick_state(E0, at(base, 2500)), Pick::ProbeDue);
     assert!(t.try_claim_probe(E0, at(base, 2600), LEASE));
@@ -144,7 +144,7 @@ fn an_abandoned_probe_lapses_and_can_be_claimed_again() {
 #[test]
 fn a_zero_lease_still_holds_for_a_millisecond() {
     let (t, base) = table(1);
-    t.report_failure(E0, at(base, 0), &policy());
+    t.report_failure(E0, at(base, 0), &policy(), FailureCause::Connect);
     assert!(t.try_claim_probe(E0, at(base, 2000), Duration::ZERO));
     assert!(!t.try_claim_probe(E0, at(base, 2000), Duration::ZERO));
     assert!(t.try_claim_probe(E0, at(base, 2001), Duration::ZERO));
@@ -154,14 +154,14 @@ fn a_zero_lease_still_holds_for_a_millisecond() {
 /// durations of the suspensions that followed the failed probes.
 fn fail_probes(t: &HealthTable, base: Instant, p: &SuspensionPolicy, probes: usize) -> Vec<u64> {
     assert!(matches!(
-        t.report_failure(E0, at(base, 0), p),
+        t.report_failure(E0, at(base, 0), p, FailureCause::Connect),
         Transition::Suspended { .. }
     ));
     let mut durations = Vec::new();
     for _ in 0..probes {
         let due = t.load(E0).until_ms();
         assert!(t.try_claim_probe(E0, at(base, due), LEASE));
-        match t.report_failure(E0, at(base, due + 10), p) {
+        match t.report_failure(E0, at(base, due + 10), p, FailureCause::Connect) {
             Transition::Resuspended { for_ms, level } => {
                 assert_eq!(level, t.load(E0).level());
                 durations.push(for_ms);
@@ -194,10 +194,10 @@ fn the_new_suspension_runs_from_the_probe_failure() {
 #[test]
 fn a_failure_reported_after_the_lease_lapsed_still_counts_as_the_probe_failing() {
     let (t, base) = table(1);
-    t.report_failure(E0, at(base, 0), &policy());
+    t.report_failure(E0, at(base, 0), &policy(), FailureCause::Connect);
     assert!(t.try_claim_probe(E0, at(base, 2000), LEASE));
     assert_eq!(
-        t.report_failure(E0, at(base, 9000), &policy()),
+        t.report_failure(E0, at(base, 9000), &policy(), FailureCause::Connect),
         Transition::Resuspended {
             level: 1,
             for_ms: 4000
@@ -230,7 +230,7 @@ fn success_after_a_probe_makes_it_healthy_and_resets_the_progression() {
     assert_eq!(t.pick_state(E0, at(base, due)), Pick::Usable);
     // The next failure starts from the initial duration again.
     assert_eq!(
-        t.report_failure(E0, at(base, due + 1), &policy()),
+        t.report_failure(E0, at(base, due + 1), &policy(), FailureCause::Connect),
         Transition::Suspended { for_ms: 2000 }
     );
 }
@@ -238,7 +238,7 @@ fn success_after_a_probe_makes_it_healthy_and_resets_the_progression() {
 #[test]
 fn any_success_ends_a_suspension_early() {
     let (t, base) = table(1);
-    t.report_failure(E0, at(base, 0), &policy());
+    t.report_failure(E0, at(base, 0), &policy(), FailureCause::Connect);
     assert_eq!(t.report_success(E0), Transition::Recovered);
     assert_eq!(t.pick_state(E0, at(base, 1)), Pick::Usable);
 }
@@ -254,11 +254,11 @@ fn success_on_a_healthy_endpoint_writes_nothing() {
 fn every_transition_bumps_the_epoch_by_one() {
     let (t, base) = table(1);
     let mut epochs = vec![t.load(E0).epoch()];
-    t.report_failure(E0, at(base, 0), &policy());
+    t.report_failure(E0, at(base, 0), &policy(), FailureCause::Connect);
     epochs.push(t.load(E0).epoch());
     t.try_claim_probe(E0, at(base, 2000), LEASE);
     epochs.push(t.load(E0).epoch());
-    t.report_failure(E0, at(base, 2001), &policy());
+    t.report_failure(E0, at(base, 2001), &policy(), FailureCause::Connect);
     epochs.push(t.load(E0).epoch());
     t.report_success(E0);
     epochs.push(t.load(E0).epoch());
@@ -272,10 +272,13 @@ fn every_transition_bumps_the_epoch_by_one() {
 #[test]
 fn the_epoch_wraps_and_shards_still_notice() {
     let (t, base) = table(1);
-    t.set(E0, HealthWord::pack(u16::MAX, State::Healthy, 0, 0));
+    t.set(
+        E0,
+        HealthWord::pack(u16::MAX, State::Healthy, 0, FailureCause::Connect, 0),
+    );
     let local = LocalHealth::new(1);
     assert_eq!(local.observe(&t, E0), Some(Change::Bounced));
-    t.report_failure(E0, at(base, 0), &policy());
+    t.report_failure(E0, at(base, 0), &policy(), FailureCause::Connect);
     assert_eq!(t.load(E0).epoch(), 0);
     assert_eq!(local.observe(&t, E0), Some(Change::Down));
 }
@@ -291,7 +294,7 @@ fn deadlines_saturate_at_the_word_limit() {
     let far = at(base, MAX_MILLIS - 5);
     assert_eq!(t.millis(far + Duration::from_secs(1)), MAX_MILLIS);
     assert_eq!(
-        t.report_failure(E0, far, &long),
+        t.report_failure(E0, far, &long, FailureCause::Connect),
         Transition::Suspended { for_ms: 5 }
     );
     assert_eq!(t.load(E0).state(), State::Suspended);
@@ -308,10 +311,11 @@ fn times_before_the_base_count_as_zero() {
 #[test]
 fn ids_outside_the_table_are_healthy_and_never_written() {
     let (t, base) = table(1);
-    let outside = EndpointId(7);
+    // The first segment holds 64 words: 64 is the first id outside a table of one.
+    let outside = UpstreamId(64);
     assert_eq!(t.pick_state(outside, at(base, 0)), Pick::Usable);
     assert_eq!(
-        t.report_failure(outside, at(base, 0), &policy()),
+        t.report_failure(outside, at(base, 0), &policy(), FailureCause::Connect),
         Transition::Unchanged
     );
     assert!(!t.try_claim_probe(outside, at(base, 0), LEASE));
@@ -377,13 +381,13 @@ fn a_shard_sees_down_once_then_nothing_until_it_comes_back() {
     let (t, base) = table(2);
     let local = LocalHealth::new(2);
     assert_eq!(local.observe(&t, E0), None);
-    t.report_failure(E0, at(base, 0), &policy());
+    t.report_failure(E0, at(base, 0), &policy(), FailureCause::Connect);
     assert_eq!(local.observe(&t, E0), Some(Change::Down));
     assert_eq!(local.observe(&t, E0), None);
     // A claim and a failed probe move the epoch but the endpoint stays down.
     t.try_claim_probe(E0, at(base, 2000), LEASE);
     assert_eq!(local.observe(&t, E0), None);
-    t.report_failure(E0, at(base, 2001), &policy());
+    t.report_failure(E0, at(base, 2001), &policy(), FailureCause::Connect);
     assert_eq!(local.observe(&t, E0), None);
     t.report_success(E0);
     assert_eq!(local.observe(&t, E0), Some(Change::Up));
@@ -395,7 +399,7 @@ fn a_shard_sees_down_once_then_nothing_until_it_comes_back() {
 fn a_shard_that_missed_a_whole_outage_sees_a_bounce() {
     let (t, base) = table(1);
     let local = LocalHealth::new(1);
-    t.report_failure(E0, at(base, 0), &policy());
+    t.report_failure(E0, at(base, 0), &policy(), FailureCause::Connect);
     t.report_success(E0);
     let change = local.observe(&t, E0).unwrap();
     assert_eq!(change, Change::Bounced);
@@ -408,7 +412,7 @@ fn a_shard_that_missed_a_whole_outage_sees_a_bounce() {
 fn observe_word_and_pick_of_share_one_load() {
     let (t, base) = table(1);
     let local = LocalHealth::new(1);
-    t.report_failure(E0, at(base, 0), &policy());
+    t.report_failure(E0, at(base, 0), &policy(), FailureCause::Connect);
     let word = t.load(E0);
     assert_eq!(local.observe_word(E0, word), Some(Change::Down));
     assert_eq!(t.pick_of(word, at(base, 10)), Pick::Suspended);
@@ -416,38 +420,34 @@ fn observe_word_and_pick_of_share_one_load() {
 }
 
 #[test]
-fn carry_over_keeps_the_words_of_endpoints_still_present() {
-    let (old, base) = table(3);
-    old.report_failure(EndpointId(1), at(base, 0), &policy());
-    old.report_failure(EndpointId(2), at(base, 0), &policy());
-    // New table: 0 is the old 2, 1 is new, 2 is the old 0; the old 1 is gone.
-    let new = HealthTable::carry_over(&old, &[Some(EndpointId(2)), None, Some(EndpointId(0))]);
-    assert_eq!(new.base(), old.base());
-    assert_eq!(new.load(EndpointId(0)), old.load(EndpointId(2)));
-    assert_eq!(
-        new.pick_state(EndpointId(0), at(base, 1000)),
-        Pick::Suspended
-    );
-    assert_eq!(new.load(EndpointId(1)), HealthWord::HEALTHY);
-    assert_eq!(new.load(EndpointId(2)), HealthWord::HEALTHY);
-    // The carried suspension expires when it would have.
-    assert!(new.try_claim_probe(EndpointId(0), at(base, 2000), LEASE));
+fn the_table_grows_without_touching_existing_words() {
+    let (t, base) = table(1);
+    t.report_failure(E0, at(base, 0), &policy(), FailureCause::Response);
+    let before = t.load(E0);
+    t.grow_to(500);
+    assert_eq!(t.load(E0), before);
+    assert_eq!(t.load(UpstreamId(499)), HealthWord::HEALTHY);
+    assert_eq!(before.cause(), FailureCause::Response);
+    let mut local = LocalHealth::new(1);
+    assert_eq!(local.observe(&t, E0), Some(Change::Down));
+    local.grow_to(500);
+    // The known upstream stays known; a new one starts fresh.
+    assert_eq!(local.observe(&t, E0), None);
+    assert_eq!(local.observe(&t, UpstreamId(499)), None);
 }
 
 #[test]
-fn remap_keeps_the_view_of_endpoints_still_present() {
-    let (old, base) = table(2);
-    let mut local = LocalHealth::new(2);
-    old.report_failure(E1, at(base, 0), &policy());
-    assert_eq!(local.observe(&old, E1), Some(Change::Down));
-    let map = [Some(E1), None];
-    let new = HealthTable::carry_over(&old, &map);
-    local.remap(&map);
-    // The carried endpoint is already known to be down; the new one is fresh and healthy.
-    assert_eq!(local.observe(&new, E0), None);
-    assert_eq!(local.observe(&new, E1), None);
-    new.report_success(E0);
-    assert_eq!(local.observe(&new, E0), Some(Change::Up));
+fn a_suspension_keeps_its_cause_through_the_probe_and_takes_the_next_one() {
+    let (t, base) = table(1);
+    t.report_failure(E0, at(base, 0), &policy(), FailureCause::Connect);
+    assert_eq!(t.load(E0).cause(), FailureCause::Connect);
+    assert!(t.try_claim_probe(E0, at(base, 2000), LEASE));
+    assert_eq!(t.load(E0).cause(), FailureCause::Connect);
+    t.report_failure(E0, at(base, 2100), &policy(), FailureCause::Response);
+    let word = t.load(E0);
+    assert_eq!((word.cause(), word.level()), (FailureCause::Response, 1));
+    t.report_success(E0);
+    assert!(t.load(E0).is_healthy());
 }
 
 #[test]
@@ -497,7 +497,7 @@ fn racing_threads_lose_no_transition_and_claim_each_expiry_once() {
                 let mut claims = 0usize;
                 for _ in 0..OPS {
                     let r = next_random(&mut rng);
-                    let id = EndpointId((r >> 32) as u32 % 2);
+                    let id = UpstreamId((r >> 32) as u32 % 2);
                     let ms = if r % 7 == 0 {
                         clock.fetch_add(1, Ordering::Relaxed) + 1
                     } else {
@@ -512,10 +512,12 @@ fn racing_threads_lose_no_transition_and_claim_each_expiry_once() {
                             }
                             None => Done::Nothing,
                         },
-                        4..=6 => match table.fail(id, table.millis(now), &short) {
-                            Some((_, new)) => Done::Wrote(new.epoch()),
-                            None => Done::Nothing,
-                        },
+                        4..=6 => {
+                            match table.fail(id, table.millis(now), &short, FailureCause::Connect) {
+                                Some((_, new)) => Done::Wrote(new.epoch()),
+                                None => Done::Nothing,
+                            }
+                        }
                         _ => match table.succeed(id) {
                             Some((_, new)) => Done::Wrote(new.epoch()),
                             None => Done::Nothing,
@@ -547,7 +549,7 @@ fn racing_threads_lose_no_transition_and_claim_each_expiry_once() {
     assert!(claims > 0, "the test should exercise probe claims");
     for (id, mut epochs) in all.into_iter().enumerate() {
         epochs.sort_unstable();
-        let last = table.load(EndpointId(id as u32)).epoch();
+        let last = table.load(UpstreamId(id as u32)).epoch();
         // Every successful write made exactly one epoch, none twice, none lost: the final
         // word is the product of exactly these transitions in epoch order. Two claimers
         // winning the same expiry would have written the same epoch.

@@ -64,24 +64,29 @@ fn http_server(
 fn tcp_check_passes_on_a_listening_port() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    assert!(block_on(probe(&[addr], "backend", &settings(None))));
+    assert_eq!(
+        block_on(probe(&[addr], "backend", &settings(None))),
+        CheckOutcome::Passed
+    );
 }
 
 #[test]
 fn tcp_check_fails_on_a_closed_port_and_without_addresses() {
-    assert!(!block_on(probe(
-        &[closed_port()],
-        "backend",
-        &settings(None)
-    )));
-    assert!(!block_on(probe(&[], "backend", &settings(None))));
+    assert_eq!(
+        block_on(probe(&[closed_port()], "backend", &settings(None))),
+        CheckOutcome::ConnectFailed
+    );
+    assert_eq!(
+        block_on(probe(&[], "backend", &settings(None))),
+        CheckOutcome::ConnectFailed
+    );
 }
 
 #[test]
 fn tcp_check_uses_the_first_address_that_accepts() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addrs = [closed_port(), listener.local_addr().unwrap()];
-    assert!(block_on(probe(&addrs, "backend", &settings(None))));
+    assert!(block_on(probe(&addrs, "backend", &settings(None))).passed());
 }
 
 #[test]
@@ -91,7 +96,8 @@ fn http_check_sends_a_closing_get_with_the_host() {
         &[addr],
         "pets.example:8080",
         &settings(Some("/healthz"))
-    )));
+    ))
+    .passed());
     let head = requests.recv().unwrap();
     assert!(head.starts_with("GET /healthz HTTP/1.1\r\n"), "{head}");
     assert!(head.contains("\r\nHost: pets.example:8080\r\n"), "{head}");
@@ -108,7 +114,7 @@ fn http_check_passes_on_2xx_and_3xx() {
     ] {
         let (addr, _) = http_server(response, 1);
         assert!(
-            block_on(probe(&[addr], "backend", &settings(Some("/")))),
+            block_on(probe(&[addr], "backend", &settings(Some("/")))).passed(),
             "{}",
             String::from_utf8_lossy(response)
         );
@@ -127,7 +133,7 @@ fn http_check_fails_on_other_statuses_and_garbage() {
     ] {
         let (addr, _) = http_server(response, 1);
         assert!(
-            !block_on(probe(&[addr], "backend", &settings(Some("/")))),
+            block_on(probe(&[addr], "backend", &settings(Some("/")))) == CheckOutcome::NoAnswer,
             "{}",
             String::from_utf8_lossy(response)
         );
@@ -140,11 +146,11 @@ fn http_check_fails_when_the_server_never_answers() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let mut quick = settings(Some("/"));
     quick.timeout = Duration::from_millis(100);
-    assert!(!block_on(probe(
-        &[listener.local_addr().unwrap()],
-        "backend",
-        &quick
-    )));
+    // It connected: the failure is "no answer", which a TCP check could not have seen.
+    assert_eq!(
+        block_on(probe(&[listener.local_addr().unwrap()], "backend", &quick)),
+        CheckOutcome::NoAnswer
+    );
 }
 
 #[test]
@@ -161,126 +167,169 @@ fn status_lines_are_judged_once_complete() {
 }
 
 fn word(table: &HealthTable) -> HealthWord {
-    table.load(EndpointId(0))
+    table.load(UpstreamId(0))
 }
 
 #[test]
 fn tracker_suspends_a_healthy_endpoint_after_the_unhealthy_threshold() {
     let table = HealthTable::new(1);
     let mut t = ProbeTracker::new(&settings(None));
-    assert_eq!(t.record(word(&table), false, false), Verdict::Keep);
-    assert_eq!(t.record(word(&table), false, false), Verdict::Suspend);
+    assert_eq!(t.record(word(&table), false, false, true), Verdict::Keep);
+    assert_eq!(t.record(word(&table), false, false, true), Verdict::Suspend);
     // A success in between restarts the count.
     let mut t = ProbeTracker::new(&settings(None));
-    assert_eq!(t.record(word(&table), false, false), Verdict::Keep);
-    assert_eq!(t.record(word(&table), false, true), Verdict::Keep);
-    assert_eq!(t.record(word(&table), false, false), Verdict::Keep);
-    assert_eq!(t.record(word(&table), false, false), Verdict::Suspend);
+    assert_eq!(t.record(word(&table), false, false, true), Verdict::Keep);
+    assert_eq!(t.record(word(&table), false, true, true), Verdict::Keep);
+    assert_eq!(t.record(word(&table), false, false, true), Verdict::Keep);
+    assert_eq!(t.record(word(&table), false, false, true), Verdict::Suspend);
 }
 
 #[test]
-fn tracker_writes_nothing_while_the_suspension_runs() {
+fn checks_that_disprove_the_cause_end_a_suspension_at_once() {
     let table = HealthTable::new(1);
     let now = Instant::now();
-    table.report_failure(EndpointId(0), now, &SuspensionPolicy::default());
+    // However long the suspension has grown: the threshold of good checks ends it.
+    let long = SuspensionPolicy {
+        initial_ms: 60_000,
+        factor: 2.0,
+        max_ms: 60_000,
+    };
+    table.report_failure(UpstreamId(0), now, &long, FailureCause::Connect);
     let mut t = ProbeTracker::new(&settings(None));
-    for ok in [true, true, true, false, false] {
-        assert_eq!(t.record(word(&table), false, ok), Verdict::Keep);
+    assert_eq!(t.record(word(&table), false, true, true), Verdict::Keep);
+    assert_eq!(t.record(word(&table), false, true, true), Verdict::Revive);
+    // Failures during a suspension write nothing (no claim: the back-off is honoured).
+    let mut t = ProbeTracker::new(&settings(None));
+    for _ in 0..3 {
+        assert_eq!(t.record(word(&table), false, false, true), Verdict::Keep);
+    }
+}
+
+#[test]
+fn checks_that_cannot_disprove_the_cause_never_revive() {
+    let table = HealthTable::new(1);
+    let now = Instant::now();
+    let policy = SuspensionPolicy::default();
+    table.report_failure(UpstreamId(0), now, &policy, FailureCause::Response);
+    // A frozen backend still accepts TCP connections: those checks pass but prove nothing.
+    let mut t = ProbeTracker::new(&settings(None));
+    for _ in 0..5 {
+        assert_eq!(t.record(word(&table), false, true, false), Verdict::Keep);
     }
 }
 
 #[test]
 fn a_claimed_probe_failure_resuspends_and_a_claimed_success_revives_after_the_threshold() {
     let table = HealthTable::new(1);
-    let id = EndpointId(0);
+    let id = UpstreamId(0);
     let base = table.base();
     let policy = SuspensionPolicy::default();
-    table.report_failure(id, base, &policy);
+    table.report_failure(id, base, &policy, FailureCause::Connect);
     let mut t = ProbeTracker::new(&settings(None));
-    // During the suspension: one good check (counted, not written).
-    assert_eq!(t.record(word(&table), false, true), Verdict::Keep);
+    // During the suspension: one good check (counted, short of the threshold).
+    assert_eq!(t.record(word(&table), false, true, true), Verdict::Keep);
     // Due: claimed; the second good check in a row revives it.
     let due = base + Duration::from_millis(2000);
     let before = word(&table);
     assert!(table.try_claim_probe(id, due, Duration::from_secs(1)));
-    assert_eq!(t.record(before, true, true), Verdict::Revive);
+    assert_eq!(t.record(before, true, true, true), Verdict::Revive);
     assert_eq!(table.report_success(id), Transition::Recovered);
 
     // A claimed failure re-suspends whatever the streak.
     let mut t = ProbeTracker::new(&settings(None));
-    table.report_failure(id, due, &policy);
+    table.report_failure(id, due, &policy, FailureCause::Connect);
     let before = word(&table);
     assert!(table.try_claim_probe(
         id,
         due + Duration::from_millis(2000),
         Duration::from_secs(1)
     ));
-    assert_eq!(t.record(before, true, false), Verdict::Suspend);
+    assert_eq!(t.record(before, true, false, true), Verdict::Suspend);
 }
 
 #[test]
 fn a_claimed_success_short_of_the_threshold_lets_the_lease_lapse_then_completes() {
     let table = HealthTable::new(1);
-    let id = EndpointId(0);
+    let id = UpstreamId(0);
     let base = table.base();
-    table.report_failure(id, base, &SuspensionPolicy::default());
+    table.report_failure(
+        id,
+        base,
+        &SuspensionPolicy::default(),
+        FailureCause::Connect,
+    );
     let mut t = ProbeTracker::new(&settings(None));
     let due = base + Duration::from_millis(2000);
     let before = word(&table);
     assert!(table.try_claim_probe(id, due, Duration::from_millis(100)));
-    assert_eq!(t.record(before, true, true), Verdict::Keep);
+    assert_eq!(t.record(before, true, true, true), Verdict::Keep);
     // Nobody else came; the lease lapsed; the next check claims again and completes the
     // streak: the tracker's own claim did not count as "someone else moved the word".
     let later = due + Duration::from_millis(500);
     let before = word(&table);
     assert!(table.try_claim_probe(id, later, Duration::from_millis(100)));
     assert_eq!(t.successes(), 1);
-    assert_eq!(t.record(before, true, true), Verdict::Revive);
+    assert_eq!(t.record(before, true, true, true), Verdict::Revive);
 }
 
 #[test]
 fn a_request_failure_resets_the_success_streak() {
     let table = HealthTable::new(1);
-    let id = EndpointId(0);
+    let id = UpstreamId(0);
     let base = table.base();
     let mut t = ProbeTracker::new(&settings(None));
     for _ in 0..5 {
-        assert_eq!(t.record(word(&table), false, true), Verdict::Keep);
+        assert_eq!(t.record(word(&table), false, true, true), Verdict::Keep);
     }
     // A request fails: the endpoint is suspended by someone else.
-    table.report_failure(id, base, &SuspensionPolicy::default());
+    table.report_failure(
+        id,
+        base,
+        &SuspensionPolicy::default(),
+        FailureCause::Connect,
+    );
     let due = base + Duration::from_millis(2000);
     let before = word(&table);
     assert!(table.try_claim_probe(id, due, Duration::from_millis(100)));
     // Five earlier successes do not count: this is the first since the failure.
-    assert_eq!(t.record(before, true, true), Verdict::Keep);
+    assert_eq!(t.record(before, true, true, true), Verdict::Keep);
     assert_eq!(t.successes(), 1);
 }
 
 #[test]
 fn a_request_success_resets_the_failure_streak() {
     let table = HealthTable::new(1);
-    let id = EndpointId(0);
+    let id = UpstreamId(0);
     let mut t = ProbeTracker::new(&settings(None));
-    assert_eq!(t.record(word(&table), false, false), Verdict::Keep);
-    table.report_failure(id, table.base(), &SuspensionPolicy::default());
+    assert_eq!(t.record(word(&table), false, false, true), Verdict::Keep);
+    table.report_failure(
+        id,
+        table.base(),
+        &SuspensionPolicy::default(),
+        FailureCause::Connect,
+    );
     table.report_success(id);
     // The endpoint bounced while the checker was not looking: its failure is stale.
-    assert_eq!(t.record(word(&table), false, false), Verdict::Keep);
-    assert_eq!(t.record(word(&table), false, false), Verdict::Suspend);
+    assert_eq!(t.record(word(&table), false, false, true), Verdict::Keep);
+    assert_eq!(t.record(word(&table), false, false, true), Verdict::Suspend);
 }
 
 #[test]
 fn a_lost_claim_only_counts() {
     let table = HealthTable::new(1);
-    let id = EndpointId(0);
+    let id = UpstreamId(0);
     let base = table.base();
-    table.report_failure(id, base, &SuspensionPolicy::default());
+    table.report_failure(
+        id,
+        base,
+        &SuspensionPolicy::default(),
+        FailureCause::Connect,
+    );
     let mut t = ProbeTracker::new(&settings(None));
     let due = base + Duration::from_millis(2000);
     assert!(table.try_claim_probe(id, due, Duration::from_secs(1)));
-    assert_eq!(t.record(word(&table), false, false), Verdict::Keep);
-    assert_eq!(t.record(word(&table), false, true), Verdict::Keep);
+    assert_eq!(t.record(word(&table), false, false, true), Verdict::Keep);
+    assert_eq!(t.record(word(&table), false, true, true), Verdict::Keep);
 }
 
 #[test]
@@ -300,7 +349,7 @@ fn settings_come_from_the_health_check_config() {
 
 #[test]
 fn jitter_stays_within_ten_percent() {
-    let mut j = Jitter::new(EndpointId(3));
+    let mut j = Jitter::new(UpstreamId(3));
     let interval = Duration::from_millis(10_000);
     for _ in 0..10_000 {
         let d = j.around(interval);
@@ -314,8 +363,9 @@ fn jitter_stays_within_ten_percent() {
 
 fn target(addr: SocketAddr, policy: SuspensionPolicy) -> ProbeTarget {
     ProbeTarget {
-        endpoint: EndpointId(0),
-        addrs: Box::new([addr]),
+        upstream: UpstreamId(0),
+        addrs: Rc::from(vec![addr]),
+        origin: "http://backend".into(),
         authority: "backend".into(),
         settings: settings(None),
         policy,
@@ -358,7 +408,7 @@ fn a_listening_endpoint_stays_healthy() {
         move |_| seen.load(Ordering::Relaxed) >= 4,
     );
     assert!(accepted.load(Ordering::Relaxed) >= 4);
-    assert_eq!(table.load(EndpointId(0)), HealthWord::HEALTHY);
+    assert_eq!(table.load(UpstreamId(0)), HealthWord::HEALTHY);
 }
 
 #[test]
@@ -367,9 +417,9 @@ fn a_closed_endpoint_is_suspended_by_the_checks() {
     run_until(
         target(closed_port(), SuspensionPolicy::default()),
         &table,
-        |t| !t.load(EndpointId(0)).is_healthy(),
+        |t| !t.load(UpstreamId(0)).is_healthy(),
     );
-    let w = table.load(EndpointId(0));
+    let w = table.load(UpstreamId(0));
     assert_eq!((w.state(), w.level()), (State::Suspended, 0));
 }
 
@@ -382,9 +432,9 @@ fn a_dead_endpoint_is_resuspended_longer_by_claimed_checks() {
         max_ms: 1000,
     };
     run_until(target(closed_port(), quick), &table, |t| {
-        t.load(EndpointId(0)).level() >= 2
+        t.load(UpstreamId(0)).level() >= 2
     });
-    let w = table.load(EndpointId(0));
+    let w = table.load(UpstreamId(0));
     assert!(!w.is_healthy());
     assert!(w.level() >= 2, "{w:?}");
 }
@@ -399,10 +449,10 @@ fn a_recovered_endpoint_is_found_without_traffic() {
         factor: 2.0,
         max_ms: 1000,
     };
-    table.report_failure(EndpointId(0), Instant::now(), &quick);
+    table.report_failure(UpstreamId(0), Instant::now(), &quick, FailureCause::Connect);
     run_until(target(addr, quick), &table, |t| {
-        t.load(EndpointId(0)).is_healthy()
+        t.load(UpstreamId(0)).is_healthy()
     });
-    assert!(table.load(EndpointId(0)).is_healthy());
+    assert!(table.load(UpstreamId(0)).is_healthy());
     drop(listener);
 }
