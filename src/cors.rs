@@ -2,13 +2,13 @@
 //! compiled at load into pre-rendered header lines, so a request pays only for matching its
 //! `Origin`. Preflights are answered by the gateway; other responses get the allow headers.
 
-use crate::config::cors::CorsSpec;
+use crate::config::cors::{split_origin, CorsSpec};
 
 /// A compiled, enabled CORS policy.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CorsPolicy {
     any_origin: bool,
-    origins: Box<[Box<[u8]>]>,
+    origins: Box<[OriginPattern]>,
     credentials: bool,
     /// `access-control-allow-methods`, `-allow-headers`, `-max-age` lines for preflights.
     preflight_lines: Box<[u8]>,
@@ -52,7 +52,7 @@ impl CorsPolicy {
                 .allow_origins
                 .iter()
                 .filter(|o| *o != "*")
-                .map(|o| o.trim_end_matches('/').as_bytes().into())
+                .map(|o| OriginPattern::compile(o.trim_end_matches('/')))
                 .collect(),
             credentials: spec.allow_credentials,
             preflight_lines: preflight.into(),
@@ -62,7 +62,7 @@ impl CorsPolicy {
 
     /// Whether `origin` may call the API.
     pub fn allows(&self, origin: &[u8]) -> bool {
-        self.any_origin || self.origins.iter().any(|o| o.eq_ignore_ascii_case(origin))
+        self.any_origin || self.origins.iter().any(|o| o.matches(origin))
     }
 
     /// Appends the headers of a preflight answer for an allowed `origin`.
@@ -88,6 +88,98 @@ impl CorsPolicy {
             out.extend_from_slice(b"\r\nvary: Origin\r\n");
         }
     }
+}
+
+/// One allowed origin: exact, or with the wildcards `config::cors::check_origin` accepts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum OriginPattern {
+    Exact(Box<[u8]>),
+    Wildcard {
+        /// `https://`
+        scheme: Box<[u8]>,
+        /// The host, or with `*.` what must follow one or more labels (`.example.com`).
+        host: Box<[u8]>,
+        any_subdomain: bool,
+        port: PortPattern,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum PortPattern {
+    None,
+    Exact(Box<[u8]>),
+    Any,
+}
+
+impl OriginPattern {
+    fn compile(text: &str) -> OriginPattern {
+        let exact = || OriginPattern::Exact(text.as_bytes().into());
+        if !text.contains('*') {
+            return exact();
+        }
+        let Some((scheme, host, port)) = split_origin(text.as_bytes()) else {
+            // Refused at load; never matching is the safe reading of what slipped through.
+            return exact();
+        };
+        let (host, any_subdomain) = match host.strip_prefix(b"*") {
+            Some(rest) => (rest, true),
+            None => (host, false),
+        };
+        OriginPattern::Wildcard {
+            scheme: scheme.into(),
+            host: host.into(),
+            any_subdomain,
+            port: match port {
+                None => PortPattern::None,
+                Some(b"*") => PortPattern::Any,
+                Some(p) => PortPattern::Exact(p.into()),
+            },
+        }
+    }
+
+    /// Case-insensitive, as origins' scheme and host are.
+    fn matches(&self, origin: &[u8]) -> bool {
+        let (pattern_scheme, pattern_host, any_subdomain, pattern_port) = match self {
+            OriginPattern::Exact(exact) => return exact.eq_ignore_ascii_case(origin),
+            OriginPattern::Wildcard {
+                scheme,
+                host,
+                any_subdomain,
+                port,
+            } => (scheme, host, *any_subdomain, port),
+        };
+        let Some((scheme, host, port)) = split_origin(origin) else {
+            return false;
+        };
+        let port_ok = match (pattern_port, port) {
+            (PortPattern::None, None) => true,
+            (PortPattern::Exact(want), Some(port)) => **want == *port,
+            (PortPattern::Any, Some(port)) => {
+                port.len() <= 5 && port.iter().all(u8::is_ascii_digit)
+            }
+            _ => false,
+        };
+        let host_ok = if any_subdomain {
+            // `pattern_host` is `.example.com`: one or more DNS labels must come before it.
+            host.len() > pattern_host.len()
+                && host[host.len() - pattern_host.len()..].eq_ignore_ascii_case(pattern_host)
+                && is_dns_labels(&host[..host.len() - pattern_host.len()])
+        } else {
+            host.eq_ignore_ascii_case(pattern_host)
+        };
+        port_ok && host_ok && scheme.eq_ignore_ascii_case(pattern_scheme)
+    }
+}
+
+/// `a`, `a.b-c`: non-empty labels of letters, digits and hyphens separated by single dots.
+fn is_dns_labels(text: &[u8]) -> bool {
+    !text.is_empty()
+        && text.split(|&b| b == b'.').all(|label| {
+            !label.is_empty()
+                && label
+                    .iter()
+                    .all(|&b| b.is_ascii_alphanumeric() || b == b'-')
+        })
 }
 
 fn push_list(out: &mut Vec<u8>, name: &[u8], values: &[String]) {
@@ -168,6 +260,77 @@ mod tests {
         assert!(policy.allows(b"https://app.example"));
         assert!(!policy.allows(b"https://evil.example"));
         assert!(!policy.allows(b"https://app.example.evil"));
+    }
+
+    #[test]
+    fn wildcard_host_label_matches_subdomains_as_choreo_connect_does() {
+        let policy = CorsPolicy::compile(&spec(&["http://*.wildcard.com"], true)).unwrap();
+        for allowed in [
+            &b"http://a.wildcard.com"[..],
+            b"http://A.B.Wildcard.COM",
+            b"http://x-1.wildcard.com",
+        ] {
+            assert!(
+                policy.allows(allowed),
+                "{}",
+                String::from_utf8_lossy(allowed)
+            );
+        }
+        for refused in [
+            &b"http://wildcard.com"[..],
+            b"http://.wildcard.com",
+            b"https://a.wildcard.com",
+            b"http://a.wildcard.com:8080",
+            b"http://awildcard.com",
+            b"http://a.wildcard.com.evil.example",
+            b"http://evil.example/.wildcard.com",
+            b"http://a..wildcard.com",
+            b"http://a_b.wildcard.com",
+        ] {
+            assert!(
+                !policy.allows(refused),
+                "{}",
+                String::from_utf8_lossy(refused)
+            );
+        }
+        let mut out = Vec::new();
+        policy.write_response(&mut out, b"http://a.wildcard.com");
+        assert!(text(out)
+            .starts_with("access-control-allow-origin: http://a.wildcard.com\r\nvary: Origin\r\n"));
+    }
+
+    #[test]
+    fn wildcard_port_matches_any_port_of_that_host() {
+        let policy = CorsPolicy::compile(&spec(&["http://localhost:*"], false)).unwrap();
+        assert!(policy.allows(b"http://localhost:3000"));
+        assert!(!policy.allows(b"http://localhost"));
+        assert!(!policy.allows(b"http://localhost:30a"));
+        assert!(!policy.allows(b"http://localhost.evil:3000"));
+    }
+
+    #[test]
+    fn unclear_wildcards_are_refused_at_load() {
+        use crate::config::cors::check_origin;
+        for ok in [
+            "*",
+            "https://a.example",
+            "http://*.wildcard.com",
+            "https://*.a.b:*",
+            "http://[::1]:*",
+        ] {
+            assert_eq!(check_origin(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "http://a*.example",
+            "http://*",
+            "http://*.",
+            "*.example.com",
+            "http://x.*.com",
+            "http://*.a.com/p",
+            "http://h:8*",
+        ] {
+            assert!(check_origin(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

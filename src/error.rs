@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use crate::auth::{AuthError, KeyType, WWW_AUTHENTICATE};
+use crate::auth::{AuthError, FailureReason, KeyType, WWW_AUTHENTICATE};
 use crate::http::{current_http_date, push_decimal};
 use crate::route::MethodSet;
 
@@ -33,6 +33,9 @@ pub enum GatewayError {
     Unauthorized(AuthError),
     /// A valid token for an environment the resource has no endpoints in.
     NoEndpointForKeyType(KeyType),
+    /// A valid credential without the scopes the resource requires (403, CC's 900910). The
+    /// description names the request path, given to `render_for_path`.
+    InsufficientScope,
     /// Every endpoint of the group failed before answering (102503).
     UpstreamUnavailable,
     /// The upstream exchange took longer than the route timeout (102504).
@@ -48,6 +51,7 @@ impl GatewayError {
         match self {
             GatewayError::BadRequest(_) => 400,
             GatewayError::Unauthorized(_) | GatewayError::NoEndpointForKeyType(_) => 401,
+            GatewayError::InsufficientScope => 403,
             GatewayError::NotFound => 404,
             GatewayError::MethodNotAllowed(_) => 405,
             GatewayError::RequestTimeout => 408,
@@ -79,6 +83,16 @@ impl GatewayError {
 
     fn reason(&self) -> &'static str {
         reason_phrase(self.status())
+    }
+
+    /// Why a 401 or 403 was sent, for the auth failure counters and the debug log.
+    pub fn failure_reason(&self) -> Option<FailureReason> {
+        match self {
+            GatewayError::Unauthorized(e) => Some(e.reason()),
+            GatewayError::NoEndpointForKeyType(_) => Some(FailureReason::NoEndpointForKeyType),
+            GatewayError::InsufficientScope => Some(FailureReason::MissingScope),
+            _ => None,
+        }
     }
 
     /// `(code, message, description)` of the JSON body.
@@ -151,11 +165,25 @@ impl GatewayError {
                 "Invalid Credentials",
                 k.missing_environment_description(),
             ),
+            GatewayError::InsufficientScope => (
+                "900910",
+                "The access token does not allow you to access the requested resource",
+                "User is NOT authorized to access the Resource. Scope validation failed.",
+            ),
         }
     }
 
     /// Appends the whole response (head and body) to `out`.
     pub fn render(&self, out: &mut Vec<u8>, options: &RenderOptions<'_>) {
+        self.render_for_path(out, options, b"");
+    }
+
+    /// [`GatewayError::render`] for a request to `path` (the path as routed), which the 403
+    /// scope answer names as Choreo Connect does.
+    pub fn render_for_path(&self, out: &mut Vec<u8>, options: &RenderOptions<'_>, path: &[u8]) {
+        if *self == GatewayError::InsufficientScope {
+            return self.render_scope_failure(out, options, path);
+        }
         let mut body = [0u8; 512];
         let body_len = self.write_body(&mut body);
         let body = &body[..body_len];
@@ -194,13 +222,47 @@ impl GatewayError {
         }
     }
 
+    /// The 403: its description holds the request path, which may be as long as a request
+    /// line, so the body is written straight into `out` instead of the fixed buffer.
+    fn render_scope_failure(&self, out: &mut Vec<u8>, options: &RenderOptions<'_>, path: &[u8]) {
+        const BEFORE: &[u8] = b"{\"error_message\":\"The access token does not allow you to access the requested resource\",\"code\":\"900910\",\"error_description\":\"User is NOT authorized to access the Resource: ";
+        const AFTER: &[u8] = b". Scope validation failed.\"}";
+        let body_len =
+            BEFORE.len() + path.iter().map(|&b| json_path_len(b)).sum::<usize>() + AFTER.len();
+        out.extend_from_slice(
+            b"HTTP/1.1 403 Forbidden\r\ncontent-type: application/json\r\ncontent-length: ",
+        );
+        push_decimal(out, body_len as u64);
+        // RFC 6750 3.1: a valid token lacking scope is `insufficient_scope`.
+        out.extend_from_slice(
+            b"\r\nwww-authenticate: Bearer realm=\"shardgate\", error=\"insufficient_scope\"\r\n",
+        );
+        out.extend_from_slice(options.extra_headers);
+        if options.close {
+            out.extend_from_slice(b"connection: close\r\n");
+        } else if options.http10_keep_alive {
+            out.extend_from_slice(b"connection: keep-alive\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        if options.head_request {
+            return;
+        }
+        out.extend_from_slice(BEFORE);
+        for &b in path {
+            push_json_path_byte(out, b);
+        }
+        out.extend_from_slice(AFTER);
+    }
+
     /// The JSON body into `buf`; returns its length. The texts are ours and short, so a fixed
     /// buffer holds them; nothing here allocates.
     fn write_body(&self, buf: &mut [u8; 512]) -> usize {
         let (code, message, description) = self.body_fields();
         let mut w = SliceWriter { buf, len: 0 };
         match self {
-            GatewayError::Unauthorized(_) | GatewayError::NoEndpointForKeyType(_) => {
+            GatewayError::Unauthorized(_)
+            | GatewayError::NoEndpointForKeyType(_)
+            | GatewayError::InsufficientScope => {
                 // Choreo Connect's field names and order for authentication failures.
                 w.push(b"{\"error_message\":");
                 w.json_string(message);
@@ -269,6 +331,25 @@ impl SliceWriter<'_> {
     }
 }
 
+/// Bytes a path byte takes inside a JSON string: quotes and backslashes escaped, anything
+/// that is not printable ASCII percent-encoded (so the body stays valid UTF-8 JSON).
+fn json_path_len(b: u8) -> usize {
+    match b {
+        b'"' | b'\\' => 2,
+        0x21..=0x7e => 1,
+        _ => 3,
+    }
+}
+
+fn push_json_path_byte(out: &mut Vec<u8>, b: u8) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    match b {
+        b'"' | b'\\' => out.extend_from_slice(&[b'\\', b]),
+        0x21..=0x7e => out.push(b),
+        _ => out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]),
+    }
+}
+
 /// The standard reason phrase of the statuses the gateway produces itself.
 pub fn reason_phrase(status: u16) -> &'static str {
     match status {
@@ -277,6 +358,7 @@ pub fn reason_phrase(status: u16) -> &'static str {
         204 => "No Content",
         400 => "Bad Request",
         401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
@@ -406,6 +488,52 @@ mod tests {
             json["error_description"],
             "Sandbox key offered to an API with no sandbox endpoint. Make sure you have provided the correct security credentials"
         );
+    }
+
+    #[test]
+    fn scope_failure_is_the_cc_403_naming_the_path() {
+        let mut out = Vec::new();
+        GatewayError::InsufficientScope.render_for_path(
+            &mut out,
+            &RenderOptions::default(),
+            b"/scopes/v2/pet/findByStatus",
+        );
+        let text = String::from_utf8(out).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 403 Forbidden\r\n"), "{head}");
+        assert!(
+            head.contains(
+                "\r\nwww-authenticate: Bearer realm=\"shardgate\", error=\"insufficient_scope\""
+            ),
+            "{head}"
+        );
+        assert!(
+            head.contains(&format!("content-length: {}", body.len())),
+            "{head}"
+        );
+        assert_eq!(
+            body,
+            r#"{"error_message":"The access token does not allow you to access the requested resource","code":"900910","error_description":"User is NOT authorized to access the Resource: /scopes/v2/pet/findByStatus. Scope validation failed."}"#
+        );
+    }
+
+    #[test]
+    fn scope_failure_body_stays_valid_json_for_any_path_bytes() {
+        let long = format!("/{}", "a".repeat(9000));
+        for path in [&b"/a\"b\\c"[..], b"/caf\xc3\xa9 x", long.as_bytes()] {
+            let mut out = Vec::new();
+            let options = RenderOptions {
+                close: true,
+                ..RenderOptions::default()
+            };
+            GatewayError::InsufficientScope.render_for_path(&mut out, &options, path);
+            let text = String::from_utf8(out).unwrap();
+            let (head, body) = text.split_once("\r\n\r\n").unwrap();
+            assert!(head.ends_with("connection: close"), "{head}");
+            assert!(head.contains(&format!("content-length: {}", body.len())));
+            let json: serde_json::Value = serde_json::from_str(body).unwrap();
+            assert_eq!(json["code"], "900910");
+        }
     }
 
     #[test]

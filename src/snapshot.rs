@@ -8,12 +8,15 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 
-use crate::auth::Verifier;
+use crate::auth::{
+    AccessPolicy, Alternative, Credential, MutualTlsPolicy, ScopeSet, ScopeTable, Verifier,
+};
 use crate::config::apictl::read_project;
 use crate::config::document::Document;
 use crate::config::endpoint::EndpointSpec;
 use crate::config::gateway::GatewayConfig;
 use crate::config::openapi::{read_definition, ApiSpec};
+use crate::config::security::{ApiKeyIn, CredentialSpec, MutualTls};
 use crate::config::sources::{discover, Source, SourceEntry};
 use crate::config::url::{Scheme, UpstreamUrl};
 use crate::config::{ConfigError, ConfigErrors, ConfigWarning, FieldPath};
@@ -40,6 +43,8 @@ pub struct Api {
     pub auth_header: Box<str>,
     /// The API's `x-wso2-cors`, or the gateway-wide policy, when enabled.
     pub cors: Option<CorsPolicy>,
+    /// `x-wso2-mutual-ssl` (or api.yaml's `mutualssl`), with the API's own certificates.
+    pub mutual_tls: Option<MutualTlsPolicy>,
 }
 
 /// One operation, compiled.
@@ -51,6 +56,8 @@ pub struct Route {
     pub production: Option<GroupId>,
     pub sandbox: Option<GroupId>,
     pub secured: bool,
+    /// What a secured route accepts (credentials, scopes); empty when it is not secured.
+    pub access: AccessPolicy,
 }
 
 /// Everything the data path needs, immutable.
@@ -198,21 +205,17 @@ impl Snapshot {
             ))
         })
         .ok();
-        if gateway.jwt.issuers.is_empty() {
-            for spec in specs
-                .iter()
-                .filter(|spec| spec.resources.iter().any(|r| r.secured))
-            {
-                errors.push(ConfigError::file(
-                    &spec.file,
-                    format!(
-                        "API '{}' has secured resources but no JWT issuer is configured: add one under jwt.issuers in the gateway config (see config/README.md), or set x-wso2-disable-security: true where no token is wanted",
-                        spec.base_path
-                    ),
-                ));
-            }
+        for error in unverifiable_security(&gateway, &specs) {
+            errors.push(error);
         }
-        let tls = build_tls(&gateway)
+        // Only the certificates of APIs that use mutual TLS become trusted.
+        let pinned: Vec<Vec<u8>> = specs
+            .iter()
+            .filter(|spec| spec.mutual_tls.is_some())
+            .flat_map(|spec| spec.client_certificates.iter().cloned())
+            .collect();
+        let verifier = verifier.map(|v| v.with_scopes(compiler.scopes.clone()));
+        let tls = build_tls(&gateway, &pinned)
             .map_err(|e| errors.push(e.into_config_error(gateway_file)))
             .ok();
         let (Some(verifier), Some(tls)) = (verifier, tls) else {
@@ -286,6 +289,8 @@ impl Snapshot {
     fn carry_state_from(&mut self, previous: &Snapshot) {
         if self.gateway.tls == previous.gateway.tls
             && self.gateway.upstream.tls == previous.gateway.upstream.tls
+            && self.tls.server.pinned_client_certificates()
+                == previous.tls.server.pinned_client_certificates()
         {
             self.tls = Arc::clone(&previous.tls);
         }
@@ -379,9 +384,61 @@ impl Snapshot {
     }
 }
 
-fn build_tls(gateway: &GatewayConfig) -> Result<TlsContexts, crate::tls::TlsConfigError> {
+/// Security a definition asks for that this gateway config could not check: tokens with no
+/// issuer to verify them, API keys with no `api_key` issuer, mutual TLS with nothing to verify
+/// client certificates against. Refused, never served without the check.
+fn unverifiable_security(gateway: &GatewayConfig, specs: &[ApiSpec]) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
+    let bearer_issuers = gateway.jwt.issuers.iter().any(|i| !i.api_key);
+    let api_key_issuers = gateway.jwt.issuers.iter().any(|i| i.api_key);
+    for spec in specs {
+        let alternatives = || {
+            spec.resources
+                .iter()
+                .filter(|r| r.secured)
+                .flat_map(|r| r.security.alternatives.iter())
+        };
+        let wants_bearer = alternatives().any(|c| matches!(c, CredentialSpec::Bearer { .. }));
+        if wants_bearer && !bearer_issuers {
+            let detail = if gateway.jwt.issuers.is_empty() {
+                "no JWT issuer is configured"
+            } else {
+                "every JWT issuer is marked api_key: true (those sign API keys only)"
+            };
+            errors.push(ConfigError::file(
+                &spec.file,
+                format!(
+                    "API '{}' has secured resources but {detail}: add one under jwt.issuers in the gateway config (see config/README.md), or set x-wso2-disable-security: true where no token is wanted",
+                    spec.base_path
+                ),
+            ));
+        }
+        if !api_key_issuers {
+            if let Some(CredentialSpec::ApiKey { origin, .. }) =
+                alternatives().find(|c| matches!(c, CredentialSpec::ApiKey { .. }))
+            {
+                let mut error = origin.clone();
+                error.message = "accepts API keys, but no jwt.issuers entry has api_key: true, so none could be verified".to_owned();
+                errors.push(error);
+            }
+        }
+        if let Some(mutual_tls) = &spec.mutual_tls {
+            if spec.client_certificates.is_empty() && gateway.tls.client_ca.is_none() {
+                let mut error = mutual_tls.origin.clone();
+                error.message = "mutual TLS, but there is nothing to verify client certificates against: set tls.client_ca in the gateway config (or give the apictl project a Client-certificates/ directory)".to_owned();
+                errors.push(error);
+            }
+        }
+    }
+    errors
+}
+
+fn build_tls(
+    gateway: &GatewayConfig,
+    pinned_client_certificates: &[Vec<u8>],
+) -> Result<TlsContexts, crate::tls::TlsConfigError> {
     Ok(TlsContexts {
-        server: ServerTls::from_config(&gateway.tls)?,
+        server: ServerTls::with_client_certificates(&gateway.tls, pinned_client_certificates)?,
         upstream: UpstreamTls::from_config(&gateway.upstream.tls)?,
     })
 }
@@ -417,6 +474,8 @@ struct Compiler<'g> {
     endpoints: Vec<Endpoint>,
     endpoint_ids: HashMap<(Scheme, String, u16), EndpointId>,
     router: Router,
+    /// Every scope a route requires (shared with the verifier).
+    scopes: ScopeTable,
 }
 
 impl<'g> Compiler<'g> {
@@ -432,6 +491,7 @@ impl<'g> Compiler<'g> {
             endpoints: Vec::new(),
             endpoint_ids: HashMap::new(),
             router: Router::new(),
+            scopes: ScopeTable::new(),
         }
     }
 
@@ -464,6 +524,14 @@ impl<'g> Compiler<'g> {
                 .as_ref()
                 .or(self.gateway.cors.as_ref())
                 .and_then(CorsPolicy::compile),
+            mutual_tls: spec.mutual_tls.as_ref().map(|m| MutualTlsPolicy {
+                mandatory: m.mode == MutualTls::Mandatory,
+                pinned: spec
+                    .client_certificates
+                    .iter()
+                    .map(|der| crate::tls::certificate_sha256(der))
+                    .collect(),
+            }),
         });
         self.api_origins.push(spec.base_path_origin.clone());
         for resource in &spec.resources {
@@ -500,6 +568,7 @@ impl<'g> Compiler<'g> {
                         ),
                     )
                 })?;
+            let access = self.access_policy(&resource.security);
             self.routes.push(Route {
                 api,
                 method: resource.method,
@@ -507,6 +576,7 @@ impl<'g> Compiler<'g> {
                 production,
                 sandbox,
                 secured: resource.secured,
+                access,
             });
         }
         Ok(())
@@ -566,6 +636,33 @@ impl<'g> Compiler<'g> {
         });
         self.group_ids.insert(key, id);
         id
+    }
+
+    fn access_policy(
+        &mut self,
+        security: &crate::config::security::ResourceSecurity,
+    ) -> AccessPolicy {
+        let alternatives = security
+            .alternatives
+            .iter()
+            .map(|credential| match credential {
+                CredentialSpec::Bearer { scopes } => Alternative {
+                    credential: Credential::Bearer,
+                    scopes: self.scopes.require(scopes.iter().map(String::as_str)),
+                },
+                CredentialSpec::ApiKey { location, name, .. } => Alternative {
+                    credential: match location {
+                        ApiKeyIn::Header => Credential::ApiKeyHeader(name.as_str().into()),
+                        ApiKeyIn::Query => Credential::ApiKeyQuery(name.as_str().into()),
+                    },
+                    scopes: ScopeSet::default(),
+                },
+            })
+            .collect();
+        AccessPolicy {
+            alternatives,
+            application_optional: security.application_optional,
+        }
     }
 
     fn endpoint(&mut self, url: &UpstreamUrl) -> EndpointId {

@@ -32,6 +32,7 @@ fn fuzz_verifier() -> Verifier {
             jwks: None,
             audience: vec!["fuzz-aud".into(), "other-aud".into()],
             shared_secret: Some(SharedSecret::new(FUZZ_SECRET)),
+            api_key: false,
         }],
         ..JwtConfig::default()
     };
@@ -108,6 +109,7 @@ fn definition_with_a_tagged_mapping_is_refused_with_located_errors() {
         version: Some("1.0.0".into()),
         production: None,
         sandbox: None,
+        ..ProjectDefaults::default()
     };
     let doc = Document::parse(file, "openapi: 3.\npaths: !\n o:\n".to_owned()).unwrap();
     let (result, _) = read_definition(&doc, Some(&project));

@@ -76,10 +76,16 @@ fn fixed_backend() -> u16 {
 fn run_requests(stream: &mut TcpStream, count: usize) -> usize {
     const REQUEST: &[u8] =
         b"GET /svc/hello HTTP/1.1\r\nHost: gateway.test\r\nUser-Agent: alloc-test\r\n\r\n";
+    send_requests(stream, REQUEST, count)
+}
+
+/// Sends `request` `count` times on one connection, reading each response into a stack
+/// buffer. Returns the number of 200 responses.
+fn send_requests(stream: &mut TcpStream, request: &[u8], count: usize) -> usize {
     let mut ok = 0;
     let mut buf = [0u8; 4096];
     for _ in 0..count {
-        stream.write_all(REQUEST).unwrap();
+        stream.write_all(request).unwrap();
         let mut filled = 0;
         loop {
             filled += stream.read(&mut buf[filled..]).unwrap();
@@ -106,8 +112,12 @@ fn run_requests(stream: &mut TcpStream, count: usize) -> usize {
     ok
 }
 
+/// The allocation counter is process-wide: one measuring test at a time.
+static MEASURING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn small_keep_alive_requests_allocate_nothing_once_warm() {
+    let _one_at_a_time = MEASURING.lock().unwrap_or_else(|e| e.into_inner());
     let at_start = ALLOCATIONS.load(Ordering::Relaxed);
     let port = fixed_backend();
     let gateway = Gateway::start(&open_api(
@@ -130,5 +140,46 @@ fn small_keep_alive_requests_allocate_nothing_once_warm() {
     assert_eq!(
         allocations, 0,
         "{allocations} allocations over {requests} requests on the warm path"
+    );
+}
+
+/// A secured route with scopes, behind an API-key alternative that is tried first: once the
+/// token is cached, the check (cache hit, environment, scope bits) allocates nothing either.
+#[test]
+fn secured_requests_with_scopes_allocate_nothing_once_the_token_is_cached() {
+    let _one_at_a_time = MEASURING.lock().unwrap_or_else(|e| e.into_inner());
+    let port = fixed_backend();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let api = format!(
+        "openapi: 3.0.1\nx-wso2-basePath: /svc\nx-wso2-production-endpoints: {{urls: ['http://127.0.0.1:{port}']}}\ncomponents:\n  securitySchemes:\n    oauth: {{type: oauth2, flows: {{}}}}\n    key: {{type: apiKey, in: query, name: apikey}}\npaths:\n  /hello:\n    get:\n      security: [{{key: []}}, {{oauth: [read, write]}}, {{oauth: [admin]}}]\n"
+    );
+    let gateway_yaml = format!(
+        "jwt:\n  issuers:\n    - issuer: https://localhost/dev-only\n      certificate: {root}/config/dev-only/jwt-dev-only.cert.pem\n    - issuer: https://localhost/keys\n      certificate: {root}/config/dev-only/jwt-dev-only.cert.pem\n      api_key: true\n"
+    );
+    let gateway = Gateway::start_with(&api, &gateway_yaml, 1);
+    let key = std::fs::read(format!("{root}/config/dev-only/jwt-dev-only.key.pem")).unwrap();
+    let mut options = shardgate::auth::MintOptions::new("https://localhost/dev-only");
+    options.extra_claims = vec![("scope".into(), serde_json::json!("read other admin"))];
+    let token = shardgate::auth::mint_token(&key, &options).unwrap();
+    let request = format!(
+        "GET /svc/hello HTTP/1.1\r\nHost: gateway.test\r\nAuthorization: Bearer {token}\r\n\r\n"
+    )
+    .into_bytes();
+    let mut stream = TcpStream::connect(gateway.addr).unwrap();
+    stream.set_nodelay(true).unwrap();
+    assert_eq!(
+        send_requests(&mut stream, &request, 2_000),
+        2_000,
+        "warm-up"
+    );
+
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let requests = 20_000;
+    assert_eq!(send_requests(&mut stream, &request, requests), requests);
+    let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    eprintln!("{allocations} allocations in {requests} secured requests");
+    assert_eq!(
+        allocations, 0,
+        "{allocations} allocations over {requests} secured requests on the warm path"
     );
 }

@@ -45,6 +45,7 @@ pub fn check(data: &[u8]) {
                 version: Some("1.0.0".into()),
                 production: None,
                 sandbox: None,
+                ..ProjectDefaults::default()
             };
             definition(
                 Path::new("project/Definitions/swagger.yaml"),

@@ -59,6 +59,7 @@ fn fixture() -> &'static Fixture {
                     jwks: None,
                     audience: Vec::new(),
                     shared_secret: None,
+                    api_key: false,
                 },
                 JwtIssuerConfig {
                     name: Some("fuzz-hmac".into()),
@@ -68,6 +69,7 @@ fn fixture() -> &'static Fixture {
                     jwks: None,
                     audience: vec!["fuzz-aud".into(), "other-aud".into()],
                     shared_secret: Some(SharedSecret::new(FUZZ_SECRET)),
+                    api_key: false,
                 },
             ],
             ..JwtConfig::default()

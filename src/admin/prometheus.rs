@@ -206,6 +206,21 @@ pub fn render(shared: &Shared) -> String {
         let _ = writeln!(out, "{name} {total}");
     }
 
+    header(
+        &mut out,
+        "shardgate_auth_failures_total",
+        "counter",
+        "Requests refused with 401 or 403, by reason (missing, malformed, expired, bad_signature, unknown_issuer, missing_scope, no_client_certificate, ...).",
+    );
+    for reason in crate::auth::FailureReason::ALL {
+        let total: u64 = shards.iter().map(|m| m.auth_failures(reason)).sum();
+        let _ = writeln!(
+            out,
+            "shardgate_auth_failures_total{{reason=\"{}\"}} {total}",
+            reason.label()
+        );
+    }
+
     let histograms = shared.metrics.merged_histograms();
     histogram(
         &mut out,

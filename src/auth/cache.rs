@@ -10,6 +10,7 @@ use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 
 use super::claims::{Claims, KeyType};
 use super::error::AuthError;
+use super::policy::{ScopeSet, TokenUse};
 use super::verifier::Verifier;
 
 /// The hash function: (seed, token) -> hash. A field so tests can force collisions; the data
@@ -150,18 +151,23 @@ impl TokenCache {
         token: &[u8],
         now: u64,
     ) -> Result<Claims, AuthError> {
-        self.with_claims(verifier, token, now, Claims::clone)
+        self.with_claims(verifier, token, now, TokenUse::Bearer, Claims::clone)
     }
 
-    /// [`TokenCache::verify`] for the request path, which needs only the environment: no
-    /// copy of the claims (whose subject is reference-counted) per request.
-    pub fn key_type(
+    /// The request path's check of a token presented as `token_use`: its environment, and
+    /// whether it carries every scope of `required`. No copy of the claims (whose subject is
+    /// reference-counted) and no allocation on a hit.
+    pub fn authorize(
         &mut self,
         verifier: &Verifier,
         token: &[u8],
         now: u64,
-    ) -> Result<KeyType, AuthError> {
-        self.with_claims(verifier, token, now, |claims| claims.key_type)
+        token_use: TokenUse,
+        required: &ScopeSet,
+    ) -> Result<(KeyType, bool), AuthError> {
+        self.with_claims(verifier, token, now, token_use, |claims| {
+            (claims.key_type, claims.scopes.contains_all(required))
+        })
     }
 
     fn with_claims<R>(
@@ -169,6 +175,7 @@ impl TokenCache {
         verifier: &Verifier,
         token: &[u8],
         now: u64,
+        token_use: TokenUse,
         read: impl FnOnce(&Claims) -> R,
     ) -> Result<R, AuthError> {
         if self.generation != verifier.generation() {
@@ -177,9 +184,13 @@ impl TokenCache {
             self.clock_skew_secs = verifier.clock_skew_secs();
         }
         if let Some(claims) = self.get(token, now) {
+            // The same bytes verified as the other use: its issuer does not sign this one.
+            if verifier.token_use(claims.issuer) != Some(token_use) {
+                return Err(AuthError::UnknownIssuer);
+            }
             return Ok(read(claims));
         }
-        let claims = verifier.verify(token, now)?;
+        let claims = verifier.verify_as(token, now, token_use)?;
         let result = read(&claims);
         self.insert(token, claims, now);
         Ok(result)
@@ -277,6 +288,7 @@ mod tests {
             key_type: KeyType::Production,
             expires_at,
             subject: Some(Arc::from(subject)),
+            scopes: Default::default(),
         }
     }
 

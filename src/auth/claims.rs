@@ -1,6 +1,9 @@
-//! What a validated token tells the gateway: which issuer, which environment, until when.
+//! What a validated token tells the gateway: which issuer, which environment, until when,
+//! with which scopes.
 
 use std::sync::Arc;
+
+use super::policy::ScopeSet;
 
 /// Index of an issuer in the `Verifier` that validated the token (its position in
 /// `jwt.issuers`). Meaningful only with that `Verifier`.
@@ -71,6 +74,9 @@ pub struct Claims {
     pub expires_at: u64,
     /// The `sub` claim, when present (for access logs).
     pub subject: Option<Arc<str>>,
+    /// The scopes of the `scope` claim that some route requires (read once, when the token
+    /// is verified, so a cached token is never parsed again).
+    pub scopes: ScopeSet,
 }
 
 #[cfg(test)]

@@ -75,6 +75,14 @@ pub enum AuthError {
     /// `keytype` is present but neither PRODUCTION nor SANDBOX (any case).
     #[error("invalid keytype claim")]
     InvalidKeyType,
+    /// The API makes mutual TLS mandatory and the connection has no verified client
+    /// certificate (none offered, or a plain HTTP connection).
+    #[error("no verified client certificate")]
+    NoClientCertificate,
+    /// A verified client certificate that is not one this API accepts (another API's own
+    /// certificate, or one not chaining to `tls.client_ca` where the API has none of its own).
+    #[error("client certificate not accepted by this API")]
+    ClientCertificateNotAccepted,
 }
 
 impl AuthError {
@@ -91,7 +99,10 @@ impl AuthError {
     /// The JSON `error_description`, as Choreo Connect's enforcer words this case.
     pub fn description(&self) -> &'static str {
         match self {
-            AuthError::Missing => DESCRIPTION_NO_TOKEN,
+            // CC's `AuthFilter` reports a failed mandatory mTLS check as no credentials at all.
+            AuthError::Missing
+            | AuthError::NoClientCertificate
+            | AuthError::ClientCertificateNotAccepted => DESCRIPTION_NO_TOKEN,
             AuthError::Malformed(_) => DESCRIPTION_NOT_A_JWT,
             AuthError::InvalidKeyType => DESCRIPTION_INVALID_KEY_TYPE,
             AuthError::UnsupportedAlgorithm
@@ -108,6 +119,94 @@ impl AuthError {
     /// The HTTP status: always 401.
     pub fn http_status(&self) -> u16 {
         401
+    }
+
+    /// The metrics label and log word of this failure.
+    pub fn reason(&self) -> FailureReason {
+        match self {
+            AuthError::Missing => FailureReason::Missing,
+            AuthError::Malformed(_) => FailureReason::Malformed,
+            AuthError::UnsupportedAlgorithm => FailureReason::UnsupportedAlgorithm,
+            AuthError::UnknownIssuer => FailureReason::UnknownIssuer,
+            AuthError::UnknownKey => FailureReason::UnknownKey,
+            AuthError::BadSignature => FailureReason::BadSignature,
+            AuthError::MissingExpiry => FailureReason::MissingExpiry,
+            AuthError::Expired => FailureReason::Expired,
+            AuthError::NotYetValid => FailureReason::NotYetValid,
+            AuthError::AudienceMismatch => FailureReason::AudienceMismatch,
+            AuthError::InvalidKeyType => FailureReason::InvalidKeyType,
+            AuthError::NoClientCertificate => FailureReason::NoClientCertificate,
+            AuthError::ClientCertificateNotAccepted => FailureReason::ClientCertificateNotAccepted,
+        }
+    }
+}
+
+/// Why a request was answered 401 or 403: the `reason` label of
+/// `shardgate_auth_failures_total` and the word in the debug log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FailureReason {
+    Missing,
+    Malformed,
+    UnsupportedAlgorithm,
+    UnknownIssuer,
+    UnknownKey,
+    BadSignature,
+    MissingExpiry,
+    Expired,
+    NotYetValid,
+    AudienceMismatch,
+    InvalidKeyType,
+    NoClientCertificate,
+    ClientCertificateNotAccepted,
+    /// A valid credential without the scopes the resource requires (403).
+    MissingScope,
+    /// A valid token for an environment the resource has no endpoint in.
+    NoEndpointForKeyType,
+}
+
+impl FailureReason {
+    /// Every reason, in the order of `index`.
+    pub const ALL: [FailureReason; 15] = [
+        FailureReason::Missing,
+        FailureReason::Malformed,
+        FailureReason::UnsupportedAlgorithm,
+        FailureReason::UnknownIssuer,
+        FailureReason::UnknownKey,
+        FailureReason::BadSignature,
+        FailureReason::MissingExpiry,
+        FailureReason::Expired,
+        FailureReason::NotYetValid,
+        FailureReason::AudienceMismatch,
+        FailureReason::InvalidKeyType,
+        FailureReason::NoClientCertificate,
+        FailureReason::ClientCertificateNotAccepted,
+        FailureReason::MissingScope,
+        FailureReason::NoEndpointForKeyType,
+    ];
+
+    /// Position in `ALL` (a counter slot).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            FailureReason::Missing => "missing",
+            FailureReason::Malformed => "malformed",
+            FailureReason::UnsupportedAlgorithm => "unsupported_algorithm",
+            FailureReason::UnknownIssuer => "unknown_issuer",
+            FailureReason::UnknownKey => "unknown_key",
+            FailureReason::BadSignature => "bad_signature",
+            FailureReason::MissingExpiry => "missing_expiry",
+            FailureReason::Expired => "expired",
+            FailureReason::NotYetValid => "not_yet_valid",
+            FailureReason::AudienceMismatch => "audience_mismatch",
+            FailureReason::InvalidKeyType => "invalid_key_type",
+            FailureReason::NoClientCertificate => "no_client_certificate",
+            FailureReason::ClientCertificateNotAccepted => "client_certificate_not_accepted",
+            FailureReason::MissingScope => "missing_scope",
+            FailureReason::NoEndpointForKeyType => "no_endpoint_for_key_type",
+        }
     }
 }
 
@@ -150,7 +249,7 @@ impl AuthConfigError {
 mod tests {
     use super::*;
 
-    const ALL: [AuthError; 11] = [
+    const ALL: [AuthError; 13] = [
         AuthError::Missing,
         AuthError::Malformed("x"),
         AuthError::UnsupportedAlgorithm,
@@ -162,6 +261,8 @@ mod tests {
         AuthError::NotYetValid,
         AuthError::AudienceMismatch,
         AuthError::InvalidKeyType,
+        AuthError::NoClientCertificate,
+        AuthError::ClientCertificateNotAccepted,
     ];
 
     #[test]
@@ -199,6 +300,23 @@ mod tests {
                 "Invalid Credentials. Make sure you have provided the correct security credentials"
             );
         }
+    }
+
+    #[test]
+    fn failure_reasons_have_distinct_labels_in_index_order() {
+        for (i, reason) in FailureReason::ALL.iter().enumerate() {
+            assert_eq!(reason.index(), i);
+        }
+        let labels: std::collections::HashSet<_> =
+            FailureReason::ALL.iter().map(|r| r.label()).collect();
+        assert_eq!(labels.len(), FailureReason::ALL.len());
+        assert_eq!(AuthError::Expired.reason().label(), "expired");
+        assert_eq!(AuthError::BadSignature.reason().label(), "bad_signature");
+        assert_eq!(AuthError::UnknownIssuer.reason().label(), "unknown_issuer");
+        assert_eq!(
+            AuthError::NoClientCertificate.reason().label(),
+            "no_client_certificate"
+        );
     }
 
     #[test]

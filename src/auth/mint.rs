@@ -308,6 +308,7 @@ mod tests {
                 jwks: None,
                 audience: vec!["api".into()],
                 shared_secret: None,
+                api_key: false,
             }],
             ..JwtConfig::default()
         };

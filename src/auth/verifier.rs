@@ -16,6 +16,7 @@ use super::claims::{Claims, IssuerId, KeyType};
 use super::error::{AuthConfigError, AuthError};
 use super::jws::{self, Alg};
 use super::keys::{self, VerifyKey};
+use super::policy::{ScopeTable, TokenUse};
 use crate::config::jwt::{JwtConfig, SECTION};
 
 /// Most keys one issuer may have. A token without `kid` is tried against each of its issuer's
@@ -36,6 +37,8 @@ pub struct Verifier {
     by_iss: HashMap<String, IssuerId>,
     clock_skew_secs: u64,
     generation: u64,
+    /// The scopes routes require; a token's `scope` claim is kept as bits of this table.
+    scopes: ScopeTable,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -50,6 +53,7 @@ impl std::fmt::Debug for Verifier {
             .field("issuers", &issuers)
             .field("clock_skew_secs", &self.clock_skew_secs)
             .field("generation", &self.generation)
+            .field("scopes", &self.scopes.len())
             .finish()
     }
 }
@@ -59,6 +63,8 @@ struct Issuer {
     name: String,
     audience: Vec<String>,
     keys: Vec<VerifyKey>,
+    /// Signs API keys, not bearer tokens (`api_key: true`).
+    token_use: TokenUse,
 }
 
 impl Verifier {
@@ -113,6 +119,11 @@ impl Verifier {
                 name: entry.display_name().to_owned(),
                 audience: entry.audience.clone(),
                 keys,
+                token_use: if entry.api_key {
+                    TokenUse::ApiKey
+                } else {
+                    TokenUse::Bearer
+                },
             });
         }
         Ok(Verifier {
@@ -120,7 +131,19 @@ impl Verifier {
             by_iss,
             clock_skew_secs: cfg.clock_skew_secs,
             generation: NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
+            scopes: ScopeTable::new(),
         })
+    }
+
+    /// Installs the scopes the snapshot's routes require (before the verifier is shared).
+    pub fn with_scopes(mut self, scopes: ScopeTable) -> Self {
+        self.scopes = scopes;
+        self
+    }
+
+    /// How tokens of an issuer are presented (`api_key: true` issuers sign API keys).
+    pub fn token_use(&self, id: IssuerId) -> Option<TokenUse> {
+        self.issuers.get(id.index()).map(|i| i.token_use)
     }
 
     /// Number of configured issuers (start-up refuses secured APIs when this is 0).
@@ -150,8 +173,20 @@ impl Verifier {
         self.generation
     }
 
-    /// Validates a compact JWS at time `now_unix` (seconds since the epoch).
+    /// Validates a compact JWS presented as a `Bearer` token at time `now_unix` (seconds
+    /// since the epoch).
     pub fn verify(&self, token: &[u8], now_unix: u64) -> Result<Claims, AuthError> {
+        self.verify_as(token, now_unix, TokenUse::Bearer)
+    }
+
+    /// Validates a compact JWS presented as `token_use`: only issuers for that use can have
+    /// signed it (an API key is no bearer token, and the other way round).
+    pub fn verify_as(
+        &self,
+        token: &[u8],
+        now_unix: u64,
+        token_use: TokenUse,
+    ) -> Result<Claims, AuthError> {
         super::check_b64token(token)?;
         let parts = jws::split(token)?;
         let header = jws::parse_header(parts.header)?;
@@ -170,6 +205,9 @@ impl Verifier {
             .copied()
             .ok_or(AuthError::UnknownIssuer)?;
         let issuer = &self.issuers[id.index()];
+        if issuer.token_use != token_use {
+            return Err(AuthError::UnknownIssuer);
+        }
         let signature = jws::decode(parts.signature, "signature is not base64url")?;
         issuer.verify_signature(alg, header.kid.as_deref(), parts.signing_input, &signature)?;
 
@@ -196,11 +234,17 @@ impl Verifier {
             None => KeyType::Production,
             Some(value) => KeyType::from_claim(value).ok_or(AuthError::InvalidKeyType)?,
         };
+        let scopes = match &payload.scope {
+            None => Default::default(),
+            Some(ScopeClaim::Spaced(text)) => self.scopes.granted(text.split(' ')),
+            Some(ScopeClaim::List(list)) => self.scopes.granted(list.iter().map(String::as_str)),
+        };
         Ok(Claims {
             issuer: id,
             key_type,
             expires_at,
             subject: payload.sub.map(Arc::from),
+            scopes,
         })
     }
 }
@@ -261,6 +305,17 @@ struct Payload {
     aud: Option<Audience>,
     #[serde(default)]
     keytype: Option<String>,
+    #[serde(default)]
+    scope: Option<ScopeClaim>,
+}
+
+/// `scope`: space-separated (RFC 8693 4.2, what WSO2 issues) or an array of strings (what
+/// some identity providers issue).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ScopeClaim {
+    Spaced(String),
+    List(Vec<String>),
 }
 
 /// `aud`: one string or an array of strings (RFC 7519 4.1.3).

@@ -11,7 +11,7 @@ use crate::auth::jws::B64URL;
 use crate::auth::test_support::{
     self, signed, signing_input, token, TestKey, DEV_CERT_PATH, DEV_ISSUER,
 };
-use crate::auth::{extract_bearer, TokenCache};
+use crate::auth::{extract_bearer, ScopeSet, ScopeTable, TokenCache, TokenUse};
 use crate::config::jwt::{JwtIssuerConfig, SharedSecret};
 
 const NOW: u64 = 1_700_000_000;
@@ -26,6 +26,7 @@ fn issuer(iss: &str) -> JwtIssuerConfig {
         jwks: None,
         audience: vec![],
         shared_secret: None,
+        api_key: false,
     }
 }
 
@@ -984,6 +985,125 @@ fn a_new_verifier_empties_the_cache() {
         Err(AuthError::UnknownIssuer)
     );
     assert!(cache.is_empty());
+}
+
+// --- scopes and API keys ------------------------------------------------------------------------
+
+fn scoped_verifier(issuers: Vec<JwtIssuerConfig>) -> (Verifier, ScopeSet, ScopeSet) {
+    let mut table = ScopeTable::new();
+    let write = table.require(["write:pets"]);
+    let read_write = table.require(["read:pets", "write:pets"]);
+    (
+        verifier_with(issuers, Path::new("/")).with_scopes(table),
+        write,
+        read_write,
+    )
+}
+
+#[test]
+fn scope_claim_is_read_as_a_spaced_string_or_an_array() {
+    let (v, write, read_write) = scoped_verifier(vec![dev_issuer()]);
+    for scope in [
+        json!("read:pets  write:pets other"),
+        json!(["other", "write:pets", "read:pets"]),
+    ] {
+        let t = rs256(&with(claims(), json!({ "scope": scope })));
+        let c = v.verify(t.as_bytes(), NOW).unwrap();
+        assert!(c.scopes.contains_all(&write), "{scope}");
+        assert!(c.scopes.contains_all(&read_write), "{scope}");
+    }
+    let t = rs256(&with(claims(), json!({"scope": "write:pets"})));
+    let c = v.verify(t.as_bytes(), NOW).unwrap();
+    assert!(c.scopes.contains_all(&write));
+    assert!(!c.scopes.contains_all(&read_write));
+    let none = v.verify(rs256(&claims()).as_bytes(), NOW).unwrap();
+    assert!(!none.scopes.contains_all(&write));
+    assert!(none.scopes.contains_all(&ScopeSet::default()));
+}
+
+#[test]
+fn a_scope_claim_of_another_type_makes_the_token_malformed() {
+    let (v, _, _) = scoped_verifier(vec![dev_issuer()]);
+    let t = rs256(&with(claims(), json!({"scope": 7})));
+    assert!(matches!(
+        v.verify(t.as_bytes(), NOW),
+        Err(AuthError::Malformed(_))
+    ));
+}
+
+#[test]
+fn api_key_issuers_sign_api_keys_and_never_bearer_tokens() {
+    let v = verifier_with(
+        vec![
+            JwtIssuerConfig {
+                api_key: true,
+                ..dev_issuer()
+            },
+            issuer_with_secret("https://idp"),
+        ],
+        Path::new("/"),
+    );
+    let key = rs256(&claims());
+    assert!(v.verify_as(key.as_bytes(), NOW, TokenUse::ApiKey).is_ok());
+    assert_eq!(
+        v.verify_as(key.as_bytes(), NOW, TokenUse::Bearer),
+        Err(AuthError::UnknownIssuer)
+    );
+    let bearer = signed(
+        &TestKey::Secret(SECRET_32.into()),
+        Alg::HS256,
+        None,
+        &with(claims(), json!({"iss": "https://idp"})),
+    );
+    assert!(v.verify(bearer.as_bytes(), NOW).is_ok());
+    assert_eq!(
+        v.verify_as(bearer.as_bytes(), NOW, TokenUse::ApiKey),
+        Err(AuthError::UnknownIssuer)
+    );
+}
+
+#[test]
+fn a_cached_token_is_not_accepted_in_the_other_use() {
+    let v = verifier_with(
+        vec![JwtIssuerConfig {
+            api_key: true,
+            ..dev_issuer()
+        }],
+        Path::new("/"),
+    );
+    let mut cache = TokenCache::new(16, 5);
+    let key = rs256(&claims());
+    let none = ScopeSet::default();
+    assert!(cache
+        .authorize(&v, key.as_bytes(), NOW, TokenUse::ApiKey, &none)
+        .is_ok());
+    assert_eq!(cache.len(), 1);
+    assert_eq!(
+        cache.authorize(&v, key.as_bytes(), NOW, TokenUse::Bearer, &none),
+        Err(AuthError::UnknownIssuer)
+    );
+}
+
+#[test]
+fn a_cache_hit_answers_the_scope_check_from_the_cached_claims() {
+    let (v, write, read_write) = scoped_verifier(vec![dev_issuer()]);
+    let mut cache = TokenCache::new(16, 5);
+    let t = rs256(&with(claims(), json!({"scope": "write:pets"})));
+    let bearer = TokenUse::Bearer;
+    assert_eq!(
+        cache.authorize(&v, t.as_bytes(), NOW, bearer, &write),
+        Ok((KeyType::Production, true))
+    );
+    assert_eq!(
+        cache.authorize(&v, t.as_bytes(), NOW, bearer, &read_write),
+        Ok((KeyType::Production, false))
+    );
+    assert_eq!(cache.len(), 1);
+    assert_eq!(cache.get(t.as_bytes(), NOW).unwrap().scopes, {
+        let mut expected = ScopeTable::new();
+        expected.require(["write:pets"]);
+        expected.granted(["write:pets"])
+    });
 }
 
 // --- configuration errors -----------------------------------------------------------------------

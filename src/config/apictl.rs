@@ -10,7 +10,11 @@ use super::document::{untagged, Document, Reader};
 use super::endpoint::{BasicAuth, EndpointSpec, GroupKind};
 use super::error::{ConfigError, ConfigWarning, FieldPath};
 use super::openapi::ProjectDefaults;
+use super::security::read_project_security;
 use super::url::parse_url;
+
+/// Where apictl exports an API's mutual TLS client certificates.
+const CLIENT_CERTIFICATES_DIR: &str = "Client-certificates";
 
 const PROJECT_FILES: &[&str] = &["api.yaml", "api.yml", "api.json"];
 const DEFINITION_FILES: &[&str] = &[
@@ -61,6 +65,13 @@ pub fn read_project(dir: &Path) -> (Result<Project, Vec<ConfigError>>, Vec<Confi
     let r = Reader::new(&api_doc);
     let defaults = read_api_yaml(&r);
     let (mut errors, warnings) = r.finish();
+    let defaults = defaults.map(|mut defaults| {
+        match read_client_certificates(&dir.join(CLIENT_CERTIFICATES_DIR)) {
+            Ok(certificates) => defaults.client_certificates = certificates,
+            Err(mut problems) => errors.append(&mut problems),
+        }
+        defaults
+    });
     let definition = Document::read(&definition_file).map_err(|e| errors.push(e));
     match (definition, defaults) {
         (Ok(definition), Some(defaults)) if errors.is_empty() => (
@@ -89,6 +100,10 @@ fn read_api_yaml(r: &Reader<'_>) -> Option<ProjectDefaults> {
         version: text("version"),
         ..ProjectDefaults::default()
     };
+    if let Some(value) = data.get("securityScheme") {
+        defaults.security =
+            read_project_security(r, value, &data_field.key("securityScheme")).unwrap_or_default();
+    }
     if let Some(config) = data.get("endpointConfig") {
         let field = data_field.key("endpointConfig");
         let config = r.mapping(config, &field)?;
@@ -211,4 +226,54 @@ fn read_endpoint_security(r: &Reader<'_>, value: &Value, field: &FieldPath) -> O
         .get("password")
         .and_then(|v| r.text(v, &field.key("password")))?;
     Some(BasicAuth { username, password })
+}
+
+/// Every certificate of the `.pem`, `.crt` and `.cer` files in `Client-certificates/`, in
+/// file name order (`client_certificates.yaml`, with aliases and throttling tiers, is not
+/// needed to match a certificate). No directory: none.
+fn read_client_certificates(dir: &Path) -> Result<Vec<Vec<u8>>, Vec<ConfigError>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(Vec::new());
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension().is_some_and(|e| {
+                ["pem", "crt", "cer"]
+                    .iter()
+                    .any(|x| e.eq_ignore_ascii_case(x))
+            })
+        })
+        .collect();
+    files.sort();
+    let mut certificates = Vec::new();
+    let mut errors = Vec::new();
+    for file in files {
+        let bytes = match std::fs::read(&file) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                errors.push(ConfigError::file(&file, format!("cannot read: {e}")));
+                continue;
+            }
+        };
+        match CertificateDer::pem_slice_iter(&bytes).collect::<Result<Vec<_>, _>>() {
+            Ok(found) if found.is_empty() => errors.push(ConfigError::file(
+                &file,
+                "no PEM certificate in this client certificate file",
+            )),
+            Ok(found) => certificates.extend(found.into_iter().map(|c| c.to_vec())),
+            Err(e) => errors.push(ConfigError::file(
+                &file,
+                format!("not a PEM client certificate: {e}"),
+            )),
+        }
+    }
+    if errors.is_empty() {
+        Ok(certificates)
+    } else {
+        Err(errors)
+    }
 }

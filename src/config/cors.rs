@@ -56,7 +56,15 @@ pub fn read_wso2_cors(r: &Reader<'_>, value: &Value, field: &FieldPath) -> Optio
         match key.as_str() {
             "corsConfigurationEnabled" => spec.enabled = r.boolean(value, &path)?,
             "accessControlAllowCredentials" => spec.allow_credentials = r.boolean(value, &path)?,
-            "accessControlAllowOrigins" => spec.allow_origins = strings(r, value, &path)?,
+            "accessControlAllowOrigins" => {
+                let origins = strings(r, value, &path)?;
+                for (i, origin) in origins.iter().enumerate() {
+                    if let Err(problem) = check_origin(origin) {
+                        r.error(&path.index(i), problem);
+                    }
+                }
+                spec.allow_origins = origins;
+            }
             "accessControlAllowHeaders" => spec.allow_headers = strings(r, value, &path)?,
             "accessControlAllowMethods" => spec.allow_methods = strings(r, value, &path)?,
             "accessControlExposeHeaders" => spec.expose_headers = strings(r, value, &path)?,
@@ -65,6 +73,68 @@ pub fn read_wso2_cors(r: &Reader<'_>, value: &Value, field: &FieldPath) -> Optio
         }
     }
     Some(spec)
+}
+
+/// Checks one allowed origin: `*`, an exact `scheme://host[:port]`, or one with wildcards
+/// where their meaning is plain. `*.` at the start of the host matches one or more labels
+/// (`http://*.wildcard.com` allows `http://a.b.wildcard.com`, as Choreo Connect does), and a
+/// port of `*` matches any port. Choreo Connect turns every `*` into the regular expression
+/// `.*`, which also lets `http://a*` match `http://attacker.example`; a `*` anywhere else
+/// is refused here instead of being guessed at.
+pub fn check_origin(origin: &str) -> Result<(), String> {
+    if origin == "*" || !origin.contains('*') {
+        return Ok(());
+    }
+    let refuse = || {
+        Err(format!(
+            "origin '{origin}': '*' is only allowed as the whole origin, as the first host label \
+             ('https://*.example.com') or as the port ('http://localhost:*')"
+        ))
+    };
+    let Some((_, host, port)) = split_origin(origin.as_bytes()) else {
+        return refuse();
+    };
+    let host_ok = match host.strip_prefix(b"*.") {
+        Some(rest) => !rest.is_empty() && !rest.contains(&b'*'),
+        None => !host.contains(&b'*'),
+    };
+    let port_ok = port.is_none_or(|p| p == b"*" || !p.contains(&b'*'));
+    if host_ok && port_ok {
+        Ok(())
+    } else {
+        refuse()
+    }
+}
+
+/// The parts of `scheme://host[:port]`: the scheme with `://`, the host (IPv6 hosts keep
+/// their brackets) and the port.
+pub type OriginParts<'a> = (&'a [u8], &'a [u8], Option<&'a [u8]>);
+
+/// Splits an origin; `None` when it is not of that shape (a path, user info, no scheme).
+pub fn split_origin(origin: &[u8]) -> Option<OriginParts<'_>> {
+    let separator = origin.windows(3).position(|w| w == b"://")?;
+    let (scheme, authority) = origin.split_at(separator + 3);
+    if authority.is_empty()
+        || authority
+            .iter()
+            .any(|&b| matches!(b, b'/' | b'@' | b'?' | b'#'))
+    {
+        return None;
+    }
+    let host_end = if authority[0] == b'[' {
+        authority.iter().position(|&b| b == b']')? + 1
+    } else {
+        authority
+            .iter()
+            .position(|&b| b == b':')
+            .unwrap_or(authority.len())
+    };
+    let (host, rest) = authority.split_at(host_end);
+    match rest {
+        [] => Some((scheme, host, None)),
+        [b':', port @ ..] if !port.is_empty() => Some((scheme, host, Some(port))),
+        _ => None,
+    }
 }
 
 fn strings(r: &Reader<'_>, value: &Value, field: &FieldPath) -> Option<Vec<String>> {

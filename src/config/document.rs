@@ -125,6 +125,15 @@ impl<'d> Reader<'d> {
             .push(self.doc.error(field, message));
     }
 
+    /// Records an error located earlier (possibly in another file of the same API, such as
+    /// an apictl project's api.yaml). Repeats of the same error are kept once.
+    pub fn push(&self, error: ConfigError) {
+        let mut errors = self.errors.borrow_mut();
+        if !errors.contains(&error) {
+            errors.push(error);
+        }
+    }
+
     pub fn warn(&self, field: &FieldPath, message: impl Into<String>) {
         self.warnings
             .borrow_mut()

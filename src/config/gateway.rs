@@ -95,6 +95,10 @@ pub struct ServerTls {
     /// Certificate chains with their keys; the SNI name picks one, the first is the default.
     /// Empty: a self-signed certificate is generated at start.
     pub certificates: Vec<CertificateFiles>,
+    /// PEM bundle of the CAs that sign client certificates (mutual TLS, `x-wso2-mutual-ssl`).
+    /// When set, every client is asked for a certificate; none is required by the listener,
+    /// the APIs that make mutual TLS mandatory refuse requests without one.
+    pub client_ca: Option<PathBuf>,
 }
 
 /// A PEM certificate chain and its private key.
@@ -457,6 +461,13 @@ impl GatewayConfig {
                 );
             }
         }
+        if let Some(cors) = &self.cors {
+            for (i, origin) in cors.allow_origins.iter().enumerate() {
+                if let Err(problem) = super::cors::check_origin(origin) {
+                    return field_error(&format!("cors.allow_origins[{i}]"), &problem);
+                }
+            }
+        }
         if let Err(e) = super::failure::validate(&self.group_overrides, &self.suspension) {
             return field_error(&e.field, &e.problem);
         }
@@ -479,6 +490,9 @@ impl GatewayConfig {
         for pair in &mut self.tls.certificates {
             resolve(&mut pair.certificate_chain);
             resolve(&mut pair.private_key);
+        }
+        if let Some(ca) = &mut self.tls.client_ca {
+            resolve(ca);
         }
         if let Some(p) = &mut self.upstream.hosts_file {
             resolve(p);
@@ -628,6 +642,17 @@ mod tests {
         assert!(error.contains("http.underscores_in_headers"), "{error}");
         let error = parse("http:\n  underscore: drop\n").unwrap_err();
         assert!(error.contains("unknown field `underscore`"), "{error}");
+    }
+
+    #[test]
+    fn gateway_cors_origins_with_unclear_wildcards_are_refused() {
+        assert!(parse("cors:\n  allow_origins: ['http://*.example.com']\n").is_ok());
+        let error =
+            parse("cors:\n  allow_origins: ['http://*.example.com', 'https://a*']\n").unwrap_err();
+        assert!(
+            error.starts_with("config/gateway.yaml: cors.allow_origins[1]: origin 'https://a*'"),
+            "{error}"
+        );
     }
 
     #[test]

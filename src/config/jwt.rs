@@ -78,6 +78,12 @@ pub struct JwtIssuerConfig {
     /// accepted, and only for this issuer.
     #[serde(default)]
     pub shared_secret: Option<SharedSecret>,
+    /// This issuer signs API keys (Choreo Connect's JWT-format keys): its tokens are accepted
+    /// in API-key headers and query parameters, and never as `Bearer` tokens, so a key that
+    /// travels in URLs and logs does not double as an access token. Default `false`: its
+    /// tokens are `Bearer` tokens only.
+    #[serde(default)]
+    pub api_key: bool,
 }
 
 impl JwtIssuerConfig {
@@ -226,6 +232,7 @@ mod tests {
             jwks: None,
             audience: vec![],
             shared_secret: None,
+            api_key: false,
         }
     }
 

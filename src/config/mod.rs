@@ -11,6 +11,7 @@ pub mod gateway;
 pub mod jwt;
 pub mod locate;
 pub mod openapi;
+pub mod security;
 pub mod sources;
 pub mod url;
 

@@ -12,6 +12,10 @@ use super::document::{untagged, Document, Reader};
 use super::endpoint::{read_endpoint, read_named_endpoints, EndpointSpec, NamedEndpoints};
 use super::error::{ConfigError, ConfigWarning, FieldPath};
 use super::locate::line_of;
+use super::security::{
+    read_level_security, read_mutual_tls, read_schemes, resolve, LevelSecurity, MutualTlsSpec,
+    ProjectSecurity, ResourceSecurity, Schemes, SecurityLevels,
+};
 use super::url::{parse_url, Scheme};
 use crate::http::Method;
 
@@ -29,6 +33,11 @@ pub struct ApiSpec {
     pub auth_header: String,
     pub cors: Option<CorsSpec>,
     pub resources: Vec<ResourceSpec>,
+    /// `x-wso2-mutual-ssl`, or api.yaml's `mutualssl` entries.
+    pub mutual_tls: Option<MutualTlsSpec>,
+    /// DER of the certificates in an apictl project's `Client-certificates/`: when there are
+    /// any, the client certificate must be one of them.
+    pub client_certificates: Vec<Vec<u8>>,
 }
 
 /// One operation: a path template and a method, with its endpoints resolved.
@@ -40,6 +49,8 @@ pub struct ResourceSpec {
     pub production: Option<EndpointSpec>,
     pub sandbox: Option<EndpointSpec>,
     pub secured: bool,
+    /// What a secured resource accepts (empty alternatives when it is not secured).
+    pub security: ResourceSecurity,
 }
 
 /// What an apictl project's `api.yaml` contributes; the definition's extensions win.
@@ -50,6 +61,10 @@ pub struct ProjectDefaults {
     pub version: Option<String>,
     pub production: Option<EndpointSpec>,
     pub sandbox: Option<EndpointSpec>,
+    /// `data.securityScheme`.
+    pub security: ProjectSecurity,
+    /// The certificates of `Client-certificates/` (DER).
+    pub client_certificates: Vec<Vec<u8>>,
 }
 
 const DEFAULT_AUTH_HEADER: &str = "Authorization";
@@ -63,11 +78,17 @@ const KNOWN_API_EXTENSIONS: &[&str] = &[
     "x-wso2-disable-security",
     "x-wso2-auth-header",
     "x-wso2-cors",
+    "x-wso2-application-security",
+    "x-wso2-mutual-ssl",
+    "x-wso2-transports",
 ];
 const KNOWN_RESOURCE_EXTENSIONS: &[&str] = &[
     "x-wso2-production-endpoints",
     "x-wso2-sandbox-endpoints",
     "x-wso2-disable-security",
+    "x-wso2-application-security",
+    // Refused below with its own error, not warned about.
+    "x-wso2-mutual-ssl",
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -83,7 +104,7 @@ struct LevelEndpoints {
     sandbox: Option<EndpointSpec>,
     /// `servers` at this level (OpenAPI 3), as the production fallback.
     servers: Option<EndpointSpec>,
-    disable_security: Option<bool>,
+    security: LevelSecurity,
 }
 
 /// Reads a definition; `Err` carries every problem found.
@@ -116,7 +137,16 @@ fn read_api(r: &Reader<'_>, project: Option<&ProjectDefaults>) -> Option<ApiSpec
     };
     warn_unknown_extensions(r, root, &root_path, KNOWN_API_EXTENSIONS);
 
-    let mut api_level = read_level(r, root, &root_path, flavor, &named);
+    if let Some(value) = root.get("x-wso2-transports") {
+        check_transports(r, value, &root_path.key("x-wso2-transports"));
+    }
+    let schemes = read_schemes(r, root, flavor == Flavor::Swagger2);
+    let mut api_level = read_level(r, root, &root_path, flavor, &named, &schemes, false);
+    // The definition's own extension wins over api.yaml.
+    let mutual_tls = match root.get("x-wso2-mutual-ssl") {
+        Some(value) => read_mutual_tls(r, value, &root_path.key("x-wso2-mutual-ssl")),
+        None => project.and_then(|p| p.security.mutual_tls.clone()),
+    };
     let auth_header = match root.get("x-wso2-auth-header") {
         Some(value) => read_header_name(r, value, &root_path.key("x-wso2-auth-header"))?,
         None => DEFAULT_AUTH_HEADER.to_owned(),
@@ -180,6 +210,9 @@ fn read_api(r: &Reader<'_>, project: Option<&ProjectDefaults>) -> Option<ApiSpec
         fallbacks_allowed,
         flavor,
         named: &named,
+        schemes: &schemes,
+        project: project.and_then(|p| p.security.application.as_ref()),
+        mutual_tls: mutual_tls.as_ref().map(|m| m.mode),
     };
     let resources = read_paths(r, root, &context);
 
@@ -192,6 +225,10 @@ fn read_api(r: &Reader<'_>, project: Option<&ProjectDefaults>) -> Option<ApiSpec
         auth_header,
         cors,
         resources,
+        mutual_tls,
+        client_certificates: project
+            .map(|p| p.client_certificates.clone())
+            .unwrap_or_default(),
     })
 }
 
@@ -201,6 +238,9 @@ struct Context<'a> {
     fallbacks_allowed: bool,
     flavor: Flavor,
     named: &'a NamedEndpoints,
+    schemes: &'a Schemes,
+    project: Option<&'a super::security::ApplicationSecurity>,
+    mutual_tls: Option<super::security::MutualTls>,
 }
 
 fn flavor(r: &Reader<'_>, root: &Mapping) -> Option<Flavor> {
@@ -251,13 +291,15 @@ fn warn_unknown_extensions(r: &Reader<'_>, map: &Mapping, field: &FieldPath, kno
     }
 }
 
-/// The x-wso2 endpoint extensions, `servers` and `x-wso2-disable-security` of one level.
+/// The x-wso2 endpoint extensions, `servers` and the security keys of one level.
 fn read_level(
     r: &Reader<'_>,
     map: &Mapping,
     field: &FieldPath,
     flavor: Flavor,
     named: &NamedEndpoints,
+    schemes: &Schemes,
+    operation: bool,
 ) -> LevelEndpoints {
     let endpoint = |key: &str| {
         map.get(key)
@@ -272,9 +314,7 @@ fn read_level(
             }
             _ => None,
         },
-        disable_security: map
-            .get("x-wso2-disable-security")
-            .and_then(|v| r.boolean(v, &field.key("x-wso2-disable-security"))),
+        security: read_level_security(r, map, field, schemes, operation),
     }
 }
 
@@ -297,12 +337,12 @@ fn servers_endpoint(r: &Reader<'_>, value: &Value, field: &FieldPath) -> Option<
 }
 
 /// A server object's URL with `{variables}` replaced by their defaults, when it is absolute.
+/// Whether it is absolute is decided after the substitution: a variable may hold the scheme
+/// and host (`{base}/api/v1` with `base` defaulting to `https://host:8443`, as Choreo
+/// Connect's own definitions write it).
 fn absolute_server_url(r: &Reader<'_>, item: &Value, field: &FieldPath) -> Option<String> {
     let server = r.mapping(item, field)?;
     let url = r.string(server.get("url")?, &field.key("url"))?;
-    if !url.contains("://") {
-        return None;
-    }
     let mut resolved = url.to_owned();
     if let Some(Value::Mapping(variables)) = server.get("variables").map(untagged) {
         for (name, variable) in variables {
@@ -316,6 +356,11 @@ fn absolute_server_url(r: &Reader<'_>, item: &Value, field: &FieldPath) -> Optio
             };
             resolved = resolved.replace(&format!("{{{name}}}"), default);
         }
+    }
+    // A relative URL names no upstream, unless an unresolved variable at its start could
+    // have held the scheme and host: that one cannot be classified, so it is an error.
+    if !resolved.contains("://") && !resolved.starts_with('{') {
+        return None;
     }
     if resolved.contains('{') {
         r.error(
@@ -479,8 +524,9 @@ fn read_paths(r: &Reader<'_>, root: &Mapping, cx: &Context<'_>) -> Vec<ResourceS
                 "path item references are not followed; define the operations inline",
             );
         }
+        refuse_resource_mutual_tls(r, item, &field);
         warn_unknown_extensions(r, item, &field, KNOWN_RESOURCE_EXTENSIONS);
-        let path_level = read_level(r, item, &field, cx.flavor, cx.named);
+        let path_level = read_level(r, item, &field, cx.flavor, cx.named, cx.schemes, false);
         for (key, op_field, op) in r.entries(item, &field) {
             let Some(method) = Method::from_operation_key(&key) else {
                 continue;
@@ -488,8 +534,9 @@ fn read_paths(r: &Reader<'_>, root: &Mapping, cx: &Context<'_>) -> Vec<ResourceS
             let Some(op) = r.mapping(op, &op_field) else {
                 continue;
             };
+            refuse_resource_mutual_tls(r, op, &op_field);
             warn_unknown_extensions(r, op, &op_field, KNOWN_RESOURCE_EXTENSIONS);
-            let op_level = read_level(r, op, &op_field, cx.flavor, cx.named);
+            let op_level = read_level(r, op, &op_field, cx.flavor, cx.named, cx.schemes, true);
             if let Some(first) = seen.insert((canonical.clone(), method), op_field.clone()) {
                 r.error(&op_field, format!("duplicates the resource at {first} (templates differ only in parameter names)"));
                 continue;
@@ -542,18 +589,62 @@ fn resolve_resource(
         }
         return None;
     }
-    let disabled = op
-        .disable_security
-        .or(path.disable_security)
-        .or(cx.api.disable_security)
-        .unwrap_or(false);
+    let (secured, security) = resolve(
+        r,
+        &SecurityLevels {
+            operation: &op.security,
+            path: &path.security,
+            api: &cx.api.security,
+            project: cx.project,
+            mutual_tls: cx.mutual_tls,
+        },
+    )?;
     Some(ResourceSpec {
         template: trim_template(template).to_owned(),
         method,
         production,
         sandbox,
-        secured: !disabled,
+        secured,
+        security,
     })
+}
+
+/// `x-wso2-transports`: every API is served on every listener (Choreo Connect does not read
+/// the key either), so a list with `http` changes nothing; one without it asks for a
+/// restriction to HTTPS that would not be enforced, and is refused.
+fn check_transports(r: &Reader<'_>, value: &Value, field: &FieldPath) {
+    let Some(items) = r.sequence(value, field) else {
+        return;
+    };
+    let mut http = false;
+    for (i, item) in items.iter().enumerate() {
+        match r.string(item, &field.index(i)) {
+            Some(t) if t.eq_ignore_ascii_case("http") => http = true,
+            Some(t) if t.eq_ignore_ascii_case("https") => {}
+            Some(t) => r.error(
+                &field.index(i),
+                format!("unknown transport '{t}'; expected http or https"),
+            ),
+            None => {}
+        }
+    }
+    if !http {
+        r.error(
+            field,
+            "restricting an API to HTTPS is not enforced by shardgate (every API is served on every listener); remove x-wso2-transports or list http too",
+        );
+    }
+}
+
+/// Client certificates are checked per connection and API, so a resource cannot ask for its
+/// own mode; ignoring the key would serve the resource without what it asks for.
+fn refuse_resource_mutual_tls(r: &Reader<'_>, map: &Mapping, field: &FieldPath) {
+    if map.contains_key("x-wso2-mutual-ssl") {
+        r.error(
+            &field.key("x-wso2-mutual-ssl"),
+            "x-wso2-mutual-ssl applies to a whole API: set it at the root of the definition",
+        );
+    }
 }
 
 fn trim_template(template: &str) -> &str {

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use hdrhistogram::Histogram;
 
+use crate::auth::FailureReason;
 use crate::snapshot::Snapshot;
 
 /// A counter with one writer (its shard).
@@ -156,6 +157,8 @@ pub struct ShardMetrics {
     pub access_log_dropped: Counter,
     /// By [`Rejection`], in the order of [`Rejection::ALL`].
     rejections: [Counter; Rejection::ALL.len()],
+    /// 401 and 403 answers by `FailureReason::index`.
+    auth_failures: [Counter; FailureReason::ALL.len()],
 }
 
 impl ShardMetrics {
@@ -180,7 +183,18 @@ impl ShardMetrics {
             panics: Counter::default(),
             access_log_dropped: Counter::default(),
             rejections: Default::default(),
+            auth_failures: Default::default(),
         }
+    }
+
+    /// Counts one request refused with 401 or 403.
+    #[inline]
+    pub fn auth_failure(&self, reason: FailureReason) {
+        self.auth_failures[reason.index()].inc();
+    }
+
+    pub fn auth_failures(&self, reason: FailureReason) -> u64 {
+        self.auth_failures[reason.index()].get()
     }
 
     /// A larger copy (labels were added by a reload); counts carry over.
@@ -218,6 +232,9 @@ impl ShardMetrics {
             new.add(old.get());
         }
         for (old, new) in self.rejections.iter().zip(grown.rejections.iter()) {
+            new.add(old.get());
+        }
+        for (old, new) in self.auth_failures.iter().zip(&grown.auth_failures) {
             new.add(old.get());
         }
         grown
@@ -448,6 +465,7 @@ mod tests {
         m.endpoint(0).unwrap().failures.add(4);
         m.panics.inc();
         m.reject(Rejection::Path);
+        m.auth_failure(FailureReason::Expired);
         m.client_connections_open.add(3);
         let g = m.grown(5, 3);
         assert!(g.fits(5, 3) && !m.fits(5, 3));
@@ -456,6 +474,8 @@ mod tests {
         assert_eq!(g.panics.get(), 1);
         assert_eq!(g.rejections(Rejection::Path), 1);
         assert_eq!(g.rejections(Rejection::Framing), 0);
+        assert_eq!(g.auth_failures(FailureReason::Expired), 1);
+        assert_eq!(g.auth_failures(FailureReason::MissingScope), 0);
         assert_eq!(g.client_connections_open.get(), 3);
     }
 

@@ -17,7 +17,10 @@ use std::time::{Duration, Instant};
 
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 
-use crate::auth::{extract_bearer, AuthError, KeyType};
+use crate::auth::{
+    extract_bearer, find_query_param, remove_query_param, AuthError, ClientCertificate, Credential,
+    KeyType,
+};
 use crate::config::gateway::{GatewayConfig, UnderscoresInHeaders};
 use crate::cors::is_safe_header_value;
 use crate::error::{GatewayError, RenderOptions};
@@ -30,7 +33,7 @@ use crate::metrics::Rejection;
 use crate::route::{Lookup, MethodSet};
 use crate::server::ListenerKind;
 use crate::shard::{ConnectionSlot, ShardContext, ShardView};
-use crate::snapshot::{Api, Snapshot};
+use crate::snapshot::{Api, Route, Snapshot};
 use crate::tls::ClientStream;
 use crate::upstream::balancer::AttemptPlan;
 use io::IoError;
@@ -81,7 +84,9 @@ pub async fn serve_connection(
     let slot = ctx.connections.register(stream.as_raw_fd());
     let linger =
         Duration::from_millis(ctx.view().snapshot.gateway.timeouts.client_io_ms.min(1_000));
+    let client_certificate = stream.tls_info().and_then(|info| info.client_certificate);
     let mut connection = ClientConnection::new(ctx, stream, peer, kind, slot);
+    connection.client_certificate = client_certificate;
     connection.serve().await;
     // A TLS client learns that a close-delimited body is complete from close_notify; plain
     // TCP gets a FIN. Best effort, briefly.
@@ -126,6 +131,8 @@ pub(crate) struct ClientConnection<S> {
     proto: &'static [u8],
     /// The client's address as `X-Forwarded-For` text, rendered once per connection.
     client_ip: Vec<u8>,
+    /// The certificate the HTTPS listener verified in the handshake, if any (mutual TLS).
+    client_certificate: Option<ClientCertificate>,
     slot: ConnectionSlot,
     /// Client bytes not consumed yet: the current request's head and body prefix, then any
     /// pipelined requests. Like `out` and `rbuf`, a buffer from the shard's pool, held only
@@ -179,6 +186,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
                 ListenerKind::Https => b"https",
             },
             slot,
+            client_certificate: None,
             client_ip: {
                 let mut text = Vec::with_capacity(45);
                 crate::http::write_client_ip(&mut text, peer.ip());
@@ -435,13 +443,9 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
         // The token header is a credential in a trailer section too, secured route or not.
         self.trailers.start(api.auth_header.as_bytes());
         let (group, drop_header) = if route.secured {
-            let key_type = match self.authenticate(snapshot, api) {
-                Ok(key_type) => key_type,
-                Err(e) => {
-                    return self
-                        .reply_error(gateway, GatewayError::Unauthorized(e), false)
-                        .await
-                }
+            let (key_type, used) = match self.authenticate(snapshot, api, route) {
+                Ok(grant) => grant,
+                Err(error) => return self.reply_error(gateway, error, false).await,
             };
             // The environment comes from the token; the other one is never borrowed.
             let group = match key_type {
@@ -452,8 +456,19 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
                 let error = GatewayError::NoEndpointForKeyType(key_type);
                 return self.reply_error(gateway, error, false).await;
             };
-            let keep = gateway.jwt.keep_token_header;
-            (group, (!keep).then_some(api.auth_header.as_bytes()))
+            // The credential that admitted the request goes no further.
+            let drop_header = match used {
+                Some(Credential::Bearer) if !gateway.jwt.keep_token_header => {
+                    Some(api.auth_header.as_bytes())
+                }
+                Some(Credential::ApiKeyHeader(name)) => Some(name.as_bytes()),
+                Some(Credential::ApiKeyQuery(name)) => {
+                    self.remove_api_key_from_query(name.as_bytes());
+                    None
+                }
+                _ => None,
+            };
+            (group, drop_header)
         } else {
             // Security-disabled resources use production when it exists, else sandbox.
             let Some(group) = route.production.or(route.sandbox) else {
@@ -475,19 +490,98 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
         self.forward(view, found, group, drop_header).await
     }
 
-    /// Validates the request's token for `api`; a repeated token costs a cache lookup.
-    fn authenticate(&self, snapshot: &Snapshot, api: &Api) -> Result<KeyType, AuthError> {
-        let value = self
-            .header_value(&api.auth_header)
-            .ok_or(AuthError::Missing)?;
-        let token = extract_bearer(value)?;
+    /// Decides a secured route: mutual TLS first (it is the connection's), then the route's
+    /// credential alternatives in order, the first one present, valid and carrying its scopes
+    /// admitting the request. Returns the environment and the credential used (none when a
+    /// client certificate alone admits it). A repeated token costs a cache lookup.
+    ///
+    /// When no alternative admits the request, a credential that was valid but lacked scopes
+    /// answers 403; otherwise the first failure of a presented credential answers 401, and
+    /// no credential at all is `Missing`.
+    fn authenticate<'s>(
+        &self,
+        snapshot: &'s Snapshot,
+        api: &Api,
+        route: &'s Route,
+    ) -> Result<(KeyType, Option<&'s Credential>), GatewayError> {
+        if let Some(mutual_tls) = api.mutual_tls.as_ref().filter(|m| m.mandatory) {
+            match &self.client_certificate {
+                None => return Err(GatewayError::Unauthorized(AuthError::NoClientCertificate)),
+                Some(certificate) if !mutual_tls.accepts(certificate) => {
+                    return Err(GatewayError::Unauthorized(
+                        AuthError::ClientCertificateNotAccepted,
+                    ))
+                }
+                Some(_) => {}
+            }
+            if route.access.application_optional {
+                // Choreo Connect's environment when no token says otherwise.
+                return Ok((KeyType::Production, None));
+            }
+        }
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        self.ctx
-            .tokens
-            .borrow_mut()
-            .key_type(&snapshot.verifier, token, now)
+        let mut tokens = self.ctx.tokens.borrow_mut();
+        let mut refusal = None;
+        for alternative in &route.access.alternatives {
+            let presented = match &alternative.credential {
+                Credential::Bearer => self.header_value(&api.auth_header).map(extract_bearer),
+                Credential::ApiKeyHeader(name) => {
+                    find_header(&self.head, &self.inbuf, name.as_bytes())
+                        .map(<[u8]>::trim_ascii)
+                        .filter(|key| !key.is_empty())
+                        .map(Ok)
+                }
+                Credential::ApiKeyQuery(name) => self
+                    .head
+                    .query
+                    .and_then(|q| find_query_param(q.slice(&self.inbuf), name.as_bytes()))
+                    .map(Ok),
+            };
+            let token = match presented {
+                None => continue,
+                Some(Ok(token)) => token,
+                Some(Err(e)) => {
+                    refusal.get_or_insert(GatewayError::Unauthorized(e));
+                    continue;
+                }
+            };
+            let token_use = alternative.credential.token_use();
+            match tokens.authorize(
+                &snapshot.verifier,
+                token,
+                now,
+                token_use,
+                &alternative.scopes,
+            ) {
+                Ok((key_type, true)) => return Ok((key_type, Some(&alternative.credential))),
+                Ok((_, false)) => refusal = Some(GatewayError::InsufficientScope),
+                Err(e) => {
+                    refusal.get_or_insert(GatewayError::Unauthorized(e));
+                }
+            }
+        }
+        Err(refusal.unwrap_or(GatewayError::Unauthorized(AuthError::Missing)))
+    }
+
+    /// Takes an API key out of the query sent upstream, in place: the query shrinks within
+    /// the request's own bytes (no span after it moves). The access log's copy of the target
+    /// is rewritten too, so the key is not logged for a request it admitted.
+    fn remove_api_key_from_query(&mut self, name: &[u8]) {
+        let Some(query) = self.head.query else { return };
+        let range = query.range();
+        let len = remove_query_param(&mut self.inbuf[range.clone()], name);
+        self.head.query = (len > 0).then(|| crate::http::Span::new(range.start, range.start + len));
+        if self.ctx.access_log.borrow().is_some() {
+            self.log_target.clear();
+            self.log_target
+                .extend_from_slice(self.path.of(&self.head, &self.inbuf));
+            if let Some(query) = self.head.query {
+                self.log_target.push(b'?');
+                self.log_target.extend_from_slice(query.slice(&self.inbuf));
+            }
+        }
     }
 
     /// The value of the first header named `name` (case-insensitive).
@@ -543,8 +637,23 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
         force_close: bool,
     ) -> bool {
         let close = force_close || error.closes_connection() || self.must_close_after_reply();
+        let path = self.path.of(&self.head, &self.inbuf);
+        if let Some(reason) = error.failure_reason() {
+            self.ctx.with_metrics(|m| m.auth_failure(reason));
+            log::debug!(
+                "shard {}: {} {} refused ({}): {}",
+                self.ctx.index,
+                self.head.method.as_str(),
+                String::from_utf8_lossy(path),
+                reason.label(),
+                match &error {
+                    GatewayError::Unauthorized(e) => e as &dyn std::fmt::Display,
+                    other => other as &dyn std::fmt::Display,
+                }
+            );
+        }
         self.out.clear();
-        error.render(
+        error.render_for_path(
             &mut self.out,
             &RenderOptions {
                 close,
@@ -552,6 +661,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
                 head_request: self.head.method == Method::Head,
                 extra_headers: &self.cors,
             },
+            path,
         );
         self.finish_reply(gateway, close).await
     }

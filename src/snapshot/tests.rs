@@ -467,6 +467,24 @@ paths: {{/a: {{get: {{}}}}}}
 }
 
 #[test]
+fn cors_wildcard_origins_match_subdomains_and_unclear_ones_are_refused() {
+    let s = load(&format!(
+        "{OAS3_HEAD}x-wso2-cors:\n  accessControlAllowOrigins: ['http://*.wildcard.com']\nx-wso2-production-endpoints: {{urls: ['http://a:1']}}\npaths: {{/a: {{get: {{}}}}}}\n"
+    ));
+    let cors = s.apis[0].cors.clone().unwrap();
+    assert!(cors.allows(b"http://api.wildcard.com"));
+    assert!(!cors.allows(b"http://wildcard.com.evil"));
+    let e = load_err(&format!(
+        "{OAS3_HEAD}x-wso2-cors:\n  accessControlAllowOrigins:\n    - 'https://ok.example'\n    - 'http://app*.example'\nx-wso2-production-endpoints: {{urls: ['http://a:1']}}\npaths: {{/a: {{get: {{}}}}}}\n"
+    ));
+    assert!(
+        e.contains("api.yaml: x-wso2-cors.accessControlAllowOrigins[1]: origin 'http://app*.example': '*' is only allowed"),
+        "{e}"
+    );
+    assert!(e.ends_with("(line 7)"), "{e}");
+}
+
+#[test]
 fn default_auth_header_is_authorization_and_bad_names_are_errors() {
     let s = load(&format!("{OAS3_HEAD}x-wso2-production-endpoints: {{urls: ['http://a:1']}}\npaths: {{/a: {{get: {{}}}}}}\n"));
     assert_eq!(&*s.apis[0].auth_header, "Authorization");
@@ -480,12 +498,12 @@ fn default_auth_header_is_authorization_and_bad_names_are_errors() {
 #[test]
 fn unknown_wso2_extensions_are_kept_with_a_warning() {
     let s = load(&format!(
-        "{OAS3_HEAD}x-wso2-throttling-tier: Unlimited\nx-wso2-production-endpoints: {{urls: ['http://a:1']}}\npaths:\n  /a:\n    get:\n      x-wso2-application-security: {{}}\n"
+        "{OAS3_HEAD}x-wso2-throttling-tier: Unlimited\nx-wso2-production-endpoints: {{urls: ['http://a:1']}}\npaths:\n  /a:\n    get:\n      x-wso2-response-cache: {{}}\n"
     ));
     let w = warnings(&s).join("\n");
     assert!(w.contains("x-wso2-throttling-tier: extension not supported by shardgate; kept and ignored (line 4)"), "{w}");
     assert!(
-        w.contains("paths./a.get.x-wso2-application-security: extension not supported"),
+        w.contains("paths./a.get.x-wso2-response-cache: extension not supported"),
         "{w}"
     );
 }
@@ -568,6 +586,31 @@ fn root_with_only_sandbox_endpoints_gets_no_production_fallback() {
     ));
     assert_eq!(production(&s, Method::Get, "/a"), None);
     assert_eq!(sandbox(&s, Method::Get, "/a"), lb(&["http://sand:2"]));
+}
+
+#[test]
+fn server_variable_holding_scheme_and_host_makes_the_url_absolute() {
+    // Choreo Connect's interceptor definitions write the URL this way.
+    let s = load(
+        "openapi: 3.0.0
+servers:
+  - url: '{base}/api/v1'
+    variables: {base: {default: 'https://interceptor-service:8443'}}
+paths: {/pet: {get: {x-wso2-disable-security: true}}}
+",
+    );
+    assert_eq!(&*s.apis[0].base_path, "/api/v1");
+    assert_eq!(
+        production(&s, Method::Get, "/pet"),
+        lb(&["https://interceptor-service:8443/api/v1"])
+    );
+    let e = load_err(&format!(
+        "{OAS3_HEAD}servers: [{{url: '{{base}}/api/v1'}}]\npaths: {{/a: {{get: {{}}}}}}\n"
+    ));
+    assert!(
+        e.contains("servers[0].url: '{base}/api/v1' has a variable without a default"),
+        "{e}"
+    );
 }
 
 #[test]

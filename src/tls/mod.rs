@@ -5,6 +5,7 @@
 //! crypto provider. Reads files only while building a configuration; never blocks a shard.
 
 mod client;
+mod client_auth;
 mod error;
 mod files;
 mod handshake;
@@ -19,6 +20,7 @@ use std::sync::Arc;
 use rustls::crypto::CryptoProvider;
 
 pub use client::UpstreamTls;
+pub(crate) use client_auth::fingerprint as certificate_sha256;
 pub use error::{HandshakeError, TlsConfigError};
 pub use server::{SelfSignedCertificate, ServerTls};
 pub use stream::{

@@ -9,11 +9,12 @@ use std::time::Duration;
 use monoio::io::{AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use rustls::server::ServerSessionMemoryCache;
 use rustls::sign::CertifiedKey;
 use rustls::{ServerConfig, ServerConnection};
 
+use super::client_auth::{fingerprint, ClientAuth};
 use super::handshake::{self, FirstBytes};
 use super::sni::{certificate_dns_names, NamedCertificate, SniCertificates};
 use super::stream::{HandshakeInfo, ServerTlsStream, TlsStream};
@@ -36,6 +37,11 @@ pub struct ServerTls {
     config: Arc<ServerConfig>,
     self_signed: Option<Arc<SelfSignedCertificate>>,
     answer_plain_http: bool,
+    /// Judges client certificates after the handshake; `None`: none are asked for.
+    client_auth: Option<Arc<ClientAuth>>,
+    /// SHA-256 of the APIs' own client certificates this was built with (a reload that
+    /// changes them needs a new configuration).
+    pinned: Arc<[[u8; 32]]>,
 }
 
 /// The certificate generated at start when none is configured.
@@ -52,7 +58,22 @@ impl ServerTls {
     /// generates a self-signed certificate when none is configured. TLS 1.2 and 1.3, ALPN
     /// `http/1.1`, session resumption by tickets and by session ID.
     pub fn from_config(cfg: &gateway::ServerTls) -> Result<ServerTls, TlsConfigError> {
+        Self::with_client_certificates(cfg, &[])
+    }
+
+    /// [`ServerTls::from_config`], also trusting `pinned` (DER) as client certificates: the
+    /// certificates of APIs that bring their own (apictl `Client-certificates/`). Clients
+    /// are asked for a certificate when `tls.client_ca` is set or `pinned` is not empty.
+    pub fn with_client_certificates(
+        cfg: &gateway::ServerTls,
+        pinned: &[Vec<u8>],
+    ) -> Result<ServerTls, TlsConfigError> {
         let provider = provider();
+        let ca = match &cfg.client_ca {
+            Some(path) => files::certificates("tls.client_ca", path)?,
+            None => Vec::new(),
+        };
+        let client_auth = ClientAuth::new(&provider, ca, pinned)?.map(Arc::new);
         let (certificates, self_signed) = if cfg.certificates.is_empty() {
             let (certified, generated) = generate_self_signed(&provider)?;
             (vec![certified], Some(Arc::new(generated)))
@@ -65,11 +86,14 @@ impl ServerTls {
                 .collect::<Result<Vec<_>, _>>()?;
             (loaded, None)
         };
-        let mut config = ServerConfig::builder_with_provider(Arc::clone(&provider))
+        let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
             .with_protocol_versions(PROTOCOL_VERSIONS)
-            .map_err(|e| TlsConfigError::new("tls", e.to_string()))?
-            .with_no_client_auth()
-            .with_cert_resolver(Arc::new(SniCertificates::new(certificates)));
+            .map_err(|e| TlsConfigError::new("tls", e.to_string()))?;
+        let builder = match &client_auth {
+            Some(auth) => builder.with_client_cert_verifier(Arc::clone(auth) as _),
+            None => builder.with_no_client_auth(),
+        };
+        let mut config = builder.with_cert_resolver(Arc::new(SniCertificates::new(certificates)));
         config.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
         config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE_ENTRIES);
         config.ticketer = rustls::crypto::ring::Ticketer::new()
@@ -78,6 +102,8 @@ impl ServerTls {
             config: Arc::new(config),
             self_signed,
             answer_plain_http: true,
+            client_auth,
+            pinned: pinned.iter().map(|der| fingerprint(der)).collect(),
         })
     }
 
@@ -86,6 +112,16 @@ impl ServerTls {
     pub fn with_plain_http_answer(mut self, answer: bool) -> Self {
         self.answer_plain_http = answer;
         self
+    }
+
+    /// Whether clients are asked for a certificate.
+    pub fn asks_for_client_certificates(&self) -> bool {
+        self.client_auth.is_some()
+    }
+
+    /// The APIs' own client certificates this was built with (SHA-256 of each).
+    pub fn pinned_client_certificates(&self) -> &[[u8; 32]] {
+        &self.pinned
     }
 
     /// The certificate generated at start, when none was configured.
@@ -124,7 +160,13 @@ impl ServerTls {
             Ok(result) => result?,
             Err(_) => return Err(HandshakeError::TimedOut),
         };
-        let info = HandshakeInfo::of(&conn);
+        let mut info = HandshakeInfo::of(&conn);
+        // Once per connection (resumed ones included: their certificate comes from the
+        // session), so that requests only compare fingerprints.
+        info.client_certificate = self.client_auth.as_ref().and_then(|auth| {
+            conn.peer_certificates()
+                .and_then(|chain| auth.check(chain, UnixTime::now()))
+        });
         Ok(TlsStream::new(
             monoio_rustls::ServerTlsStream::new(tcp, conn),
             fd,

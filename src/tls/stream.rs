@@ -28,6 +28,9 @@ pub struct HandshakeInfo {
     /// ALPN chose `http/1.1` (the only protocol either side offers). `false`: the peer
     /// offered no ALPN.
     pub alpn_http11: bool,
+    /// The client's certificate, when it presented one the listener verified (HTTPS
+    /// listeners with `tls.client_ca` or APIs with their own client certificates).
+    pub client_certificate: Option<crate::auth::ClientCertificate>,
 }
 
 impl HandshakeInfo {
@@ -41,6 +44,7 @@ impl HandshakeInfo {
                 .negotiated_cipher_suite()
                 .map_or(CipherSuite::Unknown(0), |s| s.suite()),
             alpn_http11: state.alpn_protocol() == Some(super::ALPN_HTTP11),
+            client_certificate: None,
         }
     }
 

@@ -99,7 +99,11 @@ impl TestPki {
     }
 
     fn server_tls(&self, certificates: Vec<CertificateFiles>) -> ServerTls {
-        ServerTls::from_config(&gateway::ServerTls { certificates }).unwrap()
+        ServerTls::from_config(&gateway::ServerTls {
+            certificates,
+            ..Default::default()
+        })
+        .unwrap()
     }
 
     fn upstream_tls(&self) -> UpstreamTls {
@@ -286,6 +290,7 @@ fn pkcs1_rsa_and_sec1_ec_keys_load_and_sign_handshakes() {
     };
     let server = ServerTls::from_config(&gateway::ServerTls {
         certificates: vec![rsa.clone(), ec.clone()],
+        ..Default::default()
     })
     .unwrap();
     run(async {
@@ -861,7 +866,10 @@ fn operation_after_a_timed_out_read_fails_instead_of_panicking() {
 // ----- configuration errors -----
 
 fn server_error(certificates: Vec<CertificateFiles>) -> String {
-    match ServerTls::from_config(&gateway::ServerTls { certificates }) {
+    match ServerTls::from_config(&gateway::ServerTls {
+        certificates,
+        ..Default::default()
+    }) {
         Ok(_) => panic!("accepted"),
         Err(e) => e.to_string(),
     }
