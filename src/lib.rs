@@ -9,6 +9,7 @@ pub mod config;
 pub mod cors;
 pub mod demo;
 pub mod error;
+pub mod h2;
 pub mod http;
 pub mod ids;
 pub mod log;

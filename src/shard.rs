@@ -532,6 +532,8 @@ async fn drain(ctx: &ShardContext, listener_fds: &[RawFd], drain_for: Duration) 
         unsafe { libc::shutdown(fd, libc::SHUT_RD) };
     }
     ctx.connections.shutdown_idle();
+    // HTTP/2 connections are never idle that way: they send GOAWAY and finish their streams.
+    crate::h2::begin_drain();
     let deadline = Instant::now() + drain_for;
     while ctx.connections.open() > 0 && Instant::now() < deadline {
         monoio::time::sleep(Duration::from_millis(10)).await;

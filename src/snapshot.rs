@@ -438,7 +438,8 @@ fn build_tls(
     pinned_client_certificates: &[Vec<u8>],
 ) -> Result<TlsContexts, crate::tls::TlsConfigError> {
     Ok(TlsContexts {
-        server: ServerTls::with_client_certificates(&gateway.tls, pinned_client_certificates)?,
+        server: ServerTls::with_client_certificates(&gateway.tls, pinned_client_certificates)?
+            .offer_h2(gateway.http2.enabled),
         upstream: UpstreamTls::from_config(&gateway.upstream.tls)?,
     })
 }

@@ -150,7 +150,7 @@ pub fn render(shared: &Shared) -> String {
     drop(labels);
     shared.render_health_metrics(&mut out);
 
-    let scalars: [ShardSeries; 8] = [
+    let scalars: [ShardSeries; 10] = [
         (
             "shardgate_client_connections_open",
             "gauge",
@@ -186,6 +186,18 @@ pub fn render(shared: &Shared) -> String {
             "counter",
             "Plain HTTP requests sent to an HTTPS listener.",
             |m| m.tls_plain_http.get() as i64,
+        ),
+        (
+            "shardgate_http2_connections_total",
+            "counter",
+            "HTTP/2 client connections (h2 over TLS and h2c) past their handshake.",
+            |m| m.http2_connections.get() as i64,
+        ),
+        (
+            "shardgate_http2_enhance_your_calm_total",
+            "counter",
+            "HTTP/2 connections closed with GOAWAY ENHANCE_YOUR_CALM (frame budgets, rapid reset, CONTINUATION flood).",
+            |m| m.http2_budget_exceeded.get() as i64,
         ),
         (
             "shardgate_connection_panics_total",

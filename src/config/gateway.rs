@@ -42,6 +42,8 @@ pub struct GatewayConfig {
     pub access_log: AccessLog,
     /// Trusted token issuers and token handling.
     pub jwt: JwtConfig,
+    /// HTTP/2 on the listeners and to upstreams, its limits and defences.
+    pub http2: super::http2::Http2,
 }
 
 impl Default for GatewayConfig {
@@ -62,6 +64,7 @@ impl Default for GatewayConfig {
             cors: None,
             access_log: AccessLog::default(),
             jwt: JwtConfig::default(),
+            http2: super::http2::Http2::default(),
         }
     }
 }
@@ -344,6 +347,9 @@ impl GatewayConfig {
         };
         if let Err(e) = self.jwt.validate() {
             return field_error(&e.field, &e.problem);
+        }
+        if let Err((field, problem)) = self.http2.validate() {
+            return field_error(field, problem);
         }
         // (field, value, whether 0 is meaningful): every duration is capped, most must be set.
         let durations = [

@@ -8,6 +8,7 @@ pub mod endpoint;
 pub mod error;
 pub mod failure;
 pub mod gateway;
+pub mod http2;
 pub mod jwt;
 pub mod locate;
 pub mod openapi;

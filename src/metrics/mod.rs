@@ -155,6 +155,11 @@ pub struct ShardMetrics {
     pub tls_plain_http: Counter,
     pub panics: Counter,
     pub access_log_dropped: Counter,
+    /// HTTP/2 client connections (h2 and h2c) past their handshake.
+    pub http2_connections: Counter,
+    /// HTTP/2 connections closed with `GOAWAY ENHANCE_YOUR_CALM` (a frame budget, rapid
+    /// reset, CONTINUATION flood).
+    pub http2_budget_exceeded: Counter,
     /// By [`Rejection`], in the order of [`Rejection::ALL`].
     rejections: [Counter; Rejection::ALL.len()],
     /// 401 and 403 answers by `FailureReason::index`.
@@ -182,6 +187,8 @@ impl ShardMetrics {
             tls_plain_http: Counter::default(),
             panics: Counter::default(),
             access_log_dropped: Counter::default(),
+            http2_connections: Counter::default(),
+            http2_budget_exceeded: Counter::default(),
             rejections: Default::default(),
             auth_failures: Default::default(),
         }
@@ -228,6 +235,8 @@ impl ShardMetrics {
             (&self.tls_plain_http, &grown.tls_plain_http),
             (&self.panics, &grown.panics),
             (&self.access_log_dropped, &grown.access_log_dropped),
+            (&self.http2_connections, &grown.http2_connections),
+            (&self.http2_budget_exceeded, &grown.http2_budget_exceeded),
         ] {
             new.add(old.get());
         }

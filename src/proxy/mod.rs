@@ -82,16 +82,64 @@ pub async fn serve_connection(
     kind: ListenerKind,
 ) {
     let slot = ctx.connections.register(stream.as_raw_fd());
+    // HTTP/2 (src/h2/): chosen by ALPN on TLS, or by the client preface on plain listeners.
+    let stream = match stream {
+        ClientStream::Tls(tls) if tls.info().alpn_h2 => {
+            return crate::h2::serve_tls(ctx, tls, peer, slot).await
+        }
+        stream => stream,
+    };
     let linger =
         Duration::from_millis(ctx.view().snapshot.gateway.timeouts.client_io_ms.min(1_000));
     let client_certificate = stream.tls_info().and_then(|info| info.client_certificate);
-    let mut connection = ClientConnection::new(ctx, stream, peer, kind, slot);
+    let h2c = kind == ListenerKind::Http && ctx.view().snapshot.gateway.http2.h2c;
+    let mut connection = ClientConnection::new(ctx, stream, peer, kind, Some(slot));
     connection.client_certificate = client_certificate;
-    connection.serve().await;
+    connection.awaiting_preface = h2c;
+    if connection.serve().await == Served::Http2 {
+        let ClientConnection {
+            ctx,
+            client,
+            inbuf,
+            slot,
+            ..
+        } = connection;
+        if let Some(slot) = slot {
+            crate::h2::serve_h2c(ctx, client, inbuf, peer, slot).await;
+        }
+        return;
+    }
     // A TLS client learns that a close-delimited body is complete from close_notify; plain
     // TCP gets a FIN. Best effort, briefly.
     let shutdown = std::pin::pin!(connection.client.shutdown());
     let _ = io::race(shutdown, connection.timer.arm_in(linger)).await;
+}
+
+/// Serves the one request of an HTTP/2 stream (`src/h2/bridge.rs`) through the same lifecycle
+/// as an HTTP/1.1 request: `stream` carries the body in and the response out as HTTP/1.1,
+/// `head` is the request head serialised from the stream's header list.
+pub(crate) async fn serve_bridged<S: AsyncReadRent + AsyncWriteRent>(
+    ctx: Rc<ShardContext>,
+    stream: S,
+    head: &[u8],
+    peer: SocketAddr,
+    kind: ListenerKind,
+    client_certificate: Option<ClientCertificate>,
+) {
+    let mut connection = ClientConnection::new(ctx, stream, peer, kind, None);
+    connection.client_certificate = client_certificate;
+    connection.ctx.buffers.fill(&mut connection.inbuf);
+    connection.inbuf.extend_from_slice(head);
+    connection.serve().await;
+    let _ = connection.client.shutdown().await;
+}
+
+/// How a connection's request loop ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Served {
+    Closed,
+    /// The client sent the HTTP/2 preface: `inbuf` holds what it sent so far.
+    Http2,
 }
 
 /// What came of waiting for the next request.
@@ -99,6 +147,8 @@ enum Next {
     Request,
     /// The client left, went idle for too long, or the shard is draining.
     Closed,
+    /// The connection starts with the HTTP/2 client preface.
+    Http2,
     /// The head is unacceptable: answer and close.
     Reject(GatewayError, Rejection),
 }
@@ -133,7 +183,11 @@ pub(crate) struct ClientConnection<S> {
     client_ip: Vec<u8>,
     /// The certificate the HTTPS listener verified in the handshake, if any (mutual TLS).
     client_certificate: Option<ClientCertificate>,
-    slot: ConnectionSlot,
+    /// `None` for an HTTP/2 stream: its connection is registered by `src/h2/`.
+    slot: Option<ConnectionSlot>,
+    /// A plain connection that may still turn out to be h2c: its first bytes are compared
+    /// with the client preface before they are parsed as a request.
+    awaiting_preface: bool,
     /// Client bytes not consumed yet: the current request's head and body prefix, then any
     /// pipelined requests. Like `out` and `rbuf`, a buffer from the shard's pool, held only
     /// while a request is in flight.
@@ -174,7 +228,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
         client: S,
         peer: SocketAddr,
         kind: ListenerKind,
-        slot: ConnectionSlot,
+        slot: Option<ConnectionSlot>,
     ) -> Self {
         let limits = head_limits(&ctx.view().snapshot.gateway);
         Self {
@@ -186,6 +240,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
                 ListenerKind::Https => b"https",
             },
             slot,
+            awaiting_preface: false,
             client_certificate: None,
             client_ip: {
                 let mut text = Vec::with_capacity(45);
@@ -211,7 +266,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
         }
     }
 
-    async fn serve(&mut self) {
+    async fn serve(&mut self) -> Served {
         loop {
             // The wait for a head uses the timeouts and limits current when it begins.
             let waiting = self.ctx.view();
@@ -239,6 +294,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
                     keep_open
                 }
                 Next::Closed => false,
+                Next::Http2 => return Served::Http2,
                 Next::Reject(error, reason) => {
                     self.ctx.with_metrics(|m| m.reject(reason));
                     self.reply_error(&view.snapshot.gateway, error, true).await;
@@ -246,7 +302,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
                 }
             };
             if !keep_open {
-                return;
+                return Served::Closed;
             }
         }
     }
@@ -258,7 +314,14 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
         let head_timeout = Duration::from_millis(gateway.timeouts.client_head_ms);
         let mut head_deadline = None;
         let head_len = loop {
-            if !self.inbuf.is_empty() {
+            if self.awaiting_preface && !self.inbuf.is_empty() {
+                match crate::h2::detect_preface(&self.inbuf) {
+                    crate::h2::Preface::Http2 => return Next::Http2,
+                    crate::h2::Preface::Undecided => {}
+                    crate::h2::Preface::Http1 => self.awaiting_preface = false,
+                }
+            }
+            if !self.inbuf.is_empty() && !self.awaiting_preface {
                 match self.scan.poll(&self.inbuf, &limits) {
                     Ok(Some(head_len)) => break head_len,
                     // The head timeout runs from its first bytes (no clock read when a head
@@ -270,7 +333,9 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
                 }
             }
             let idle = self.inbuf.is_empty();
-            self.slot.set_idle(idle);
+            if let Some(slot) = &self.slot {
+                slot.set_idle(idle);
+            }
             if idle && self.ctx.is_draining() {
                 return Next::Closed;
             }
@@ -294,7 +359,9 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
                 Err(_) => return Next::Closed,
             }
         };
-        self.slot.set_idle(false);
+        if let Some(slot) = &self.slot {
+            slot.set_idle(false);
+        }
         match parse_scanned_request(&self.inbuf, head_len, &limits, &mut self.head) {
             Ok(Parsed::Complete) => match self.accept_head(gateway) {
                 Ok(()) => Next::Request,

@@ -28,8 +28,10 @@ pub use stream::{
     UpstreamStream,
 };
 
-/// The one application protocol offered and accepted.
+/// HTTP/1.1, offered and accepted everywhere.
 pub(crate) const ALPN_HTTP11: &[u8] = b"http/1.1";
+/// HTTP/2, offered by HTTPS listeners (`http2.enabled`) and asked of HTTP/2 upstreams.
+pub(crate) const ALPN_H2: &[u8] = b"h2";
 
 /// TLS 1.3 preferred, TLS 1.2 accepted.
 pub(crate) const PROTOCOL_VERSIONS: &[&rustls::SupportedProtocolVersion] =

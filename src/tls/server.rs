@@ -18,7 +18,9 @@ use super::client_auth::{fingerprint, ClientAuth};
 use super::handshake::{self, FirstBytes};
 use super::sni::{certificate_dns_names, NamedCertificate, SniCertificates};
 use super::stream::{HandshakeInfo, ServerTlsStream, TlsStream};
-use super::{files, provider, HandshakeError, TlsConfigError, ALPN_HTTP11, PROTOCOL_VERSIONS};
+use super::{
+    files, provider, HandshakeError, TlsConfigError, ALPN_H2, ALPN_HTTP11, PROTOCOL_VERSIONS,
+};
 use crate::config::gateway;
 use crate::error::{GatewayError, RenderOptions};
 
@@ -105,6 +107,18 @@ impl ServerTls {
             client_auth,
             pinned: pinned.iter().map(|der| fingerprint(der)).collect(),
         })
+    }
+
+    /// Offers ALPN `h2` before `http/1.1` (`http2.enabled`), or `http/1.1` alone.
+    pub fn offer_h2(mut self, offer: bool) -> Self {
+        let mut config = (*self.config).clone();
+        config.alpn_protocols = if offer {
+            vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec()]
+        } else {
+            vec![ALPN_HTTP11.to_vec()]
+        };
+        self.config = Arc::new(config);
+        self
     }
 
     /// Whether plain HTTP sent to the TLS port is answered with a `400` saying so before the

@@ -25,9 +25,10 @@ pub struct HandshakeInfo {
     /// Full, full with a HelloRetryRequest, or resumed.
     pub kind: HandshakeKind,
     pub cipher_suite: CipherSuite,
-    /// ALPN chose `http/1.1` (the only protocol either side offers). `false`: the peer
-    /// offered no ALPN.
+    /// ALPN chose `http/1.1`. `false`: the peer offered no ALPN, or chose `h2`.
     pub alpn_http11: bool,
+    /// ALPN chose `h2` (HTTPS listeners with `http2.enabled`, HTTP/2 upstreams).
+    pub alpn_h2: bool,
     /// The client's certificate, when it presented one the listener verified (HTTPS
     /// listeners with `tls.client_ca` or APIs with their own client certificates).
     pub client_certificate: Option<crate::auth::ClientCertificate>,
@@ -44,6 +45,7 @@ impl HandshakeInfo {
                 .negotiated_cipher_suite()
                 .map_or(CipherSuite::Unknown(0), |s| s.suite()),
             alpn_http11: state.alpn_protocol() == Some(super::ALPN_HTTP11),
+            alpn_h2: state.alpn_protocol() == Some(super::ALPN_H2),
             client_certificate: None,
         }
     }
@@ -88,6 +90,12 @@ impl<S> TlsStream<S> {
 
     pub fn info(&self) -> &HandshakeInfo {
         &self.info
+    }
+
+    /// The `monoio-rustls` stream and what was negotiated, for a caller that drives the
+    /// connection another way (HTTP/2 runs rustls over poll-based I/O, `src/h2/io.rs`).
+    pub fn into_parts(self) -> (S, HandshakeInfo) {
+        (self.inner, self.info)
     }
 
     fn begin(&mut self) -> io::Result<()> {
