@@ -278,8 +278,9 @@ impl<T: AsyncRead + Unpin> AsyncRead for Metered<T> {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if this.meter.borrow().violation().is_some() {
-            // No more of this client's frames are processed.
-            return Poll::Ready(Ok(()));
+            // No more of this client's frames are processed; the connection task (woken
+            // when the budget ran out) sends GOAWAY and closes without reading again.
+            return Poll::Pending;
         }
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.inner).poll_read(cx, buf);

@@ -39,6 +39,9 @@ pub async fn serve_h2c(
     peer: SocketAddr,
     slot: ConnectionSlot,
 ) {
+    // The HTTP/1.1 loop marked the connection idle while it waited for the preface; an idle
+    // connection is shut by the drain instead of being sent GOAWAY.
+    slot.set_idle(false);
     let crate::tls::TcpOrTls::Plain(tcp) = stream else {
         // Only plain listeners detect the preface; TLS connections chose h2 by ALPN.
         return;
