@@ -395,13 +395,14 @@ impl ShardContext {
                 g.members
                     .iter()
                     .any(|m| m.endpoint == endpoint_id)
-                    .then(|| (settings.clone(), g.suspension))
+                    .then(|| (settings.clone(), g.suspension, g.http2))
             });
-            let Some((mut settings, policy)) = checking else {
+            let Some((mut settings, policy, http2)) = checking else {
                 continue;
             };
-            // The HTTP check speaks plain HTTP: https endpoints get a TCP connect check.
-            if endpoint.scheme == crate::config::url::Scheme::Https {
+            // The HTTP check speaks plain HTTP/1.1: https and HTTP/2 endpoints get a TCP
+            // connect check.
+            if endpoint.scheme == crate::config::url::Scheme::Https || http2 {
                 settings.path = None;
             }
             targets.push(ProbeTarget {
@@ -516,6 +517,7 @@ async fn shard_main(config: ShardConfig, started: Started, driver: &'static str)
     ctx.publish_observations();
     ctx.health_checkers.borrow_mut().stop_all();
     drain(&ctx, &listener_fds, drain_for).await;
+    crate::h2::upstream::close_all();
     ctx.flush_access_log();
     // The buffer holds a sender of the writer's queue: release it now rather than when the
     // last task holding the context is dropped, so the writer can finish and exit.

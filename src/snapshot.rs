@@ -551,11 +551,11 @@ impl<'g> Compiler<'g> {
             let production = resource
                 .production
                 .as_ref()
-                .map(|e| self.group(api, e, &overrides, place));
+                .map(|e| self.group(api, e, &overrides, place, spec.http2_backend));
             let sandbox = resource
                 .sandbox
                 .as_ref()
-                .map(|e| self.group(api, e, &overrides, place));
+                .map(|e| self.group(api, e, &overrides, place, spec.http2_backend));
             self.router
                 .add_route(api, &resource.template, resource.method, route)
                 .map_err(|conflict| {
@@ -591,6 +591,7 @@ impl<'g> Compiler<'g> {
         spec: &EndpointSpec,
         overrides: &[usize],
         place: (&str, &str, Method),
+        http2: bool,
     ) -> GroupId {
         let key = (api, spec.clone(), overrides.to_vec());
         if let Some(&id) = self.group_ids.get(&key) {
@@ -634,6 +635,7 @@ impl<'g> Compiler<'g> {
             suspension: SuspensionPolicy::from(&failure.suspension),
             health_check: (failure.health_check.enabled && spec.urls.len() > 1)
                 .then(|| HealthCheckSettings::from(&failure.health_check)),
+            http2,
         });
         self.group_ids.insert(key, id);
         id

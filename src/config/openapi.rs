@@ -38,6 +38,9 @@ pub struct ApiSpec {
     /// DER of the certificates in an apictl project's `Client-certificates/`: when there are
     /// any, the client certificate must be one of them.
     pub client_certificates: Vec<Vec<u8>>,
+    /// `x-wso2-http2-backend-enabled: true`: the API's endpoints are reached with HTTP/2
+    /// (ALPN `h2` on https, prior knowledge on http).
+    pub http2_backend: bool,
 }
 
 /// One operation: a path template and a method, with its endpoints resolved.
@@ -81,6 +84,7 @@ const KNOWN_API_EXTENSIONS: &[&str] = &[
     "x-wso2-application-security",
     "x-wso2-mutual-ssl",
     "x-wso2-transports",
+    "x-wso2-http2-backend-enabled",
 ];
 const KNOWN_RESOURCE_EXTENSIONS: &[&str] = &[
     "x-wso2-production-endpoints",
@@ -154,6 +158,10 @@ fn read_api(r: &Reader<'_>, project: Option<&ProjectDefaults>) -> Option<ApiSpec
     let cors = root
         .get("x-wso2-cors")
         .and_then(|v| read_wso2_cors(r, v, &root_path.key("x-wso2-cors")));
+    let http2_backend = root
+        .get("x-wso2-http2-backend-enabled")
+        .and_then(|v| r.boolean(v, &root_path.key("x-wso2-http2-backend-enabled")))
+        .unwrap_or(false);
 
     // apictl's api.yaml endpoints stand in for absent API-level extensions.
     if let Some(project) = project {
@@ -226,6 +234,7 @@ fn read_api(r: &Reader<'_>, project: Option<&ProjectDefaults>) -> Option<ApiSpec
         cors,
         resources,
         mutual_tls,
+        http2_backend,
         client_certificates: project
             .map(|p| p.client_certificates.clone())
             .unwrap_or_default(),

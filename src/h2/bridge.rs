@@ -274,7 +274,11 @@ impl StreamBridge {
 
 /// Sends `data` as the client's window allows: waits for capacity, so that at most the
 /// stream's send buffer is queued.
-async fn send_payload(send: &mut SendStream<Bytes>, mut data: &[u8], end: bool) -> io::Result<()> {
+pub(super) async fn send_payload(
+    send: &mut SendStream<Bytes>,
+    mut data: &[u8],
+    end: bool,
+) -> io::Result<()> {
     if data.is_empty() {
         if end {
             send.send_data(Bytes::new(), true).map_err(h2_error)?;

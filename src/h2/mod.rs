@@ -12,11 +12,13 @@ pub(crate) mod convert;
 mod io;
 pub mod meter;
 mod server;
+pub mod upstream;
 
 use std::cell::{Cell, RefCell};
 use std::task::{Context, Waker};
 
 pub use server::{serve_h2c, serve_tls};
+pub use upstream::UpstreamBridge;
 
 /// The HTTP/2 client connection preface (RFC 9113 §3.4).
 pub const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";

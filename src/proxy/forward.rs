@@ -26,6 +26,7 @@ use crate::http::{write_upstream_head, Method, UpstreamHead, Version};
 use crate::ids::{EndpointId, GroupId};
 use crate::route::{write_upstream_target, RouteMatch};
 use crate::shard::ShardView;
+use crate::tls::UpstreamStream;
 use crate::upstream::balancer::{AttemptPlan, MemberState};
 use crate::upstream::circuit::BreakerGuard;
 use crate::upstream::connection::UpstreamConnection;
@@ -408,7 +409,9 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
         let share = request.deadline.saturating_duration_since(now) / eligible_left;
         let attempt_deadline = now + share.min(request.attempt_limit);
 
-        let pooled = if fresh {
+        // HTTP/2 upstreams multiplex streams on their own connections (src/h2/upstream.rs);
+        // the HTTP/1.1 pool never holds them.
+        let pooled = if fresh || request.group.http2 {
             None
         } else {
             self.ctx.pool.borrow_mut().take(upstream, now)
@@ -428,15 +431,28 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
                     .min(attempt_deadline.saturating_duration_since(Instant::now()));
                 let addrs = self.ctx.upstreams.borrow().addresses(upstream);
                 self.count_attempt(label, false);
-                match connect(
-                    endpoint,
-                    &addrs,
-                    connect_for,
-                    &snapshot.tls.upstream,
-                    &mut self.timer,
-                )
-                .await
-                {
+                let connected = if request.group.http2 {
+                    crate::h2::upstream::open_stream(
+                        endpoint,
+                        &addrs,
+                        Instant::now() + connect_for,
+                        &snapshot.tls.upstream,
+                        &gateway.http2,
+                        Duration::from_millis(gateway.timeouts.upstream_idle_ms),
+                    )
+                    .await
+                    .map(|(stream, peer)| (UpstreamStream::H2(Box::new(stream)), peer))
+                } else {
+                    connect(
+                        endpoint,
+                        &addrs,
+                        connect_for,
+                        &snapshot.tls.upstream,
+                        &mut self.timer,
+                    )
+                    .await
+                };
+                match connected {
                     Some((stream, peer)) => UpstreamConnection {
                         upstream,
                         peer,

@@ -16,7 +16,9 @@ use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStor
 
 use super::handshake::{self, FirstBytes};
 use super::stream::{ClientTlsStream, HandshakeInfo, TlsStream};
-use super::{files, provider, HandshakeError, TlsConfigError, ALPN_HTTP11, PROTOCOL_VERSIONS};
+use super::{
+    files, provider, HandshakeError, TlsConfigError, ALPN_H2, ALPN_HTTP11, PROTOCOL_VERSIONS,
+};
 use crate::config::gateway;
 
 /// Upstream servers whose sessions are remembered for resumption (TLS 1.3 tickets, TLS 1.2
@@ -28,6 +30,8 @@ const RESUMPTION_SERVERS: usize = 1024;
 #[derive(Clone, Debug)]
 pub struct UpstreamTls {
     config: Arc<ClientConfig>,
+    /// The same, asking for ALPN `h2` only: HTTP/2 upstreams (`x-wso2-http2-backend-enabled`).
+    h2_config: Arc<ClientConfig>,
     verifies_certificates: bool,
 }
 
@@ -74,7 +78,10 @@ impl UpstreamTls {
         };
         config.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
         config.resumption = Resumption::in_memory_sessions(RESUMPTION_SERVERS);
+        let mut h2_config = config.clone();
+        h2_config.alpn_protocols = vec![ALPN_H2.to_vec()];
         Ok(UpstreamTls {
+            h2_config: Arc::new(h2_config),
             config: Arc::new(config),
             verifies_certificates: !cfg.insecure_skip_verify,
         })
@@ -96,12 +103,31 @@ impl UpstreamTls {
     /// addresses. Not time-bounded: the caller's deadline for the attempt covers it.
     pub async fn connect(
         &self,
+        tcp: TcpStream,
+        server_name: &str,
+    ) -> Result<ClientTlsStream, HandshakeError> {
+        self.connect_with(&self.config, tcp, server_name).await
+    }
+
+    /// [`UpstreamTls::connect`] asking for ALPN `h2`; check `info().alpn_h2` on the result
+    /// (a server that does not choose it speaks HTTP/1.1 only).
+    pub async fn connect_h2(
+        &self,
+        tcp: TcpStream,
+        server_name: &str,
+    ) -> Result<ClientTlsStream, HandshakeError> {
+        self.connect_with(&self.h2_config, tcp, server_name).await
+    }
+
+    async fn connect_with(
+        &self,
+        config: &Arc<ClientConfig>,
         mut tcp: TcpStream,
         server_name: &str,
     ) -> Result<ClientTlsStream, HandshakeError> {
         let name = tls_server_name(server_name)?;
         let fd = tcp.as_raw_fd();
-        let mut conn = ClientConnection::new(Arc::clone(&self.config), name)?;
+        let mut conn = ClientConnection::new(Arc::clone(config), name)?;
         handshake::complete(&mut tcp, &mut conn, FirstBytes::Tls).await?;
         let info = HandshakeInfo::of(&conn);
         Ok(TlsStream::new(

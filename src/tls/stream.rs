@@ -185,6 +185,9 @@ impl<S: AsyncWriteRent> AsyncWriteRent for TlsStream<S> {
 pub enum TcpOrTls<T> {
     Plain(TcpStream),
     Tls(Box<T>),
+    /// Upstreams only: one stream of a multiplexed HTTP/2 connection, speaking HTTP/1.1 to
+    /// the lifecycle (`src/h2/upstream.rs`). It has no socket of its own.
+    H2(Box<crate::h2::UpstreamBridge>),
 }
 
 /// A connection from a client: accepted on an HTTP or an HTTPS listener.
@@ -196,7 +199,7 @@ impl<S> TcpOrTls<TlsStream<S>> {
     /// What the TLS handshake negotiated; `None` for plain TCP.
     pub fn tls_info(&self) -> Option<&HandshakeInfo> {
         match self {
-            TcpOrTls::Plain(_) => None,
+            TcpOrTls::Plain(_) | TcpOrTls::H2(_) => None,
             TcpOrTls::Tls(tls) => Some(tls.info()),
         }
     }
@@ -219,10 +222,13 @@ impl<T> From<TcpStream> for TcpOrTls<T> {
 }
 
 impl<T: AsRawFd> AsRawFd for TcpOrTls<T> {
+    /// `-1` for an HTTP/2 stream: it has no socket of its own, and its connection's socket
+    /// says nothing about this stream (a readiness watch on it would see other streams).
     fn as_raw_fd(&self) -> RawFd {
         match self {
             TcpOrTls::Plain(tcp) => tcp.as_raw_fd(),
             TcpOrTls::Tls(tls) => tls.as_raw_fd(),
+            TcpOrTls::H2(_) => -1,
         }
     }
 }
@@ -236,6 +242,7 @@ impl<T: AsyncReadRent> AsyncReadRent for TcpOrTls<T> {
         match self {
             TcpOrTls::Plain(tcp) => tcp.read(buf).await,
             TcpOrTls::Tls(tls) => Box::pin(tls.read(buf)).await,
+            TcpOrTls::H2(stream) => Box::pin(stream.read(buf)).await,
         }
     }
 
@@ -243,6 +250,7 @@ impl<T: AsyncReadRent> AsyncReadRent for TcpOrTls<T> {
         match self {
             TcpOrTls::Plain(tcp) => tcp.readv(buf).await,
             TcpOrTls::Tls(tls) => Box::pin(tls.readv(buf)).await,
+            TcpOrTls::H2(stream) => Box::pin(stream.readv(buf)).await,
         }
     }
 }
@@ -252,6 +260,7 @@ impl<T: AsyncWriteRent> AsyncWriteRent for TcpOrTls<T> {
         match self {
             TcpOrTls::Plain(tcp) => tcp.write(buf).await,
             TcpOrTls::Tls(tls) => Box::pin(tls.write(buf)).await,
+            TcpOrTls::H2(stream) => Box::pin(stream.write(buf)).await,
         }
     }
 
@@ -259,6 +268,7 @@ impl<T: AsyncWriteRent> AsyncWriteRent for TcpOrTls<T> {
         match self {
             TcpOrTls::Plain(tcp) => tcp.writev(buf).await,
             TcpOrTls::Tls(tls) => Box::pin(tls.writev(buf)).await,
+            TcpOrTls::H2(stream) => Box::pin(stream.writev(buf)).await,
         }
     }
 
@@ -266,6 +276,7 @@ impl<T: AsyncWriteRent> AsyncWriteRent for TcpOrTls<T> {
         match self {
             TcpOrTls::Plain(tcp) => tcp.flush().await,
             TcpOrTls::Tls(tls) => Box::pin(tls.flush()).await,
+            TcpOrTls::H2(stream) => stream.flush().await,
         }
     }
 
@@ -273,6 +284,7 @@ impl<T: AsyncWriteRent> AsyncWriteRent for TcpOrTls<T> {
         match self {
             TcpOrTls::Plain(tcp) => tcp.shutdown().await,
             TcpOrTls::Tls(tls) => Box::pin(tls.shutdown()).await,
+            TcpOrTls::H2(stream) => stream.shutdown().await,
         }
     }
 }

@@ -145,6 +145,7 @@ mod tests {
             authorization: None,
             suspension: crate::upstream::health::SuspensionPolicy::default(),
             health_check: None,
+            http2: false,
         }
     }
 

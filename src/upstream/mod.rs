@@ -76,12 +76,18 @@ pub struct Group {
     pub suspension: SuspensionPolicy,
     /// Active health checks of the members; `None` for one-URL groups or when turned off.
     pub health_check: Option<HealthCheckSettings>,
+    /// Members are reached with HTTP/2 (`x-wso2-http2-backend-enabled`), multiplexed on the
+    /// shard's few connections per upstream (`src/h2/upstream.rs`).
+    pub http2: bool,
 }
 
 impl Group {
     /// A stable identity across reloads: the API, the balancing type and the members.
     pub fn identity(&self, endpoints: &[Endpoint], api_base_path: &str) -> String {
         let mut key = format!("{api_base_path} {}", self.kind.as_str());
+        if self.http2 {
+            key.push_str(" h2");
+        }
         for member in self.members.iter() {
             key.push(' ');
             key.push_str(&endpoints[member.endpoint.index()].origin());

@@ -18,6 +18,7 @@ fn group(spec: Option<CircuitBreakerSpec>) -> Group {
         authorization: None,
         suspension: crate::upstream::health::SuspensionPolicy::default(),
         health_check: None,
+        http2: false,
     }
 }
 
