@@ -468,3 +468,75 @@ fn drain_sends_goaway_and_lets_the_stream_in_flight_finish() {
     assert_eq!(result["body"], "finished");
     assert_eq!(result["closed_after"], true);
 }
+
+/// The upstream's view of a request: method, target, header fields (names in lower case,
+/// sorted) and body.
+fn upstream_view(
+    request: &support::hostile::RawRequest,
+) -> (String, String, Vec<(String, String)>, Vec<u8>) {
+    let mut headers: Vec<(String, String)> = request
+        .headers
+        .iter()
+        .map(|(n, v)| (n.to_ascii_lowercase(), v.clone()))
+        .collect();
+    headers.sort();
+    (
+        request.method.clone(),
+        request.target.clone(),
+        headers,
+        request.body.clone(),
+    )
+}
+
+#[test]
+fn the_upstream_receives_the_same_request_over_http11_and_http2() {
+    let scripted = ScriptedBackend::echo_targets();
+    let gateway = Gateway::start_tls(&open_api(&[scripted.url("/base")], "load_balance"), "");
+    let headers = [
+        ("accept", "application/json"),
+        ("x-request-id", "r-1"),
+        ("x_underscored", "dropped"),
+        ("x-forwarded-for", "10.9.9.9"),
+    ];
+    let cases: [(&str, &str, &[u8]); 3] = [
+        ("GET", "/svc/./pets//1?status=sold&x=%41", b""),
+        ("POST", "/svc/pets", b"{\"name\":\"rex\"}"),
+        ("DELETE", "/svc/pets/%7E1", b""),
+    ];
+    for (method, path, body) in cases {
+        // HTTP/1.1 on the plain listener.
+        let mut client = gateway.client();
+        let response = client.request(method, path, &headers, body);
+        assert_eq!(response.status, 200);
+        // HTTP/2 on the same plain listener (h2c): the same fields, `:authority` for Host.
+        let mut fields: Vec<[String; 2]> = headers
+            .iter()
+            .map(|(n, v)| [n.to_string(), v.to_string()])
+            .collect();
+        if method == "POST" {
+            fields.push(["content-length".into(), body.len().to_string()]);
+        }
+        let spec = json!([{"method": method, "path": path, "authority": "gateway.test",
+                           "headers": fields, "body": String::from_utf8_lossy(body)}]);
+        let responses = requests(gateway.addr, spec, false);
+        assert_eq!(responses[0]["status"], 200, "{}", responses[0]);
+        let received = scripted.requests();
+        let (h1, h2) = (&received[received.len() - 2], &received[received.len() - 1]);
+        assert_eq!(upstream_view(h1), upstream_view(h2), "{method} {path}");
+    }
+}
+
+#[test]
+fn with_h2c_off_the_preface_is_an_http11_400() {
+    let backend = Backend::echo("a");
+    let gateway = Gateway::start_with(
+        &open_api(&[backend.url("")], "load_balance"),
+        "http2:\n  h2c: false\n",
+        1,
+    );
+    let mut client = gateway.client();
+    client.send(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+    let response = client.read_response(false).unwrap();
+    assert_eq!(response.status, 400);
+    assert_eq!(backend.request_count(), 0);
+}

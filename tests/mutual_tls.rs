@@ -357,3 +357,56 @@ fn project_client_certificates_are_matched_exactly_and_only_for_their_api() {
         200
     );
 }
+
+#[test]
+fn http2_streams_see_the_certificate_of_their_connection() {
+    use base64::Engine;
+    let backend = Backend::echo("b");
+    let ca = ca("client CA");
+    let valid = issued_by(&ca, "client");
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = MtlsGateway::start(
+        &[(
+            "apis/mtls.yaml",
+            &api("/mtls", &backend, "x-wso2-mutual-ssl: mandatory\n"),
+        )],
+        &client_ca_yaml(dir.path(), &ca),
+    );
+    let cert = dir.path().join("client.pem");
+    let key = dir.path().join("client.key");
+    std::fs::write(&cert, &valid.pem).unwrap();
+    let key_b64 = base64::engine::general_purpose::STANDARD.encode(&valid.key);
+    std::fs::write(
+        &key,
+        format!("-----BEGIN PRIVATE KEY-----\n{key_b64}\n-----END PRIVATE KEY-----\n"),
+    )
+    .unwrap();
+    let url = format!(
+        "https://127.0.0.1:{}/mtls/pet/findByStatus",
+        gateway.https.port()
+    );
+    let bearer = format!("Authorization: Bearer {}", token());
+    let curl = |with_cert: bool| {
+        let mut command = std::process::Command::new("curl");
+        command.args([
+            "-sSk",
+            "--http2",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_version} %{http_code}",
+        ]);
+        command.args(["-H", &bearer]);
+        if with_cert {
+            command.arg("--cert").arg(&cert).arg("--key").arg(&key);
+        }
+        let out = command
+            .arg(&url)
+            .output()
+            .expect("curl (installed by .ci/run)");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    assert_eq!(curl(true), "2 200");
+    assert_eq!(curl(false), "2 401");
+    assert_eq!(backend.request_count(), 1);
+}

@@ -139,6 +139,25 @@ mod tests {
     }
 
     #[test]
+    fn the_section_parses_and_errors_name_the_field() {
+        use crate::config::gateway::GatewayConfig;
+        let file = std::path::Path::new("gateway.yaml");
+        let config =
+            GatewayConfig::parse(file, "http2:\n  max_concurrent_streams: 7\n  h2c: false\n")
+                .unwrap();
+        assert_eq!(config.http2.max_concurrent_streams, 7);
+        assert!(!config.http2.h2c && config.http2.enabled);
+        let error = GatewayConfig::parse(file, "http2:\n  max_frame_bytes: 100\n")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("http2.max_frame_bytes"), "{error}");
+        let unknown = GatewayConfig::parse(file, "http2:\n  streams: 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(unknown.contains("streams"), "{unknown}");
+    }
+
+    #[test]
     fn out_of_range_windows_and_frames_are_refused() {
         let small = Http2 {
             stream_window_bytes: 1000,
