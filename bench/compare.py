@@ -15,6 +15,10 @@ Scenarios (all by default):
             and an unsecured one, interleaved: the cost of security per request
   failover  open loop while the primary of a failover group is killed and restarted:
             client-visible errors, latency spike, time until traffic is back on the primary
+  h2        HTTP/2 with h2load (Debian nghttp2-client): h2 over TLS (shardgate, nginx,
+            haproxy) and h2c with prior knowledge (shardgate, haproxy; nginx 1.22 serves h2c
+            only on a port without HTTP/1.1, so it is left out), 1 and 100 streams per
+            connection: proxy CPU per request and p99 from h2load's per-request log
   idle      RSS per idle keep-alive client connection (10,000 connections by default; haproxy
             is held to the open-file limit's share when that is lower)
 
@@ -24,7 +28,7 @@ target down, so only the counts mean something, not the rates. shardgate's socke
 through io_uring: its count is io_uring_enter calls, each of which submits and reaps many
 operations.
 
-Usage: bench/compare.py [--rounds N] [--duration S] [--scenarios plain,https,...]
+Usage: bench/compare.py [--rounds N] [--duration S] [--scenarios plain,https,h2,...]
                         [--bodies 64,4096,65536] [--conns N] [--out DIR] [--no-build]
                         [--variant NAME=BINARY]... [--driver loadgen|wrk]
 --driver wrk drives the closed-loop measurements with wrk instead of loadgen (installed from
@@ -51,6 +55,10 @@ ORIGIN_PORTS = (18081, 18082)
 FAILOVER_PRIMARY, FAILOVER_BACKUP = 18083, 18084
 PORTS = {"nginx": 18090, "haproxy": 18091, "shardgate": 18092}
 TLS_PORTS = {"nginx": 18190, "haproxy": 18191, "shardgate": 18192}
+# HTTP/2: h2 over TLS on its own ports for the peers (their HTTPS ports stay HTTP/1.1 as the
+# https scenario measures them); shardgate's HTTPS and plain listeners serve both.
+H2_TLS_PORTS = {"nginx": 18290, "haproxy": 18291}
+H2C_PORTS = {"haproxy": 18391}
 BODY_PATHS = {64: "/b64", 4096: "/b4k", 65536: "/b64k"}
 JWT_ISSUER = "https://localhost/dev-only"
 TICK = os.sysconf("SC_CLK_TCK")
@@ -75,7 +83,7 @@ def ensure_tools(install, extra=()):
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
         run(["apt-get", "update", "-qq"], env=env)
         pkgs = {"nginx": "nginx", "haproxy": "haproxy", "openssl": "openssl", "taskset": "util-linux",
-                "wrk": "wrk", "strace": "strace"}
+                "wrk": "wrk", "strace": "strace", "h2load": "nghttp2-client"}
         run(["apt-get", "install", "-y", "-qq"] + [pkgs[m] for m in missing], env=env)
     still = [t for t in needed if not shutil.which(t)]
     if still:
@@ -234,6 +242,13 @@ http {{
     location /fo/ {{ proxy_pass http://failover/; }}
     location / {{ proxy_pass http://origins; }}
   }}
+  server {{
+    listen 127.0.0.1:{H2_TLS_PORTS['nginx']} ssl http2;
+    ssl_certificate {cert};
+    ssl_certificate_key {key};
+    http2_max_concurrent_streams 100;
+    location / {{ proxy_pass http://origins; }}
+  }}
 }}
 """)
     return conf
@@ -261,6 +276,8 @@ defaults
 frontend fe
   bind 127.0.0.1:{PORTS['haproxy']}
   bind 127.0.0.1:{TLS_PORTS['haproxy']} ssl crt {pem}
+  bind 127.0.0.1:{H2_TLS_PORTS['haproxy']} ssl crt {pem} alpn h2,http/1.1
+  bind 127.0.0.1:{H2C_PORTS['haproxy']} proto h2
   use_backend failover if {{ path_beg /fo/ }}
   default_backend origins
 backend origins
@@ -494,6 +511,72 @@ def https(targets, args, tmp, results):
     results.append(("https", 64, None, closed, None))
 
 
+def h2load(url, duration, conns, streams, log_file):
+    """One h2load run: (completed, failed, p99 seconds) from its per-request log."""
+    cmd = ["taskset", "-c", str(LOAD_CPU), "h2load", "-t", "1", "-c", str(conns), "-m", str(streams),
+           "-D", str(duration), "--warm-up-time", "1", "--log-file", str(log_file), url]
+    Path(log_file).unlink(missing_ok=True)
+    ran = subprocess.run(cmd, check=False, capture_output=True, text=True)
+    out = ran.stdout + ran.stderr
+    completed = failed = 0
+    for line in out.splitlines():
+        parts = line.split()
+        if parts[:1] == ["requests:"]:
+            # requests: N total, N started, N done, N succeeded, N failed, N errored, N timeout
+            completed = int(parts[7])
+            failed = int(parts[9]) + int(parts[11])
+    # The log: start time, status, request duration (us), one line per request.
+    durations = []
+    for line in (Path(log_file).read_text() if Path(log_file).exists() else "").splitlines():
+        fields = line.split()
+        if len(fields) >= 3:
+            durations.append(int(fields[2]))
+    durations.sort()
+    p99 = durations[int(0.99 * (len(durations) - 1))] / 1e6 if durations else float("nan")
+    return completed, failed, p99, out
+
+
+def h2(targets, args, tmp, results):
+    """h2load against each HTTP/2 listener; CPU of the proxy per completed request."""
+    endpoints = {
+        "nginx h2": ("nginx", f"https://127.0.0.1:{H2_TLS_PORTS['nginx']}/b64"),
+        "haproxy h2": ("haproxy", f"https://127.0.0.1:{H2_TLS_PORTS['haproxy']}/b64"),
+        "haproxy h2c": ("haproxy", f"http://127.0.0.1:{H2C_PORTS['haproxy']}/b64"),
+    }
+    for name in targets:
+        if name not in ("nginx", "haproxy"):
+            endpoints[f"{name} h2"] = (name, f"https://127.0.0.1:{TLS_PORTS[name]}/b64")
+            endpoints[f"{name} h2c"] = (name, f"http://127.0.0.1:{PORTS[name]}/b64")
+    for streams in (1, 100):
+        conns = args.h2_conns
+        runs = {e: [] for e in endpoints}
+        for r in range(args.rounds):
+            order = list(endpoints)
+            if r % 2:
+                order.reverse()
+            for e in order:
+                target, url = endpoints[e]
+                pids = targets[target]
+                user0, sys0 = cpu_seconds(pids)
+                t0 = time.time()
+                completed, failed, p99, out = h2load(url, args.duration, conns, streams, tmp / "h2load.log")
+                elapsed = time.time() - t0
+                user1, sys1 = cpu_seconds(pids)
+                cpu = (user1 - user0) + (sys1 - sys0)
+                # The warm-up is in /proc's figure but not in h2load's count: scale by the
+                # measured share of the run.
+                share = args.duration / max(elapsed, args.duration)
+                if not completed:
+                    log(f"  h2 {e}: no requests completed:\n{out}")
+                m = {"rps": completed / args.duration, "completed": completed, "errors": failed,
+                     "p99_us": p99 * 1e6,
+                     "cpu_us_per_req": cpu * share * 1e6 / completed if completed else float("nan")}
+                runs[e].append(m)
+                log(f"  h2 streams={streams} round={r + 1} {e:16} {m['rps']:9.0f} rps "
+                    f"{m['cpu_us_per_req']:6.2f} us/req p99 {m['p99_us']:.0f} us")
+        results.append(("h2", streams, conns, runs, None))
+
+
 def strace_counts(path):
     """{syscall: calls} from the summary table that `strace -c -o path` writes."""
     counts = {}
@@ -662,6 +745,16 @@ def report(results, targets, machine):
                 o = a[t]
                 back = f"{o['failback_s']:.2f} s" if o["failback_s"] is not None else "never"
                 add(f"| {t} | {o['requests']} | {o['errors']} | {o['p99_us']:.0f} | {o['max_us']:.0f} | {back} |")
+        elif scenario == "h2":
+            streams, conns, runs = body, rate, a
+            add(f"\n### HTTP/2 (h2load, {conns} connections, {streams} stream(s) per connection, body 64 B)")
+            add("| target | rps (median) | proxy CPU us/req | CPU vs nginx h2 | p99 us | errors |")
+            add("|---|---:|---:|---:|---:|---:|")
+            ng = median([m["cpu_us_per_req"] for m in runs["nginx h2"]]) or float("nan")
+            for name, ms in runs.items():
+                cpu = median([m["cpu_us_per_req"] for m in ms])
+                add(f"| {name} | {median([m['rps'] for m in ms]):.0f} | {cpu:.2f} | {cpu / ng:.2f} | "
+                    f"{median([m['p99_us'] for m in ms]):.0f} | {sum(m['errors'] for m in ms)} |")
         elif scenario == "syscalls":
             add("\n### system calls per request (64 B closed loop under strace -c -f; counts only)")
             add("| target | requests | syscalls per request | largest (per request) |")
@@ -688,8 +781,9 @@ def main():
     p.add_argument("--duration", type=int, default=4, help="seconds per measurement")
     p.add_argument("--conns", type=int, default=64)
     p.add_argument("--bodies", default="64,4096,65536")
-    p.add_argument("--scenarios", default="plain,https,jwt,failover,idle")
+    p.add_argument("--scenarios", default="plain,https,jwt,failover,h2,idle")
     p.add_argument("--idle-connections", type=int, default=10000)
+    p.add_argument("--h2-conns", type=int, default=16, help="h2load connections (h2 scenario)")
     p.add_argument("--out", default=str(ROOT / "bench/out"))
     p.add_argument("--charts", metavar="DIR",
                    help="write loadgen's SVG latency chart of each open-loop run (first round) here")
@@ -713,7 +807,8 @@ def main():
     args.bodies = [int(b) for b in args.bodies.split(",")]
     scenarios = args.scenarios.split(",")
     ensure_tools(not args.no_install, (["wrk"] if args.driver == "wrk" else [])
-                 + (["strace"] if "syscalls" in scenarios else []))
+                 + (["strace"] if "syscalls" in scenarios else [])
+                 + (["h2load"] if "h2" in scenarios else []))
     if not args.no_build:
         run(["cargo", "build", "--release", "-p", "shardgate", "-p", "loadgen"], cwd=ROOT,
             stdout=subprocess.DEVNULL)
@@ -763,6 +858,8 @@ def main():
         if "failover" in scenarios:
             rate = 0.5 * median([m["rps"] for m in results[0][3]["nginx"]]) if results else 5000
             failover(targets, args, tmp, results, min(rate, 20000))
+        if "h2" in scenarios:
+            h2(targets, args, tmp, results)
         if "syscalls" in scenarios:
             syscalls(targets, args, tmp, results)
         if "idle" in scenarios:
