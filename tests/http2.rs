@@ -540,3 +540,37 @@ fn with_h2c_off_the_preface_is_an_http11_400() {
     assert_eq!(response.status, 400);
     assert_eq!(backend.request_count(), 0);
 }
+
+#[test]
+fn a_reload_sends_goaway_after_serving_the_next_stream() {
+    let backend = Backend::echo("a");
+    let gateway = Gateway::start(&open_api(&[backend.url("")], "load_balance"));
+    let mut child = Command::new("python3")
+        .arg(script())
+        .args(["two", &gateway.addr.to_string(), "/svc/x"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(first["goaway_before"], false, "{first}");
+    // Reload: the same configuration, published again (a new generation).
+    let snapshot = shardgate::snapshot::Snapshot::load(&shardgate::snapshot::LoadOptions {
+        config: Some(gateway.config_path()),
+        apis: vec![],
+        resolve_hosts: true,
+    })
+    .unwrap();
+    gateway.server().publish(snapshot);
+    // Shards take a new snapshot on their control tick (every 50 ms): wait generously.
+    std::thread::sleep(Duration::from_secs(2));
+    use std::io::Write;
+    writeln!(child.stdin.as_mut().unwrap()).unwrap();
+    let second: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    let _ = child.wait();
+    assert_eq!(second["second_answered"], true, "{second}");
+    assert_eq!(second["goaway"], true, "{second}");
+    assert_eq!(second["closed"], true, "{second}");
+    assert_eq!(backend.request_count(), 2);
+}

@@ -141,6 +141,10 @@ async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
         }
     };
     ctx.with_metrics(|m| m.http2_connections.inc());
+    // The snapshot the connection's settings came from: after a reload, the next stream is
+    // still served (on the new snapshot, like any request) and GOAWAY tells the client to
+    // reconnect, so that the new settings apply.
+    let generation = ctx.view().generation;
     let drain = DrainWatch::new();
     let mut streams: FuturesUnordered<StreamTask> = FuturesUnordered::new();
     let mut idle = Box::pin(monoio::time::sleep(keepalive));
@@ -184,6 +188,10 @@ async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
                     kind,
                     client_certificate,
                 )));
+                if !closing && ctx.view().generation != generation {
+                    conn.graceful_shutdown();
+                    closing = true;
+                }
             }
             Event::StreamDone => {
                 if streams.is_empty() && !closing {

@@ -279,6 +279,25 @@ def slow(addr, path):
     }
 
 
+def two(addr, path):
+    """Two requests on one connection; the second after a line on stdin (the test reloads
+    the gateway in between). Reports both statuses and whether GOAWAY followed."""
+    sock = connect(addr, False)
+    enc = Encoder()
+    sock.sendall(PREFACE + frame(SETTINGS, 0, 0) + frame(HEADERS, END_STREAM | END_HEADERS, 1, get_block(enc, path)))
+    first, _ = read_frames(sock, lambda k, f, s, p: s == 1 and f & END_STREAM, True)
+    goaway_before = any(f[0] == GOAWAY for f in first)
+    print(json.dumps({"first_done": True, "goaway_before": goaway_before}), flush=True)
+    sys.stdin.readline()
+    sock.sendall(frame(HEADERS, END_STREAM | END_HEADERS, 3, get_block(enc, path)))
+    frames, closed = read_frames(sock, lambda k, f, s, p: s == 3 and f & END_STREAM, True)
+    if not closed:
+        more, closed = read_frames(sock, lambda *a: False, True)
+        frames += more
+    status = any(f[0] == HEADERS and f[2] == 3 for f in frames)
+    return {"second_answered": status, "goaway": any(f[0] == GOAWAY for f in frames), "closed": closed}
+
+
 def main():
     cmd = sys.argv[1]
     if cmd == "requests":
@@ -289,6 +308,8 @@ def main():
         result = concurrent(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     elif cmd == "zero-window":
         result = zero_window(sys.argv[2], sys.argv[3])
+    elif cmd == "two":
+        result = two(sys.argv[2], sys.argv[3])
     elif cmd == "slow":
         result = slow(sys.argv[2], sys.argv[3])
     else:
