@@ -226,8 +226,16 @@ async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
             }
         }
     }
+    // Streams whose exchange with the client is over may still be finishing their own
+    // bookkeeping (pooling the upstream connection, metrics, the access log): a moment for
+    // them, then the rest (waiting on an upstream for a client that is gone) are dropped.
+    let finishing = std::pin::pin!(async { while streams.next().await.is_some() {} });
+    let _ = monoio::time::timeout(STREAMS_LINGER, finishing).await;
     drop(slot);
 }
+
+/// How long streams may finish after their connection closed.
+const STREAMS_LINGER: Duration = Duration::from_secs(1);
 
 /// One stream through the request lifecycle.
 async fn serve_stream(
