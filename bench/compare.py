@@ -15,6 +15,11 @@ Scenarios (all by default):
             and an unsecured one, interleaved: the cost of security per request
   failover  open loop while the primary of a failover group is killed and restarted:
             client-visible errors, latency spike, time until traffic is back on the primary
+  faults    the outages that refuse nothing, next to a killed primary: the primary of a
+            failover group [primary, backup] with 2 s timeouts everywhere is killed, frozen
+            (SIGSTOP), black-holed (iptables DROP; root only) or slow (answers after 3 s) for
+            the middle third of an open-loop run at 2,000 req/s: errors, p99, max, time until
+            the backup serves, time until the primary serves again
   idle      RSS per idle keep-alive client connection (10,000 connections by default; haproxy
             is held to the open-file limit's share when that is lower)
 
@@ -49,6 +54,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PROXY_CPU, LOAD_CPU = 0, 1
 ORIGIN_PORTS = (18081, 18082)
 FAILOVER_PRIMARY, FAILOVER_BACKUP = 18083, 18084
+FAULT_PRIMARY, FAULT_BACKUP = 18085, 18086
 PORTS = {"nginx": 18090, "haproxy": 18091, "shardgate": 18092}
 TLS_PORTS = {"nginx": 18190, "haproxy": 18191, "shardgate": 18192}
 BODY_PATHS = {64: "/b64", 4096: "/b4k", 65536: "/b64k"}
@@ -222,6 +228,11 @@ http {{
     server 127.0.0.1:{FAILOVER_BACKUP} backup;
     keepalive 64;
   }}
+  upstream faults {{
+    server 127.0.0.1:{FAULT_PRIMARY} max_fails=1 fail_timeout=2s;
+    server 127.0.0.1:{FAULT_BACKUP} backup;
+    keepalive 64;
+  }}
   proxy_http_version 1.1;
   proxy_set_header Connection "";
   proxy_next_upstream error timeout;
@@ -232,6 +243,12 @@ http {{
     ssl_certificate_key {key};
     ssl_session_tickets on;
     location /fo/ {{ proxy_pass http://failover/; }}
+    location /ff/ {{
+      proxy_pass http://faults/;
+      proxy_connect_timeout 2s;
+      proxy_send_timeout 2s;
+      proxy_read_timeout 2s;
+    }}
     location / {{ proxy_pass http://origins; }}
   }}
 }}
@@ -262,6 +279,7 @@ frontend fe
   bind 127.0.0.1:{PORTS['haproxy']}
   bind 127.0.0.1:{TLS_PORTS['haproxy']} ssl crt {pem}
   use_backend failover if {{ path_beg /fo/ }}
+  use_backend faults if {{ path_beg /ff/ }}
   default_backend origins
 backend origins
   balance roundrobin
@@ -275,6 +293,16 @@ backend failover
   retries 1
   server primary 127.0.0.1:{FAILOVER_PRIMARY} check inter 500 fall 1 rise 1
   server backup 127.0.0.1:{FAILOVER_BACKUP} backup
+backend faults
+  http-reuse always
+  http-request set-path %[path,regsub(^/ff/,/)]
+  timeout connect 2s
+  timeout server 2s
+  option redispatch
+  retries 1
+  retry-on conn-failure empty-response response-timeout
+  server primary 127.0.0.1:{FAULT_PRIMARY} check inter 500 fall 1 rise 1
+  server backup 127.0.0.1:{FAULT_BACKUP} backup
 """)
     return conf
 
@@ -298,6 +326,17 @@ x-wso2-disable-security: true
 x-wso2-production-endpoints:
   urls: ['http://127.0.0.1:{FAILOVER_PRIMARY}', 'http://127.0.0.1:{FAILOVER_BACKUP}']
   type: failover
+paths:
+  /*: {{get: {{}}}}
+""")
+    (apis / "faults.yaml").write_text(f"""openapi: 3.0.1
+info: {{title: faults, version: '1'}}
+x-wso2-basePath: /ff
+x-wso2-disable-security: true
+x-wso2-production-endpoints:
+  urls: ['http://127.0.0.1:{FAULT_PRIMARY}', 'http://127.0.0.1:{FAULT_BACKUP}']
+  type: failover
+  advanceEndpointConfig: {{timeoutInMillis: 2000}}
 paths:
   /*: {{get: {{}}}}
 """)
@@ -577,6 +616,122 @@ def failover(targets, args, tmp, results, rate):
     results.append(("failover", 64, rate, outcome, None))
 
 
+SLOW_ORIGIN = """
+import http.server, socketserver, sys, time
+class Slow(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        time.sleep(3)
+        self.send_response(200)
+        self.send_header("Content-Length", "64")
+        self.end_headers()
+        self.wfile.write(b"s" * 64)
+    def log_message(self, *a):
+        pass
+class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+Server(("127.0.0.1", int(sys.argv[1])), Slow).serve_forever()
+"""
+
+
+def iptables_usable():
+    if os.geteuid() != 0 or shutil.which("iptables") is None:
+        return False
+    rule = ["-p", "tcp", "--dport", "1", "-j", "DROP"]
+    ok = subprocess.run(["iptables", "-I", "INPUT", *rule], stderr=subprocess.DEVNULL).returncode == 0
+    if ok:
+        subprocess.run(["iptables", "-D", "INPUT", *rule], stderr=subprocess.DEVNULL)
+    return ok
+
+
+def first_after(log_path, moment):
+    try:
+        times = [float(x) for x in log_path.read_text().split() if float(x) > moment]
+        return min(times) - moment if times else None
+    except (OSError, ValueError):
+        return None
+
+
+def faults(targets, args, tmp, results, rate=2000):
+    """Per fault and target: open loop through the /ff/ failover route; the fault is applied
+    to the primary for the middle third of the run."""
+    modes = ["kill", "freeze", "slow"] + (["blackhole"] if iptables_usable() else [])
+    if "blackhole" not in modes:
+        log("  faults: blackhole skipped (needs root and a working iptables)")
+    backup_log = tmp / "fault-backup.log"
+    backup = start("fault-backup", ["nginx", "-c", str(write_origin(tmp, [FAULT_BACKUP], "fault-backup",
+                                                                 access_log=backup_log))], LOAD_CPU)
+    wait_port(FAULT_BACKUP)
+    outcome = {}
+    drop = ["INPUT", "-p", "tcp", "--dport", str(FAULT_PRIMARY), "-j", "DROP"]
+    for mode in modes:
+        outcome[mode] = {}
+        for t in targets:
+            primary_log = tmp / f"fault-primary-{t}.log"
+            primary_conf = write_origin(tmp, [FAULT_PRIMARY], f"fault-primary-{t}", access_log=primary_log)
+            primary = start("fault-primary", ["nginx", "-c", str(primary_conf)], LOAD_CPU)
+            wait_port(FAULT_PRIMARY)
+            time.sleep(1.5)  # every proxy sees it healthy and pools connections to it
+            duration = max(9, args.duration * 3)
+            out = tmp / f"ff-{mode}-{t}.json"
+            cmd = ["taskset", "-c", str(LOAD_CPU), str(ROOT / "target/release/loadgen"), "-t", "1",
+                   "-c", str(args.conns), "-d", f"{duration}s", "--timeout", "10s", "--rate", str(rate),
+                   "--no-progress", "-q", "--json", str(out), f"http://127.0.0.1:{PORTS[t]}/ff/b64"]
+            gen = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(duration / 3)
+            faulted = time.time()
+            slow = None
+            if mode == "kill" or mode == "slow":
+                os.killpg(primary.pid, signal.SIGKILL)
+                primary.wait()
+                STARTED.remove(primary)
+                if mode == "slow":
+                    slow = start("slow-primary", [sys.executable, "-c", SLOW_ORIGIN, str(FAULT_PRIMARY)], LOAD_CPU)
+            elif mode == "freeze":
+                os.killpg(primary.pid, signal.SIGSTOP)
+            elif mode == "blackhole":
+                subprocess.run(["iptables", "-I", *drop], check=True)
+            time.sleep(duration / 3)
+            restored = time.time()
+            if slow is not None:
+                os.killpg(slow.pid, signal.SIGKILL)
+                slow.wait()
+                STARTED.remove(slow)
+            if mode in ("kill", "slow"):
+                primary = start("fault-primary", ["nginx", "-c", str(primary_conf)], LOAD_CPU)
+            elif mode == "freeze":
+                os.killpg(primary.pid, signal.SIGCONT)
+            elif mode == "blackhole":
+                subprocess.run(["iptables", "-D", *drop], check=True)
+            gen.wait()
+            result = json.loads(out.read_text())
+            moved = first_after(backup_log, faulted)
+            back = first_after(primary_log, restored)
+            os.killpg(primary.pid, signal.SIGTERM)
+            primary.wait()
+            STARTED.remove(primary)
+            primary_log.unlink(missing_ok=True)
+            req = result["requests"]
+            outcome[mode][t] = {
+                "requests": req["completed"] + req["errors"],
+                "errors": req["errors"] + req["statusErrors"],
+                "p99_us": result["latencyPercentiles"]["p99"] * 1e6,
+                "max_us": result["latencyPercentiles"]["p100"] * 1e6,
+                "moved_s": moved,
+                "back_s": back,
+            }
+            log(f"  faults {mode:9} {t:10} errors {outcome[mode][t]['errors']} "
+                f"max {outcome[mode][t]['max_us'] / 1000:.0f} ms moved {moved} back {back}")
+            backup_log.write_text("")
+            subprocess.run(["nginx", "-c", str(tmp / "fault-backup.conf"), "-s", "reopen"],
+                           stderr=subprocess.DEVNULL)
+    os.killpg(backup.pid, signal.SIGTERM)
+    backup.wait()
+    STARTED.remove(backup)
+    results.append(("faults", 64, rate, outcome, None))
+
+
 def idle(targets, args, tmp, results, count):
     import resource
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -662,6 +817,16 @@ def report(results, targets, machine):
                 o = a[t]
                 back = f"{o['failback_s']:.2f} s" if o["failback_s"] is not None else "never"
                 add(f"| {t} | {o['requests']} | {o['errors']} | {o['p99_us']:.0f} | {o['max_us']:.0f} | {back} |")
+        elif scenario == "faults":
+            add(f"\n### faults on the primary (open loop {rate:.0f} req/s, fault for the middle third, 2 s timeouts)")
+            add("| fault | target | requests | errors | p99 ms | max ms | backup serves after | primary again after |")
+            add("|---|---|---:|---:|---:|---:|---:|---:|")
+            secs = lambda v: f"{v:.2f} s" if v is not None else "never"
+            for mode, per_target in a.items():
+                for t in targets:
+                    o = per_target[t]
+                    add(f"| {mode} | {t} | {o['requests']} | {o['errors']} | {o['p99_us'] / 1000:.1f} | "
+                        f"{o['max_us'] / 1000:.0f} | {secs(o['moved_s'])} | {secs(o['back_s'])} |")
         elif scenario == "syscalls":
             add("\n### system calls per request (64 B closed loop under strace -c -f; counts only)")
             add("| target | requests | syscalls per request | largest (per request) |")
@@ -763,6 +928,8 @@ def main():
         if "failover" in scenarios:
             rate = 0.5 * median([m["rps"] for m in results[0][3]["nginx"]]) if results else 5000
             failover(targets, args, tmp, results, min(rate, 20000))
+        if "faults" in scenarios:
+            faults(targets, args, tmp, results)
         if "syscalls" in scenarios:
             syscalls(targets, args, tmp, results)
         if "idle" in scenarios:

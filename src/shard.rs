@@ -543,6 +543,13 @@ async fn drain(ctx: &ShardContext, listener_fds: &[RawFd], drain_for: Duration) 
             ctx.index,
             ctx.connections.open()
         );
+        // Whatever still runs (a slow response, a WebSocket tunnel) ends now: its reads and
+        // writes fail, and its task closes both of its connections on the way out.
+        ctx.connections.shutdown_all();
+        let closing = Instant::now() + Duration::from_secs(1);
+        while ctx.connections.open() > 0 && Instant::now() < closing {
+            monoio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }
 
@@ -698,6 +705,14 @@ impl ClientConnections {
     /// The most connections open at once since the last call.
     pub fn take_peak(&self) -> usize {
         self.peak.replace(self.open.get())
+    }
+
+    /// Shuts every connection down both ways (the drain's deadline passed).
+    fn shutdown_all(&self) {
+        for entry in self.slots.borrow().iter().flatten() {
+            // SAFETY: the fd is owned by a live connection task (its slot is registered).
+            unsafe { libc::shutdown(entry.fd, libc::SHUT_RDWR) };
+        }
     }
 
     /// Half-closes every connection waiting for its next request: the pending read returns

@@ -58,6 +58,8 @@ pub struct Route {
     pub secured: bool,
     /// What a secured route accepts (credentials, scopes); empty when it is not secured.
     pub access: AccessPolicy,
+    /// An AsyncAPI channel's `x-uri-mapping`: the upstream path, instead of the request's.
+    pub uri_mapping: Option<crate::route::uri_mapping::UriMapping>,
 }
 
 /// Everything the data path needs, immutable.
@@ -577,6 +579,7 @@ impl<'g> Compiler<'g> {
                 sandbox,
                 secured: resource.secured,
                 access,
+                uri_mapping: resource.uri_mapping.clone(),
             });
         }
         Ok(())

@@ -172,6 +172,8 @@ pub struct Timeouts {
     pub upstream_idle_ms: u64,
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
     pub drain_ms: u64,
+    /// A WebSocket tunnel with no byte in either direction for this long is closed.
+    pub websocket_idle_ms: u64,
 }
 
 impl Default for Timeouts {
@@ -186,6 +188,7 @@ impl Default for Timeouts {
             upstream_attempt_ms: 10_000,
             upstream_idle_ms: 60_000,
             drain_ms: 30_000,
+            websocket_idle_ms: 3_600_000,
         }
     }
 }
@@ -389,6 +392,11 @@ impl GatewayConfig {
                 true,
             ),
             ("timeouts.drain_ms", self.timeouts.drain_ms, true),
+            (
+                "timeouts.websocket_idle_ms",
+                self.timeouts.websocket_idle_ms,
+                false,
+            ),
             ("suspension.initial_ms", self.suspension.initial_ms, false),
             // Checked against suspension.initial_ms below.
             ("suspension.max_ms", self.suspension.max_ms, true),

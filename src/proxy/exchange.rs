@@ -196,6 +196,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
             max_headers: HeadLimits::MAX_HEADERS_CAP,
         };
         let was_head = self.head.method == Method::Head;
+        self.resp.upgrade_requested = self.head.upgrade_websocket;
         let mut received_any = !self.rbuf.is_empty();
         let upstream = |error| Err(AttemptError::Upstream(error));
         loop {

@@ -177,6 +177,13 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
                 self.record.upstream_micros = Some(started.elapsed().as_micros() as u64);
                 self.record.status = self.resp.status;
                 let label = view.labels.endpoint[endpoint_id.index()];
+                if self.resp.is_switching_protocols() {
+                    // The in-flight count ends with the tunnel.
+                    return self.open_tunnel(view, gateway, conn, label).await;
+                }
+                if self.head.upgrade_websocket {
+                    self.count_refused_upgrade(view);
+                }
                 let timeout = Duration::from_millis(group.timeout_ms);
                 let keep_open = self
                     .relay_response(gateway, conn, request_consumed, timeout)
@@ -574,12 +581,11 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
         let path = self.path.of(&self.head, &self.inbuf);
         let query = self.head.query.map(|q| q.slice(&self.inbuf));
         self.target.clear();
-        write_upstream_target(
-            &mut self.target,
-            &member.base_path,
-            &path[request.found.rest_start..],
-            query,
-        );
+        let rest = &path[request.found.rest_start..];
+        match &request.view.snapshot.routes[request.found.route.index()].uri_mapping {
+            Some(mapping) => mapping.write_target(&mut self.target, &member.base_path, rest, query),
+            None => write_upstream_target(&mut self.target, &member.base_path, rest, query),
+        }
         self.out.clear();
         write_upstream_head(
             &mut self.out,

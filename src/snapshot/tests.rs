@@ -693,7 +693,7 @@ fn syntax_errors_name_the_line() {
 fn a_file_that_is_not_a_definition_is_an_error() {
     let e = load_err("title: not an api\n");
     assert!(
-        e.contains("not an OpenAPI 3.x or Swagger 2.0 definition"),
+        e.contains("not an OpenAPI 3.x, Swagger 2.0 or AsyncAPI 2.x definition"),
         "{e}"
     );
     let e = load_err("openapi: 2.5\npaths: {}\n");
@@ -791,7 +791,7 @@ fn apictl_project_without_definition_is_an_error() {
     ]);
     let e = fixture.load().unwrap_err();
     assert!(
-        e.contains("apictl project without Definitions/swagger.yaml"),
+        e.contains("apictl project without a definition (Definitions/swagger.yaml"),
         "{e}"
     );
 }
