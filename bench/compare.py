@@ -656,9 +656,10 @@ def first_after(log_path, moment):
 def faults(targets, args, tmp, results, rate=2000):
     """Per fault and target: open loop through the /ff/ failover route; the fault is applied
     to the primary for the middle third of the run."""
-    modes = ["kill", "freeze", "slow"] + (["blackhole"] if iptables_usable() else [])
-    if "blackhole" not in modes:
+    modes = args.fault_modes.split(",")
+    if "blackhole" in modes and not iptables_usable():
         log("  faults: blackhole skipped (needs root and a working iptables)")
+        modes.remove("blackhole")
     backup_log = tmp / "fault-backup.log"
     backup = start("fault-backup", ["nginx", "-c", str(write_origin(tmp, [FAULT_BACKUP], "fault-backup",
                                                                  access_log=backup_log))], LOAD_CPU)
@@ -721,8 +722,9 @@ def faults(targets, args, tmp, results, rate=2000):
                 "moved_s": moved,
                 "back_s": back,
             }
+            worst = max(result.get("timeline", []), key=lambda row: row.get("max", 0), default=None)
             log(f"  faults {mode:9} {t:10} errors {outcome[mode][t]['errors']} "
-                f"max {outcome[mode][t]['max_us'] / 1000:.0f} ms moved {moved} back {back}")
+                f"max {outcome[mode][t]['max_us'] / 1000:.0f} ms moved {moved} back {back}; worst second {worst}")
             backup_log.write_text("")
             subprocess.run(["nginx", "-c", str(tmp / "fault-backup.conf"), "-s", "reopen"],
                            stderr=subprocess.DEVNULL)
@@ -855,6 +857,8 @@ def main():
     p.add_argument("--bodies", default="64,4096,65536")
     p.add_argument("--scenarios", default="plain,https,jwt,failover,idle")
     p.add_argument("--idle-connections", type=int, default=10000)
+    p.add_argument("--fault-modes", default="kill,freeze,slow,blackhole",
+                   help="the faults scenario's faults, in order")
     p.add_argument("--out", default=str(ROOT / "bench/out"))
     p.add_argument("--charts", metavar="DIR",
                    help="write loadgen's SVG latency chart of each open-loop run (first round) here")
