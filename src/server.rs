@@ -165,6 +165,7 @@ pub struct Server {
     pub drivers: Vec<&'static str>,
     access_log: Option<AccessLogWriter>,
     dns: Option<DnsRefresher>,
+    memory: Option<crate::memory::MemoryReleaser>,
 }
 
 impl Server {
@@ -272,6 +273,7 @@ impl BoundServer {
             );
             Vec::new()
         };
+        let memory = crate::memory::MemoryReleaser::start()?;
         let (started_tx, started_rx) = mpsc::channel();
         let mut threads = Vec::with_capacity(workers);
         for (index, listeners) in per_shard.into_iter().enumerate() {
@@ -282,6 +284,7 @@ impl BoundServer {
                 listeners,
                 shared: Arc::clone(&shared),
                 access_log: access_log.as_ref().map(AccessLogWriter::shard_buffer),
+                memory: memory.handle(),
             };
             let started = started_tx.clone();
             let thread = std::thread::Builder::new()
@@ -311,6 +314,7 @@ impl BoundServer {
             drivers,
             access_log,
             dns: Some(dns),
+            memory: Some(memory),
         })
     }
 }
@@ -340,11 +344,13 @@ impl Server {
         if let Some(dns) = self.dns.take() {
             dns.join();
         }
-        for thread in self.threads {
+        for thread in std::mem::take(&mut self.threads) {
             if thread.join().is_err() {
                 log::error!("a shard thread panicked");
             }
         }
+        // The shards' release handles went with them: the releaser's thread can end.
+        self.memory.take();
         // The shards' buffers went with them; now the writer can finish what is queued.
         if let Some(access_log) = self.access_log {
             access_log.finish();

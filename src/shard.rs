@@ -20,7 +20,7 @@ use crate::access_log::AccessLogBuffer;
 use crate::auth::TokenCache;
 use crate::cli::Driver;
 use crate::ids::{EndpointId, UpstreamId};
-use crate::memory::{release_free_memory, StormWatch};
+use crate::memory::StormWatch;
 use crate::metrics::{latency_histogram, LabelMap, MetricsHub, ShardMetrics};
 use crate::proxy::buffers::BufferPool;
 use crate::server::{ListenerKind, Shared, CONTROL_INTERVAL};
@@ -52,6 +52,8 @@ pub struct ShardConfig {
     pub listeners: Vec<(ListenerKind, std::net::TcpListener)>,
     pub shared: Arc<Shared>,
     pub access_log: Option<AccessLogBuffer>,
+    /// Asks the control plane to give free heap memory back (never blocks).
+    pub memory: crate::memory::ReleaseHandle,
 }
 
 type Started = mpsc::Sender<io::Result<(usize, &'static str)>>;
@@ -426,6 +428,7 @@ async fn shard_main(config: ShardConfig, started: Started, driver: &'static str)
         listeners,
         shared,
         access_log,
+        memory,
         ..
     } = config;
     let (snapshot, generation) = shared.snapshot();
@@ -502,14 +505,13 @@ async fn shard_main(config: ShardConfig, started: Started, driver: &'static str)
             ctx.buffers.trim();
             let open = ctx.connections.open();
             if let Some(peak) = storm.subsided(ctx.connections.take_peak(), open) {
-                let started = Instant::now();
+                // The shard's own spare buffers go now (cheap, shard-local); walking the
+                // allocator's arenas (milliseconds) is the control plane's job.
                 ctx.buffers.release_all();
-                release_free_memory();
-                log::info!(
+                memory.request(format!(
                     "shard {index}: {open} client connections after a peak of {peak}: spare \
-                     buffers and free heap memory given back in {} us",
-                    started.elapsed().as_micros()
-                );
+                     buffers released"
+                ));
             }
         }
     }
