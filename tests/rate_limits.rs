@@ -76,7 +76,7 @@ fn a_tier_admits_exactly_its_limit_with_connections_spread_over_two_shards() {
         &tiers("    T: {requests: 300, per: 1h}\n    Own: {requests: 5, per: 1h}\n"),
         2,
     );
-    align_to_window(HOUR_MS, 60_000);
+    align_to_window(HOUR_MS, 10_000);
     let (ok, throttled) = hammer(&gateway, "/svc/items", 16, 400);
     assert_eq!((ok, throttled), (300, 100));
     assert_eq!(
@@ -100,7 +100,7 @@ fn one_client_pinned_to_one_shard_gets_the_whole_limit() {
         &tiers("    T: {requests: 1000, per: 1h}\n    Own: {requests: 5, per: 1h}\n"),
         2,
     );
-    align_to_window(HOUR_MS, 60_000);
+    align_to_window(HOUR_MS, 10_000);
     let (ok, throttled) = hammer(&gateway, "/svc/x", 1, 1050);
     assert_eq!((ok, throttled), (1000, 50));
 }
@@ -113,7 +113,7 @@ fn batched_allowances_stay_within_a_batch_per_shard_when_spread() {
         &tiers("    T: {requests: 1000, per: 1h}\n    Own: {requests: 5, per: 1h}\n"),
         2,
     );
-    align_to_window(HOUR_MS, 60_000);
+    align_to_window(HOUR_MS, 10_000);
     let (ok, throttled) = hammer(&gateway, "/svc/x", 8, 1200);
     // Never over the limit; under it by at most the tokens two shards' batches (5 each) can
     // hold (docs/design-notes.md).
