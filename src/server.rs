@@ -39,6 +39,8 @@ pub struct Shared {
     pub metrics: MetricsHub,
     /// Shards started.
     pub workers: usize,
+    /// Rate-limit counters of every shard, the Redis link's state, the syncer's thread.
+    pub rate_limits: Arc<crate::ratelimit::RateLimitHub>,
 }
 
 impl Shared {
@@ -166,6 +168,8 @@ pub struct Server {
     access_log: Option<AccessLogWriter>,
     dns: Option<DnsRefresher>,
     memory: Option<crate::memory::MemoryReleaser>,
+    /// The rate-limit syncer (Redis), a control-plane thread.
+    rate_limit_syncer: Option<JoinHandle<()>>,
 }
 
 impl Server {
@@ -222,6 +226,7 @@ impl Server {
             ready: AtomicUsize::new(0),
             metrics: MetricsHub::new(workers),
             workers,
+            rate_limits: Arc::new(crate::ratelimit::RateLimitHub::new(workers)),
         });
         Ok(BoundServer {
             shared,
@@ -305,6 +310,7 @@ impl BoundServer {
             }
         }
         let dns = spawn_dns_refresher(&shared)?;
+        let rate_limit_syncer = crate::ratelimit::syncer::spawn(Arc::clone(&shared))?;
         Ok(Server {
             shared,
             threads,
@@ -315,6 +321,7 @@ impl BoundServer {
             access_log,
             dns: Some(dns),
             memory: Some(memory),
+            rate_limit_syncer: Some(rate_limit_syncer),
         })
     }
 }
@@ -343,6 +350,11 @@ impl Server {
     pub fn wait(mut self) {
         if let Some(dns) = self.dns.take() {
             dns.join();
+        }
+        if let Some(syncer) = self.rate_limit_syncer.take() {
+            // It sleeps at most a round; wake it so that it sees the drain now.
+            syncer.thread().unpark();
+            let _ = syncer.join();
         }
         for thread in std::mem::take(&mut self.threads) {
             if thread.join().is_err() {

@@ -178,6 +178,8 @@ pub struct ShardContext {
     draining: Cell<bool>,
     /// Full-size I/O buffers of connections between requests.
     pub buffers: BufferPool,
+    /// This shard's token allowances of the throttling tiers.
+    pub rate_limits: crate::ratelimit::ShardRateLimits,
 }
 
 impl ShardContext {
@@ -345,6 +347,7 @@ impl ShardContext {
             self.shared.metrics.install(self.index, Arc::clone(&grown));
             *self.metrics.borrow_mut() = grown;
         }
+        self.rate_limits.follow(&view.snapshot);
         *self.view.borrow_mut() = Rc::new(view);
         self.refresh_upstreams(true);
         log::info!(
@@ -442,6 +445,12 @@ async fn shard_main(config: ShardConfig, started: Started, driver: &'static str)
     let tokens = TokenCache::new(gateway.jwt.cache_entries, gateway.jwt.clock_skew_secs);
     let upstreams = snapshot.upstreams.len();
     let view = ShardView::new(snapshot, generation, index, &shared.metrics);
+    let rate_limits = crate::ratelimit::ShardRateLimits::new(
+        Arc::clone(&shared.rate_limits),
+        index,
+        shared.workers,
+        &view.snapshot,
+    );
     let metrics = Arc::new(ShardMetrics::new(
         view.labels.api_labels,
         view.labels.endpoint_labels,
@@ -471,6 +480,7 @@ async fn shard_main(config: ShardConfig, started: Started, driver: &'static str)
         draining: Cell::new(false),
         buffers: BufferPool::default(),
         upstream_open: OpenConnections::default(),
+        rate_limits,
     });
 
     let mut listener_fds = Vec::new();
@@ -498,6 +508,7 @@ async fn shard_main(config: ShardConfig, started: Started, driver: &'static str)
         ctx.refresh_upstreams(false);
         ctx.reconcile_all();
         ctx.pool.borrow_mut().evict_expired(Instant::now());
+        ctx.rate_limits.tick();
         ctx.flush_access_log();
         ticks = ticks.wrapping_add(1);
         if ticks % PUBLISH_EVERY_TICKS == 0 {

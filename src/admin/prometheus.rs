@@ -289,6 +289,8 @@ pub fn render(shared: &Shared) -> String {
         );
     }
 
+    shared.rate_limits.render(&mut out, escape);
+
     let histograms = shared.metrics.merged_histograms();
     histogram(
         &mut out,

@@ -40,6 +40,17 @@ pub struct ApiSpec {
     /// DER of the certificates in an apictl project's `Client-certificates/`: when there are
     /// any, the client certificate must be one of them.
     pub client_certificates: Vec<Vec<u8>>,
+    /// `x-wso2-throttling-tier` (or `x-throttling-tier`) at the root: limits the API as a
+    /// whole.
+    pub throttling_tier: Option<TierRef>,
+}
+
+/// A tier named in a definition, with where it was named (for the error when the gateway
+/// config has no such tier).
+#[derive(Clone, Debug)]
+pub struct TierRef {
+    pub name: String,
+    pub origin: ConfigError,
 }
 
 /// One operation: a path template and a method, with its endpoints resolved.
@@ -55,6 +66,8 @@ pub struct ResourceSpec {
     pub security: ResourceSecurity,
     /// `x-uri-mapping` of an AsyncAPI channel: the upstream path instead of the request's.
     pub uri_mapping: Option<UriMapping>,
+    /// The operation's own tier: limits this operation alone, instead of the API's tier.
+    pub throttling_tier: Option<TierRef>,
 }
 
 /// What an apictl project's `api.yaml` contributes; the definition's extensions win.
@@ -85,6 +98,7 @@ const KNOWN_API_EXTENSIONS: &[&str] = &[
     "x-wso2-application-security",
     "x-wso2-mutual-ssl",
     "x-wso2-transports",
+    "x-wso2-throttling-tier",
 ];
 const KNOWN_RESOURCE_EXTENSIONS: &[&str] = &[
     "x-wso2-production-endpoints",
@@ -93,7 +107,12 @@ const KNOWN_RESOURCE_EXTENSIONS: &[&str] = &[
     "x-wso2-application-security",
     // Refused below with its own error, not warned about.
     "x-wso2-mutual-ssl",
+    "x-wso2-throttling-tier",
 ];
+
+/// The tier extensions, in the order they are looked for: Choreo Connect's, then the older
+/// Microgateway's.
+const TIER_EXTENSIONS: [&str; 2] = ["x-wso2-throttling-tier", "x-throttling-tier"];
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Flavor {
@@ -164,6 +183,7 @@ fn read_api(r: &Reader<'_>, project: Option<&ProjectDefaults>) -> Option<ApiSpec
     let cors = root
         .get("x-wso2-cors")
         .and_then(|v| read_wso2_cors(r, v, &root_path.key("x-wso2-cors")));
+    let throttling_tier = read_tier(r, root, &root_path);
 
     // apictl's api.yaml endpoints stand in for absent API-level extensions.
     if let Some(project) = project {
@@ -249,7 +269,38 @@ fn read_api(r: &Reader<'_>, project: Option<&ProjectDefaults>) -> Option<ApiSpec
         client_certificates: project
             .map(|p| p.client_certificates.clone())
             .unwrap_or_default(),
+        throttling_tier,
     })
+}
+
+/// The tier a level names (`x-wso2-throttling-tier`, else `x-throttling-tier`).
+fn read_tier(r: &Reader<'_>, map: &Mapping, field: &FieldPath) -> Option<TierRef> {
+    let (key, value) = TIER_EXTENSIONS
+        .iter()
+        .find_map(|key| map.get(*key).map(|value| (*key, value)))?;
+    let field = field.key(key);
+    let name = r.string(value, &field)?.trim();
+    if name.is_empty() {
+        r.error(&field, "names no tier");
+        return None;
+    }
+    Some(TierRef {
+        name: name.to_owned(),
+        origin: r.doc.error(&field, ""),
+    })
+}
+
+/// A tier limits an API or one operation; on a path item it would be ambiguous (one limit
+/// for all its operations, or one each?), and ignoring it would leave them unlimited.
+fn refuse_path_item_tier(r: &Reader<'_>, item: &Mapping, field: &FieldPath) {
+    for key in TIER_EXTENSIONS {
+        if item.contains_key(key) {
+            r.error(
+                &field.key(key),
+                "a throttling tier applies to the API (root) or to an operation, not to a path item",
+            );
+        }
+    }
 }
 
 struct Context<'a> {
@@ -555,6 +606,7 @@ fn read_paths(r: &Reader<'_>, root: &Mapping, cx: &Context<'_>) -> Vec<ResourceS
             );
         }
         refuse_resource_mutual_tls(r, item, &field);
+        refuse_path_item_tier(r, item, &field);
         warn_unknown_extensions(r, item, &field, KNOWN_RESOURCE_EXTENSIONS);
         let path_level = read_level(r, item, &field, cx.flavor, cx.named, cx.schemes, false);
         for (key, op_field, op) in r.entries(item, &field) {
@@ -571,9 +623,10 @@ fn read_paths(r: &Reader<'_>, root: &Mapping, cx: &Context<'_>) -> Vec<ResourceS
                 r.error(&op_field, format!("duplicates the resource at {first} (templates differ only in parameter names)"));
                 continue;
             }
-            if let Some(resource) =
+            if let Some(mut resource) =
                 resolve_resource(r, &template, method, &op_field, &op_level, &path_level, cx)
             {
+                resource.throttling_tier = read_tier(r, op, &op_field);
                 resources.push(resource);
             }
         }
@@ -637,6 +690,7 @@ fn resolve_resource(
         secured,
         security,
         uri_mapping: None,
+        throttling_tier: None,
     })
 }
 

@@ -518,6 +518,14 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
             };
             (group, None)
         };
+        // Rate limit (BEHAVIOUR.md §9): once the caller is known (an unauthenticated flood
+        // spends no tokens) and before anything reaches the upstream. Almost always a
+        // shard-local decrement; see src/ratelimit/.
+        if let Some(limit) = route.rate_limit {
+            if let Err(error) = self.ctx.rate_limits.admit(snapshot, limit).await {
+                return self.reply_error(gateway, error, false).await;
+            }
+        }
         if let (RequestBody::Length(length), Some(max)) =
             (self.head.body, gateway.limits.max_body_bytes)
         {
