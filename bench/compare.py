@@ -55,9 +55,13 @@ PROXY_CPU, LOAD_CPU = 0, 1
 ORIGIN_PORTS = (18081, 18082)
 FAILOVER_PRIMARY, FAILOVER_BACKUP = 18083, 18084
 FAULT_PRIMARY, FAULT_BACKUP = 18085, 18086
-PORTS = {"nginx": 18090, "haproxy": 18091, "shardgate": 18092}
+PORTS = {"nginx": 18090, "haproxy": 18091, "shardgate": 18092, "haproxy-tcp": 18089}
+# The L4 floor: haproxy in `mode tcp` forwards bytes without parsing HTTP, so its CPU per
+# request is what an epoll proxy costs on this box before any HTTP work. Only the plain and
+# syscalls scenarios can use it (it routes nothing, terminates no TLS, holds no pool).
+L4_TARGETS = {"haproxy-tcp"}
 TLS_PORTS = {"nginx": 18190, "haproxy": 18191, "shardgate": 18192}
-BODY_PATHS = {64: "/b64", 4096: "/b4k", 65536: "/b64k"}
+BODY_PATHS = {64: "/b64", 4096: "/b4k", 65536: "/b64k", 1048576: "/b1m"}
 JWT_ISSUER = "https://localhost/dev-only"
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -211,10 +215,10 @@ def write_nginx_proxy(tmp, cert, key):
     ups = "\n".join(f"    server 127.0.0.1:{p};" for p in ORIGIN_PORTS)
     conf.write_text(f"""worker_processes 1;
 daemon off;
-worker_rlimit_nofile 100000;
+worker_rlimit_nofile 200000;
 pid {tmp}/nginx-proxy.pid;
 error_log {tmp}/nginx-proxy.err;
-events {{ worker_connections 40000; }}
+events {{ worker_connections 120000; }}
 http {{
   access_log off;
   keepalive_requests 10000000;
@@ -261,7 +265,7 @@ def haproxy_maxconn():
     limit, which only a privileged process can raise past its hard value."""
     raise_fd_limit()
     import resource
-    return min(30_000, (resource.getrlimit(resource.RLIMIT_NOFILE)[1] - 200) // 2)
+    return min(60_000, (resource.getrlimit(resource.RLIMIT_NOFILE)[1] - 200) // 2)
 
 
 def write_haproxy(tmp, pem):
@@ -305,6 +309,32 @@ backend faults
   server backup 127.0.0.1:{FAULT_BACKUP} backup
 """)
     return conf
+
+
+def write_haproxy_tcp(tmp):
+    conf = tmp / "haproxy-tcp.cfg"
+    conf.write_text(f"""global
+  nbthread 1
+  maxconn {haproxy_maxconn()}
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 300s
+  timeout server 300s
+frontend fe
+  bind 127.0.0.1:{PORTS['haproxy-tcp']}
+  default_backend origins
+backend origins
+  balance roundrobin
+  server o1 127.0.0.1:{ORIGIN_PORTS[0]}
+  server o2 127.0.0.1:{ORIGIN_PORTS[1]}
+""")
+    return conf
+
+
+def http_targets(targets):
+    """The targets that speak HTTP (everything but the L4 floor)."""
+    return {t: pids for t, pids in targets.items() if t not in L4_TARGETS}
 
 
 def write_shardgate(tmp, cert, key, name="shardgate"):
@@ -784,18 +814,19 @@ def report(results, targets, machine):
         if scenario in ("plain", "https"):
             title = f"{scenario} body={body} B" if scenario == "plain" else "https body=64 B (TLS termination)"
             add(f"\n### {title}")
-            add("| target | rps (median) | proxy CPU us/req | user share | CPU vs nginx | rps vs nginx | errors |"
+            add("| target | rps (median) | proxy CPU us/req | user share | CPU vs nginx | CPU vs L4 floor | rps vs nginx | errors |"
                 + (" p50 us | p99 us | p99.9 us |" if b else ""))
-            add("|---|---:|---:|---:|---:|---:|---:|" + ("---:|---:|---:|" if b else ""))
+            add("|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|---:|" if b else ""))
             ng_cpu = median([m["cpu_us_per_req"] for m in a["nginx"]])
             ng_rps = median([m["rps"] for m in a["nginx"]])
-            for t in targets:
+            floor = median([m["cpu_us_per_req"] for m in a["haproxy-tcp"]]) if "haproxy-tcp" in a else float("nan")
+            for t in [t for t in targets if t in a]:
                 cpu = median([m["cpu_us_per_req"] for m in a[t]])
                 rps = median([m["rps"] for m in a[t]])
                 errors = sum(m["errors"] for m in a[t])
                 user_share = median([m["user_share"] for m in a[t]])
                 row = (f"| {t} | {rps:.0f} | {cpu:.2f} | {user_share:.0%} | {cpu / ng_cpu:.2f} | "
-                       f"{rps / ng_rps:.2f} | {errors} |")
+                       f"{cpu / floor:.2f} | {rps / ng_rps:.2f} | {errors} |")
                 if b:
                     p = [median([m[k] for m in b[t]]) for k in ("p50_us", "p99_us", "p999_us")]
                     row += f" {p[0]:.0f} | {p[1]:.0f} | {p[2]:.0f} |"
@@ -815,7 +846,7 @@ def report(results, targets, machine):
             add(f"\n### failover (open loop {rate:.0f} req/s, primary killed at 1/3, restarted at 2/3)")
             add("| target | requests | errors | p99 us | max us | back on primary after restart |")
             add("|---|---:|---:|---:|---:|---:|")
-            for t in targets:
+            for t in [t for t in targets if t in a]:
                 o = a[t]
                 back = f"{o['failback_s']:.2f} s" if o["failback_s"] is not None else "never"
                 add(f"| {t} | {o['requests']} | {o['errors']} | {o['p99_us']:.0f} | {o['max_us']:.0f} | {back} |")
@@ -825,7 +856,7 @@ def report(results, targets, machine):
             add("|---|---|---:|---:|---:|---:|---:|---:|")
             secs = lambda v: f"{v:.2f} s" if v is not None else "never"
             for mode, per_target in a.items():
-                for t in targets:
+                for t in [t for t in targets if t in per_target]:
                     o = per_target[t]
                     add(f"| {mode} | {t} | {o['requests']} | {o['errors']} | {o['p99_us'] / 1000:.1f} | "
                         f"{o['max_us'] / 1000:.0f} | {secs(o['moved_s'])} | {secs(o['back_s'])} |")
@@ -843,7 +874,7 @@ def report(results, targets, machine):
             add("\n### idle keep-alive client connections")
             add("| target | connections | RSS before kB | RSS after kB | bytes per connection |")
             add("|---|---:|---:|---:|---:|")
-            for t in targets:
+            for t in [t for t in targets if t in a]:
                 o = a[t]
                 add(f"| {t} | {o['connections']} | {o['rss_before_kb']} | {o['rss_after_kb']} | {o['bytes_per_conn']:.0f} |")
     return "\n".join(lines)
@@ -854,9 +885,10 @@ def main():
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--duration", type=int, default=4, help="seconds per measurement")
     p.add_argument("--conns", type=int, default=64)
-    p.add_argument("--bodies", default="64,4096,65536")
+    p.add_argument("--bodies", default="64,4096,65536,1048576")
     p.add_argument("--scenarios", default="plain,https,jwt,failover,idle")
-    p.add_argument("--idle-connections", type=int, default=10000)
+    p.add_argument("--idle-connections", default="10000,50000",
+                   help="idle scenario: connection counts, each measured on its own")
     p.add_argument("--fault-modes", default="kill,freeze,slow,blackhole",
                    help="the faults scenario's faults, in order")
     p.add_argument("--out", default=str(ROOT / "bench/out"))
@@ -880,6 +912,7 @@ def main():
         variants[name] = Path(binary).resolve()
         PORTS[name], TLS_PORTS[name] = 18093 + i, 18193 + i
     args.bodies = [int(b) for b in args.bodies.split(",")]
+    args.idle_connections = [int(c) for c in args.idle_connections.split(",")]
     scenarios = args.scenarios.split(",")
     ensure_tools(not args.no_install, (["wrk"] if args.driver == "wrk" else [])
                  + (["strace"] if "syscalls" in scenarios else []))
@@ -908,6 +941,7 @@ def main():
         procs = {
             "nginx": start("nginx", ["nginx", "-c", str(write_nginx_proxy(tmp, cert, key))], PROXY_CPU),
             "haproxy": start("haproxy", ["haproxy", "-f", str(write_haproxy(tmp, pem))], PROXY_CPU),
+            "haproxy-tcp": start("haproxy-tcp", ["haproxy", "-f", str(write_haproxy_tcp(tmp))], PROXY_CPU),
         }
         binaries = {"shardgate": ROOT / "target/release/shardgate"} | variants
         for name, binary in binaries.items():
@@ -915,7 +949,8 @@ def main():
                                        str(write_shardgate(tmp, cert, key, name)), "--log-level", "error"],
                                 PROXY_CPU, stderr=open(tmp / f"{name}.err", "w"))
         for t, port in PORTS.items():
-            wait_port(port)
+            if t in procs:
+                wait_port(port)
         time.sleep(0.5)
         targets = {t: group_pids(proc) for t, proc in procs.items()}
         log(f"# pids: {targets}")
@@ -926,18 +961,19 @@ def main():
         if "plain" in scenarios:
             plain(targets, args, tmp, results)
         if "https" in scenarios:
-            https(targets, args, tmp, results)
+            https(http_targets(targets), args, tmp, results)
         if "jwt" in scenarios:
-            jwt(targets, args, tmp, results)
+            jwt(http_targets(targets), args, tmp, results)
         if "failover" in scenarios:
             rate = 0.5 * median([m["rps"] for m in results[0][3]["nginx"]]) if results else 5000
-            failover(targets, args, tmp, results, min(rate, 20000))
+            failover(http_targets(targets), args, tmp, results, min(rate, 20000))
         if "faults" in scenarios:
-            faults(targets, args, tmp, results)
+            faults(http_targets(targets), args, tmp, results)
         if "syscalls" in scenarios:
             syscalls(targets, args, tmp, results)
         if "idle" in scenarios:
-            idle(targets, args, tmp, results, args.idle_connections)
+            for count in args.idle_connections:
+                idle(http_targets(targets), args, tmp, results, count)
         text = report(results, list(targets), machine + f", loadavg at end {os.getloadavg()[0]:.2f}, "
                       f"{time.time() - started:.0f} s")
         print(text)
