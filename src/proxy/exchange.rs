@@ -220,14 +220,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
                                 },
                             );
                             let client_io = Duration::from_millis(gateway.timeouts.client_io_ms);
-                            if io::write_all(
-                                &mut self.client,
-                                &mut self.out,
-                                self.timer.arm_in(client_io),
-                            )
-                            .await
-                            .is_err()
-                            {
+                            if self.send_out(client_io).await.is_err() {
                                 return Err(AttemptError::Client(None));
                             }
                         }

@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 
 use super::exchange::{connect, AttemptError};
-use super::io;
 use super::request_body::RequestBodyState;
 use super::ClientConnection;
 use crate::config::gateway::GatewayConfig;
@@ -128,14 +127,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
         {
             self.out.clear();
             self.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
-            if io::write_all(
-                &mut self.client,
-                &mut self.out,
-                self.timer.arm_in(client_io),
-            )
-            .await
-            .is_err()
-            {
+            if self.send_out(client_io).await.is_err() {
                 return false;
             }
         }
@@ -538,12 +530,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
                 },
             );
             let client_io = Duration::from_millis(gateway.timeouts.client_io_ms);
-            let _ = io::write_all(
-                &mut self.client,
-                &mut self.out,
-                self.timer.arm_in(client_io),
-            )
-            .await;
+            let _ = self.send_out(client_io).await;
             return false;
         }
         // `inbuf` no longer holds the head; reply_error only needs the copied head fields.
@@ -559,14 +546,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
             },
         );
         let client_io = Duration::from_millis(gateway.timeouts.client_io_ms);
-        io::write_all(
-            &mut self.client,
-            &mut self.out,
-            self.timer.arm_in(client_io),
-        )
-        .await
-        .is_ok()
-            && !close
+        self.send_out(client_io).await.is_ok() && !close
     }
 
     /// Builds the upstream request head (and the buffered body, or the body's beginning) in

@@ -714,19 +714,22 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
         self.finish_reply(gateway, close).await
     }
 
-    /// Writes `out` to the client; on keep-alive, drops the answered request from `inbuf`.
-    async fn finish_reply(&mut self, gateway: &GatewayConfig, close: bool) -> bool {
-        self.record.status = status_of(&self.out);
-        self.record.bytes += self.out.len() as u64;
-        let client_io = Duration::from_millis(gateway.timeouts.client_io_ms);
-        if io::write_all(
+    /// Writes all of `out` to the client, bounded by `client_io` of silence.
+    pub(super) async fn send_out(&mut self, client_io: Duration) -> Result<(), IoError> {
+        io::write_all(
             &mut self.client,
             &mut self.out,
             self.timer.arm_in(client_io),
         )
         .await
-        .is_err()
-        {
+    }
+
+    /// Writes `out` to the client; on keep-alive, drops the answered request from `inbuf`.
+    async fn finish_reply(&mut self, gateway: &GatewayConfig, close: bool) -> bool {
+        self.record.status = status_of(&self.out);
+        self.record.bytes += self.out.len() as u64;
+        let client_io = Duration::from_millis(gateway.timeouts.client_io_ms);
+        if self.send_out(client_io).await.is_err() {
             return false;
         }
         if close {

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 
-use super::{account, io, Accounted, ClientConnection};
+use super::{account, Accounted, ClientConnection};
 use crate::config::gateway::GatewayConfig;
 use crate::http::{write_client_head, ClientHead, Version};
 use crate::shard::ShardView;
@@ -63,14 +63,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
         );
         self.record.bytes += self.out.len() as u64;
         let client_io = Duration::from_millis(gateway.timeouts.client_io_ms);
-        if io::write_all(
-            &mut self.client,
-            &mut self.out,
-            self.timer.arm_in(client_io),
-        )
-        .await
-        .is_err()
-        {
+        if self.send_out(client_io).await.is_err() {
             self.count_websocket(api_label, |c| c.refused.inc());
             return false;
         }
