@@ -19,6 +19,11 @@ Scenarios (all by default):
             haproxy) and h2c with prior knowledge (shardgate, haproxy; nginx 1.22 serves h2c
             only on a port without HTTP/1.1, so it is left out), 1 and 100 streams per
             connection: proxy CPU per request and p99 from h2load's per-request log
+  faults    the outages that refuse nothing, next to a killed primary: the primary of a
+            failover group [primary, backup] with 2 s timeouts everywhere is killed, frozen
+            (SIGSTOP), black-holed (iptables DROP; root only) or slow (answers after 3 s) for
+            the middle third of an open-loop run at 2,000 req/s: errors, p99, max, time until
+            the backup serves, time until the primary serves again
   idle      RSS per idle keep-alive client connection (10,000 connections by default; haproxy
             is held to the open-file limit's share when that is lower)
 
@@ -53,13 +58,18 @@ ROOT = Path(__file__).resolve().parent.parent
 PROXY_CPU, LOAD_CPU = 0, 1
 ORIGIN_PORTS = (18081, 18082)
 FAILOVER_PRIMARY, FAILOVER_BACKUP = 18083, 18084
-PORTS = {"nginx": 18090, "haproxy": 18091, "shardgate": 18092}
+FAULT_PRIMARY, FAULT_BACKUP = 18085, 18086
+PORTS = {"nginx": 18090, "haproxy": 18091, "shardgate": 18092, "haproxy-tcp": 18089}
+# The L4 floor: haproxy in `mode tcp` forwards bytes without parsing HTTP, so its CPU per
+# request is what an epoll proxy costs on this box before any HTTP work. Only the plain and
+# syscalls scenarios can use it (it routes nothing, terminates no TLS, holds no pool).
+L4_TARGETS = {"haproxy-tcp"}
 TLS_PORTS = {"nginx": 18190, "haproxy": 18191, "shardgate": 18192}
 # HTTP/2: h2 over TLS on its own ports for the peers (their HTTPS ports stay HTTP/1.1 as the
 # https scenario measures them); shardgate's HTTPS and plain listeners serve both.
 H2_TLS_PORTS = {"nginx": 18290, "haproxy": 18291}
 H2C_PORTS = {"haproxy": 18391}
-BODY_PATHS = {64: "/b64", 4096: "/b4k", 65536: "/b64k"}
+BODY_PATHS = {64: "/b64", 4096: "/b4k", 65536: "/b64k", 1048576: "/b1m"}
 JWT_ISSUER = "https://localhost/dev-only"
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -213,10 +223,10 @@ def write_nginx_proxy(tmp, cert, key):
     ups = "\n".join(f"    server 127.0.0.1:{p};" for p in ORIGIN_PORTS)
     conf.write_text(f"""worker_processes 1;
 daemon off;
-worker_rlimit_nofile 100000;
+worker_rlimit_nofile 200000;
 pid {tmp}/nginx-proxy.pid;
 error_log {tmp}/nginx-proxy.err;
-events {{ worker_connections 40000; }}
+events {{ worker_connections 120000; }}
 http {{
   access_log off;
   keepalive_requests 10000000;
@@ -230,6 +240,11 @@ http {{
     server 127.0.0.1:{FAILOVER_BACKUP} backup;
     keepalive 64;
   }}
+  upstream faults {{
+    server 127.0.0.1:{FAULT_PRIMARY} max_fails=1 fail_timeout=2s;
+    server 127.0.0.1:{FAULT_BACKUP} backup;
+    keepalive 64;
+  }}
   proxy_http_version 1.1;
   proxy_set_header Connection "";
   proxy_next_upstream error timeout;
@@ -240,6 +255,12 @@ http {{
     ssl_certificate_key {key};
     ssl_session_tickets on;
     location /fo/ {{ proxy_pass http://failover/; }}
+    location /ff/ {{
+      proxy_pass http://faults/;
+      proxy_connect_timeout 2s;
+      proxy_send_timeout 2s;
+      proxy_read_timeout 2s;
+    }}
     location / {{ proxy_pass http://origins; }}
   }}
   server {{
@@ -259,7 +280,7 @@ def haproxy_maxconn():
     limit, which only a privileged process can raise past its hard value."""
     raise_fd_limit()
     import resource
-    return min(30_000, (resource.getrlimit(resource.RLIMIT_NOFILE)[1] - 200) // 2)
+    return min(60_000, (resource.getrlimit(resource.RLIMIT_NOFILE)[1] - 200) // 2)
 
 
 def write_haproxy(tmp, pem):
@@ -279,6 +300,7 @@ frontend fe
   bind 127.0.0.1:{H2_TLS_PORTS['haproxy']} ssl crt {pem} alpn h2,http/1.1
   bind 127.0.0.1:{H2C_PORTS['haproxy']} proto h2
   use_backend failover if {{ path_beg /fo/ }}
+  use_backend faults if {{ path_beg /ff/ }}
   default_backend origins
 backend origins
   balance roundrobin
@@ -292,8 +314,44 @@ backend failover
   retries 1
   server primary 127.0.0.1:{FAILOVER_PRIMARY} check inter 500 fall 1 rise 1
   server backup 127.0.0.1:{FAILOVER_BACKUP} backup
+backend faults
+  http-reuse always
+  http-request set-path %[path,regsub(^/ff/,/)]
+  timeout connect 2s
+  timeout server 2s
+  option redispatch
+  retries 1
+  retry-on conn-failure empty-response response-timeout
+  server primary 127.0.0.1:{FAULT_PRIMARY} check inter 500 fall 1 rise 1
+  server backup 127.0.0.1:{FAULT_BACKUP} backup
 """)
     return conf
+
+
+def write_haproxy_tcp(tmp):
+    conf = tmp / "haproxy-tcp.cfg"
+    conf.write_text(f"""global
+  nbthread 1
+  maxconn {haproxy_maxconn()}
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 300s
+  timeout server 300s
+frontend fe
+  bind 127.0.0.1:{PORTS['haproxy-tcp']}
+  default_backend origins
+backend origins
+  balance roundrobin
+  server o1 127.0.0.1:{ORIGIN_PORTS[0]}
+  server o2 127.0.0.1:{ORIGIN_PORTS[1]}
+""")
+    return conf
+
+
+def http_targets(targets):
+    """The targets that speak HTTP (everything but the L4 floor)."""
+    return {t: pids for t, pids in targets.items() if t not in L4_TARGETS}
 
 
 def write_shardgate(tmp, cert, key, name="shardgate"):
@@ -315,6 +373,17 @@ x-wso2-disable-security: true
 x-wso2-production-endpoints:
   urls: ['http://127.0.0.1:{FAILOVER_PRIMARY}', 'http://127.0.0.1:{FAILOVER_BACKUP}']
   type: failover
+paths:
+  /*: {{get: {{}}}}
+""")
+    (apis / "faults.yaml").write_text(f"""openapi: 3.0.1
+info: {{title: faults, version: '1'}}
+x-wso2-basePath: /ff
+x-wso2-disable-security: true
+x-wso2-production-endpoints:
+  urls: ['http://127.0.0.1:{FAULT_PRIMARY}', 'http://127.0.0.1:{FAULT_BACKUP}']
+  type: failover
+  advanceEndpointConfig: {{timeoutInMillis: 2000}}
 paths:
   /*: {{get: {{}}}}
 """)
@@ -660,6 +729,124 @@ def failover(targets, args, tmp, results, rate):
     results.append(("failover", 64, rate, outcome, None))
 
 
+SLOW_ORIGIN = """
+import http.server, socketserver, sys, time
+class Slow(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        time.sleep(3)
+        self.send_response(200)
+        self.send_header("Content-Length", "64")
+        self.end_headers()
+        self.wfile.write(b"s" * 64)
+    def log_message(self, *a):
+        pass
+class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+Server(("127.0.0.1", int(sys.argv[1])), Slow).serve_forever()
+"""
+
+
+def iptables_usable():
+    if os.geteuid() != 0 or shutil.which("iptables") is None:
+        return False
+    rule = ["-p", "tcp", "--dport", "1", "-j", "DROP"]
+    ok = subprocess.run(["iptables", "-I", "INPUT", *rule], stderr=subprocess.DEVNULL).returncode == 0
+    if ok:
+        subprocess.run(["iptables", "-D", "INPUT", *rule], stderr=subprocess.DEVNULL)
+    return ok
+
+
+def first_after(log_path, moment):
+    try:
+        times = [float(x) for x in log_path.read_text().split() if float(x) > moment]
+        return min(times) - moment if times else None
+    except (OSError, ValueError):
+        return None
+
+
+def faults(targets, args, tmp, results, rate=2000):
+    """Per fault and target: open loop through the /ff/ failover route; the fault is applied
+    to the primary for the middle third of the run."""
+    modes = args.fault_modes.split(",")
+    if "blackhole" in modes and not iptables_usable():
+        log("  faults: blackhole skipped (needs root and a working iptables)")
+        modes.remove("blackhole")
+    backup_log = tmp / "fault-backup.log"
+    backup = start("fault-backup", ["nginx", "-c", str(write_origin(tmp, [FAULT_BACKUP], "fault-backup",
+                                                                 access_log=backup_log))], LOAD_CPU)
+    wait_port(FAULT_BACKUP)
+    outcome = {}
+    drop = ["INPUT", "-p", "tcp", "--dport", str(FAULT_PRIMARY), "-j", "DROP"]
+    for mode in modes:
+        outcome[mode] = {}
+        for t in targets:
+            primary_log = tmp / f"fault-primary-{t}.log"
+            primary_conf = write_origin(tmp, [FAULT_PRIMARY], f"fault-primary-{t}", access_log=primary_log)
+            primary = start("fault-primary", ["nginx", "-c", str(primary_conf)], LOAD_CPU)
+            wait_port(FAULT_PRIMARY)
+            time.sleep(1.5)  # every proxy sees it healthy and pools connections to it
+            duration = max(9, args.duration * 3)
+            out = tmp / f"ff-{mode}-{t}.json"
+            cmd = ["taskset", "-c", str(LOAD_CPU), str(ROOT / "target/release/loadgen"), "-t", "1",
+                   "-c", str(args.conns), "-d", f"{duration}s", "--timeout", "10s", "--rate", str(rate),
+                   "--no-progress", "-q", "--json", str(out), f"http://127.0.0.1:{PORTS[t]}/ff/b64"]
+            gen = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(duration / 3)
+            faulted = time.time()
+            slow = None
+            if mode == "kill" or mode == "slow":
+                os.killpg(primary.pid, signal.SIGKILL)
+                primary.wait()
+                STARTED.remove(primary)
+                if mode == "slow":
+                    slow = start("slow-primary", [sys.executable, "-c", SLOW_ORIGIN, str(FAULT_PRIMARY)], LOAD_CPU)
+            elif mode == "freeze":
+                os.killpg(primary.pid, signal.SIGSTOP)
+            elif mode == "blackhole":
+                subprocess.run(["iptables", "-I", *drop], check=True)
+            time.sleep(duration / 3)
+            restored = time.time()
+            if slow is not None:
+                os.killpg(slow.pid, signal.SIGKILL)
+                slow.wait()
+                STARTED.remove(slow)
+            if mode in ("kill", "slow"):
+                primary = start("fault-primary", ["nginx", "-c", str(primary_conf)], LOAD_CPU)
+            elif mode == "freeze":
+                os.killpg(primary.pid, signal.SIGCONT)
+            elif mode == "blackhole":
+                subprocess.run(["iptables", "-D", *drop], check=True)
+            gen.wait()
+            result = json.loads(out.read_text())
+            moved = first_after(backup_log, faulted)
+            back = first_after(primary_log, restored)
+            os.killpg(primary.pid, signal.SIGTERM)
+            primary.wait()
+            STARTED.remove(primary)
+            primary_log.unlink(missing_ok=True)
+            req = result["requests"]
+            outcome[mode][t] = {
+                "requests": req["completed"] + req["errors"],
+                "errors": req["errors"] + req["statusErrors"],
+                "p99_us": result["latencyPercentiles"]["p99"] * 1e6,
+                "max_us": result["latencyPercentiles"]["p100"] * 1e6,
+                "moved_s": moved,
+                "back_s": back,
+            }
+            worst = max(result.get("timeline", []), key=lambda row: row.get("max", 0), default=None)
+            log(f"  faults {mode:9} {t:10} errors {outcome[mode][t]['errors']} "
+                f"max {outcome[mode][t]['max_us'] / 1000:.0f} ms moved {moved} back {back}; worst second {worst}")
+            backup_log.write_text("")
+            subprocess.run(["nginx", "-c", str(tmp / "fault-backup.conf"), "-s", "reopen"],
+                           stderr=subprocess.DEVNULL)
+    os.killpg(backup.pid, signal.SIGTERM)
+    backup.wait()
+    STARTED.remove(backup)
+    results.append(("faults", 64, rate, outcome, None))
+
+
 def idle(targets, args, tmp, results, count):
     import resource
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -710,18 +897,19 @@ def report(results, targets, machine):
         if scenario in ("plain", "https"):
             title = f"{scenario} body={body} B" if scenario == "plain" else "https body=64 B (TLS termination)"
             add(f"\n### {title}")
-            add("| target | rps (median) | proxy CPU us/req | user share | CPU vs nginx | rps vs nginx | errors |"
+            add("| target | rps (median) | proxy CPU us/req | user share | CPU vs nginx | CPU vs L4 floor | rps vs nginx | errors |"
                 + (" p50 us | p99 us | p99.9 us |" if b else ""))
-            add("|---|---:|---:|---:|---:|---:|---:|" + ("---:|---:|---:|" if b else ""))
+            add("|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|---:|" if b else ""))
             ng_cpu = median([m["cpu_us_per_req"] for m in a["nginx"]])
             ng_rps = median([m["rps"] for m in a["nginx"]])
-            for t in targets:
+            floor = median([m["cpu_us_per_req"] for m in a["haproxy-tcp"]]) if "haproxy-tcp" in a else float("nan")
+            for t in [t for t in targets if t in a]:
                 cpu = median([m["cpu_us_per_req"] for m in a[t]])
                 rps = median([m["rps"] for m in a[t]])
                 errors = sum(m["errors"] for m in a[t])
                 user_share = median([m["user_share"] for m in a[t]])
                 row = (f"| {t} | {rps:.0f} | {cpu:.2f} | {user_share:.0%} | {cpu / ng_cpu:.2f} | "
-                       f"{rps / ng_rps:.2f} | {errors} |")
+                       f"{cpu / floor:.2f} | {rps / ng_rps:.2f} | {errors} |")
                 if b:
                     p = [median([m[k] for m in b[t]]) for k in ("p50_us", "p99_us", "p999_us")]
                     row += f" {p[0]:.0f} | {p[1]:.0f} | {p[2]:.0f} |"
@@ -741,7 +929,7 @@ def report(results, targets, machine):
             add(f"\n### failover (open loop {rate:.0f} req/s, primary killed at 1/3, restarted at 2/3)")
             add("| target | requests | errors | p99 us | max us | back on primary after restart |")
             add("|---|---:|---:|---:|---:|---:|")
-            for t in targets:
+            for t in [t for t in targets if t in a]:
                 o = a[t]
                 back = f"{o['failback_s']:.2f} s" if o["failback_s"] is not None else "never"
                 add(f"| {t} | {o['requests']} | {o['errors']} | {o['p99_us']:.0f} | {o['max_us']:.0f} | {back} |")
@@ -755,6 +943,16 @@ def report(results, targets, machine):
                 cpu = median([m["cpu_us_per_req"] for m in ms])
                 add(f"| {name} | {median([m['rps'] for m in ms]):.0f} | {cpu:.2f} | {cpu / ng:.2f} | "
                     f"{median([m['p99_us'] for m in ms]):.0f} | {sum(m['errors'] for m in ms)} |")
+        elif scenario == "faults":
+            add(f"\n### faults on the primary (open loop {rate:.0f} req/s, fault for the middle third, 2 s timeouts)")
+            add("| fault | target | requests | errors | p99 ms | max ms | backup serves after | primary again after |")
+            add("|---|---|---:|---:|---:|---:|---:|---:|")
+            secs = lambda v: f"{v:.2f} s" if v is not None else "never"
+            for mode, per_target in a.items():
+                for t in [t for t in targets if t in per_target]:
+                    o = per_target[t]
+                    add(f"| {mode} | {t} | {o['requests']} | {o['errors']} | {o['p99_us'] / 1000:.1f} | "
+                        f"{o['max_us'] / 1000:.0f} | {secs(o['moved_s'])} | {secs(o['back_s'])} |")
         elif scenario == "syscalls":
             add("\n### system calls per request (64 B closed loop under strace -c -f; counts only)")
             add("| target | requests | syscalls per request | largest (per request) |")
@@ -769,7 +967,7 @@ def report(results, targets, machine):
             add("\n### idle keep-alive client connections")
             add("| target | connections | RSS before kB | RSS after kB | bytes per connection |")
             add("|---|---:|---:|---:|---:|")
-            for t in targets:
+            for t in [t for t in targets if t in a]:
                 o = a[t]
                 add(f"| {t} | {o['connections']} | {o['rss_before_kb']} | {o['rss_after_kb']} | {o['bytes_per_conn']:.0f} |")
     return "\n".join(lines)
@@ -780,9 +978,12 @@ def main():
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--duration", type=int, default=4, help="seconds per measurement")
     p.add_argument("--conns", type=int, default=64)
-    p.add_argument("--bodies", default="64,4096,65536")
+    p.add_argument("--bodies", default="64,4096,65536,1048576")
     p.add_argument("--scenarios", default="plain,https,jwt,failover,h2,idle")
-    p.add_argument("--idle-connections", type=int, default=10000)
+    p.add_argument("--idle-connections", default="10000,50000",
+                   help="idle scenario: connection counts, each measured on its own")
+    p.add_argument("--fault-modes", default="kill,freeze,slow,blackhole",
+                   help="the faults scenario's faults, in order")
     p.add_argument("--h2-conns", type=int, default=16, help="h2load connections (h2 scenario)")
     p.add_argument("--out", default=str(ROOT / "bench/out"))
     p.add_argument("--charts", metavar="DIR",
@@ -805,6 +1006,7 @@ def main():
         variants[name] = Path(binary).resolve()
         PORTS[name], TLS_PORTS[name] = 18093 + i, 18193 + i
     args.bodies = [int(b) for b in args.bodies.split(",")]
+    args.idle_connections = [int(c) for c in args.idle_connections.split(",")]
     scenarios = args.scenarios.split(",")
     ensure_tools(not args.no_install, (["wrk"] if args.driver == "wrk" else [])
                  + (["strace"] if "syscalls" in scenarios else [])
@@ -834,6 +1036,7 @@ def main():
         procs = {
             "nginx": start("nginx", ["nginx", "-c", str(write_nginx_proxy(tmp, cert, key))], PROXY_CPU),
             "haproxy": start("haproxy", ["haproxy", "-f", str(write_haproxy(tmp, pem))], PROXY_CPU),
+            "haproxy-tcp": start("haproxy-tcp", ["haproxy", "-f", str(write_haproxy_tcp(tmp))], PROXY_CPU),
         }
         binaries = {"shardgate": ROOT / "target/release/shardgate"} | variants
         for name, binary in binaries.items():
@@ -841,7 +1044,8 @@ def main():
                                        str(write_shardgate(tmp, cert, key, name)), "--log-level", "error"],
                                 PROXY_CPU, stderr=open(tmp / f"{name}.err", "w"))
         for t, port in PORTS.items():
-            wait_port(port)
+            if t in procs:
+                wait_port(port)
         time.sleep(0.5)
         targets = {t: group_pids(proc) for t, proc in procs.items()}
         log(f"# pids: {targets}")
@@ -852,18 +1056,21 @@ def main():
         if "plain" in scenarios:
             plain(targets, args, tmp, results)
         if "https" in scenarios:
-            https(targets, args, tmp, results)
+            https(http_targets(targets), args, tmp, results)
         if "jwt" in scenarios:
-            jwt(targets, args, tmp, results)
+            jwt(http_targets(targets), args, tmp, results)
         if "failover" in scenarios:
             rate = 0.5 * median([m["rps"] for m in results[0][3]["nginx"]]) if results else 5000
-            failover(targets, args, tmp, results, min(rate, 20000))
+            failover(http_targets(targets), args, tmp, results, min(rate, 20000))
+        if "faults" in scenarios:
+            faults(http_targets(targets), args, tmp, results)
         if "h2" in scenarios:
-            h2(targets, args, tmp, results)
+            h2(http_targets(targets), args, tmp, results)
         if "syscalls" in scenarios:
             syscalls(targets, args, tmp, results)
         if "idle" in scenarios:
-            idle(targets, args, tmp, results, args.idle_connections)
+            for count in args.idle_connections:
+                idle(http_targets(targets), args, tmp, results, count)
         text = report(results, list(targets), machine + f", loadavg at end {os.getloadavg()[0]:.2f}, "
                       f"{time.time() - started:.0f} s")
         print(text)

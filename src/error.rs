@@ -44,6 +44,9 @@ pub enum GatewayError {
     BadUpstreamResponse,
     /// A circuit breaker limit was reached; the upstream was not called (102505).
     UpstreamOverflow,
+    /// The route's throttling tier admitted all it may in this window (429, WSO2's
+    /// 900800); `Retry-After` says when the window ends.
+    RateLimited { retry_after_secs: u32 },
 }
 
 impl GatewayError {
@@ -58,6 +61,7 @@ impl GatewayError {
             GatewayError::PayloadTooLarge => 413,
             GatewayError::UriTooLong => 414,
             GatewayError::ExpectationFailed => 417,
+            GatewayError::RateLimited { .. } => 429,
             GatewayError::HeaderFieldsTooLarge => 431,
             GatewayError::BadUpstreamResponse => 502,
             GatewayError::UpstreamUnavailable | GatewayError::UpstreamOverflow => 503,
@@ -159,6 +163,11 @@ impl GatewayError {
                 "Upstream overflow",
                 "The endpoint's circuit breaker limit was reached; the request was not sent.",
             ),
+            GatewayError::RateLimited { .. } => (
+                "900800",
+                "Message throttled out",
+                "You have exceeded your quota",
+            ),
             GatewayError::Unauthorized(e) => (e.code(), e.message(), e.description()),
             GatewayError::NoEndpointForKeyType(k) => (
                 "900901",
@@ -206,6 +215,11 @@ impl GatewayError {
             GatewayError::Unauthorized(_) | GatewayError::NoEndpointForKeyType(_) => {
                 out.extend_from_slice(b"www-authenticate: ");
                 out.extend_from_slice(WWW_AUTHENTICATE.as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+            GatewayError::RateLimited { retry_after_secs } => {
+                out.extend_from_slice(b"retry-after: ");
+                push_decimal(out, u64::from(*retry_after_secs));
                 out.extend_from_slice(b"\r\n");
             }
             _ => {}
@@ -365,6 +379,7 @@ pub fn reason_phrase(status: u16) -> &'static str {
         413 => "Payload Too Large",
         414 => "URI Too Long",
         417 => "Expectation Failed",
+        429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         502 => "Bad Gateway",
         503 => "Service Unavailable",
@@ -452,6 +467,29 @@ mod tests {
             assert_eq!(json["message"], message);
             assert!(json["description"].as_str().is_some_and(|d| !d.is_empty()));
         }
+    }
+
+    #[test]
+    fn throttled_requests_get_429_with_retry_after_and_the_wso2_body() {
+        let (head, json) = render(
+            GatewayError::RateLimited {
+                retry_after_secs: 17,
+            },
+            RenderOptions::default(),
+        );
+        assert!(
+            head.starts_with("HTTP/1.1 429 Too Many Requests\r\n"),
+            "{head}"
+        );
+        assert!(head.contains("\r\nretry-after: 17"), "{head}");
+        assert!(
+            !head.contains("connection:"),
+            "a throttled client may keep its connection"
+        );
+        assert_eq!(
+            json,
+            serde_json::json!({"code":"900800","message":"Message throttled out","description":"You have exceeded your quota"})
+        );
     }
 
     #[test]

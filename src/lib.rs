@@ -16,6 +16,7 @@ pub mod log;
 pub mod memory;
 pub mod metrics;
 pub mod proxy;
+pub mod ratelimit;
 pub mod route;
 pub mod server;
 pub mod shard;

@@ -22,7 +22,7 @@ fn main() -> ExitCode {
         }
     };
     shardgate::log::init(cli.log_format, cli.log_level);
-    match cli.command {
+    let code = match cli.command {
         Command::Help => {
             print!("{}", cli::USAGE);
             ExitCode::SUCCESS
@@ -44,7 +44,10 @@ fn main() -> ExitCode {
         },
         Command::Run(args) => run(&args),
         Command::Demo => demo(),
-    }
+    };
+    // The log writer is a thread of its own: what was logged is written before exit.
+    log::logger().flush();
+    code
 }
 
 fn load_options(args: &ConfigArgs, resolve_hosts: bool) -> LoadOptions {

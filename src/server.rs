@@ -39,6 +39,8 @@ pub struct Shared {
     pub metrics: MetricsHub,
     /// Shards started.
     pub workers: usize,
+    /// Rate-limit counters of every shard, the Redis link's state, the syncer's thread.
+    pub rate_limits: Arc<crate::ratelimit::RateLimitHub>,
 }
 
 impl Shared {
@@ -165,6 +167,9 @@ pub struct Server {
     pub drivers: Vec<&'static str>,
     access_log: Option<AccessLogWriter>,
     dns: Option<DnsRefresher>,
+    memory: Option<crate::memory::MemoryReleaser>,
+    /// The rate-limit syncer (Redis), a control-plane thread.
+    rate_limit_syncer: Option<JoinHandle<()>>,
 }
 
 impl Server {
@@ -221,6 +226,7 @@ impl Server {
             ready: AtomicUsize::new(0),
             metrics: MetricsHub::new(workers),
             workers,
+            rate_limits: Arc::new(crate::ratelimit::RateLimitHub::new(workers)),
         });
         Ok(BoundServer {
             shared,
@@ -272,6 +278,7 @@ impl BoundServer {
             );
             Vec::new()
         };
+        let memory = crate::memory::MemoryReleaser::start()?;
         let (started_tx, started_rx) = mpsc::channel();
         let mut threads = Vec::with_capacity(workers);
         for (index, listeners) in per_shard.into_iter().enumerate() {
@@ -282,6 +289,7 @@ impl BoundServer {
                 listeners,
                 shared: Arc::clone(&shared),
                 access_log: access_log.as_ref().map(AccessLogWriter::shard_buffer),
+                memory: memory.handle(),
             };
             let started = started_tx.clone();
             let thread = std::thread::Builder::new()
@@ -302,6 +310,7 @@ impl BoundServer {
             }
         }
         let dns = spawn_dns_refresher(&shared)?;
+        let rate_limit_syncer = crate::ratelimit::syncer::spawn(Arc::clone(&shared))?;
         Ok(Server {
             shared,
             threads,
@@ -311,6 +320,8 @@ impl BoundServer {
             drivers,
             access_log,
             dns: Some(dns),
+            memory: Some(memory),
+            rate_limit_syncer: Some(rate_limit_syncer),
         })
     }
 }
@@ -340,11 +351,18 @@ impl Server {
         if let Some(dns) = self.dns.take() {
             dns.join();
         }
-        for thread in self.threads {
+        if let Some(syncer) = self.rate_limit_syncer.take() {
+            // It sleeps at most a round; wake it so that it sees the drain now.
+            syncer.thread().unpark();
+            let _ = syncer.join();
+        }
+        for thread in std::mem::take(&mut self.threads) {
             if thread.join().is_err() {
                 log::error!("a shard thread panicked");
             }
         }
+        // The shards' release handles went with them: the releaser's thread can end.
+        self.memory.take();
         // The shards' buffers went with them; now the writer can finish what is queued.
         if let Some(access_log) = self.access_log {
             access_log.finish();

@@ -20,7 +20,7 @@ use crate::access_log::AccessLogBuffer;
 use crate::auth::TokenCache;
 use crate::cli::Driver;
 use crate::ids::{EndpointId, UpstreamId};
-use crate::memory::{release_free_memory, StormWatch};
+use crate::memory::StormWatch;
 use crate::metrics::{latency_histogram, LabelMap, MetricsHub, ShardMetrics};
 use crate::proxy::buffers::BufferPool;
 use crate::server::{ListenerKind, Shared, CONTROL_INTERVAL};
@@ -52,6 +52,8 @@ pub struct ShardConfig {
     pub listeners: Vec<(ListenerKind, std::net::TcpListener)>,
     pub shared: Arc<Shared>,
     pub access_log: Option<AccessLogBuffer>,
+    /// Asks the control plane to give free heap memory back (never blocks).
+    pub memory: crate::memory::ReleaseHandle,
 }
 
 type Started = mpsc::Sender<io::Result<(usize, &'static str)>>;
@@ -176,6 +178,8 @@ pub struct ShardContext {
     draining: Cell<bool>,
     /// Full-size I/O buffers of connections between requests.
     pub buffers: BufferPool,
+    /// This shard's token allowances of the throttling tiers.
+    pub rate_limits: crate::ratelimit::ShardRateLimits,
 }
 
 impl ShardContext {
@@ -343,6 +347,7 @@ impl ShardContext {
             self.shared.metrics.install(self.index, Arc::clone(&grown));
             *self.metrics.borrow_mut() = grown;
         }
+        self.rate_limits.follow(&view.snapshot);
         *self.view.borrow_mut() = Rc::new(view);
         self.refresh_upstreams(true);
         log::info!(
@@ -427,6 +432,7 @@ async fn shard_main(config: ShardConfig, started: Started, driver: &'static str)
         listeners,
         shared,
         access_log,
+        memory,
         ..
     } = config;
     let (snapshot, generation) = shared.snapshot();
@@ -440,6 +446,12 @@ async fn shard_main(config: ShardConfig, started: Started, driver: &'static str)
     let tokens = TokenCache::new(gateway.jwt.cache_entries, gateway.jwt.clock_skew_secs);
     let upstreams = snapshot.upstreams.len();
     let view = ShardView::new(snapshot, generation, index, &shared.metrics);
+    let rate_limits = crate::ratelimit::ShardRateLimits::new(
+        Arc::clone(&shared.rate_limits),
+        index,
+        shared.workers,
+        &view.snapshot,
+    );
     let metrics = Arc::new(ShardMetrics::new(
         view.labels.api_labels,
         view.labels.endpoint_labels,
@@ -469,6 +481,7 @@ async fn shard_main(config: ShardConfig, started: Started, driver: &'static str)
         draining: Cell::new(false),
         buffers: BufferPool::default(),
         upstream_open: OpenConnections::default(),
+        rate_limits,
     });
 
     let mut listener_fds = Vec::new();
@@ -496,6 +509,7 @@ async fn shard_main(config: ShardConfig, started: Started, driver: &'static str)
         ctx.refresh_upstreams(false);
         ctx.reconcile_all();
         ctx.pool.borrow_mut().evict_expired(Instant::now());
+        ctx.rate_limits.tick();
         ctx.flush_access_log();
         ticks = ticks.wrapping_add(1);
         if ticks % PUBLISH_EVERY_TICKS == 0 {
@@ -503,14 +517,13 @@ async fn shard_main(config: ShardConfig, started: Started, driver: &'static str)
             ctx.buffers.trim();
             let open = ctx.connections.open();
             if let Some(peak) = storm.subsided(ctx.connections.take_peak(), open) {
-                let started = Instant::now();
+                // The shard's own spare buffers go now (cheap, shard-local); walking the
+                // allocator's arenas (milliseconds) is the control plane's job.
                 ctx.buffers.release_all();
-                release_free_memory();
-                log::info!(
+                memory.request(format!(
                     "shard {index}: {open} client connections after a peak of {peak}: spare \
-                     buffers and free heap memory given back in {} us",
-                    started.elapsed().as_micros()
-                );
+                     buffers released"
+                ));
             }
         }
     }
@@ -547,6 +560,13 @@ async fn drain(ctx: &ShardContext, listener_fds: &[RawFd], drain_for: Duration) 
             ctx.index,
             ctx.connections.open()
         );
+        // Whatever still runs (a slow response, a WebSocket tunnel) ends now: its reads and
+        // writes fail, and its task closes both of its connections on the way out.
+        ctx.connections.shutdown_all();
+        let closing = Instant::now() + Duration::from_secs(1);
+        while ctx.connections.open() > 0 && Instant::now() < closing {
+            monoio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }
 
@@ -702,6 +722,14 @@ impl ClientConnections {
     /// The most connections open at once since the last call.
     pub fn take_peak(&self) -> usize {
         self.peak.replace(self.open.get())
+    }
+
+    /// Shuts every connection down both ways (the drain's deadline passed).
+    fn shutdown_all(&self) {
+        for entry in self.slots.borrow().iter().flatten() {
+            // SAFETY: the fd is owned by a live connection task (its slot is registered).
+            unsafe { libc::shutdown(entry.fd, libc::SHUT_RDWR) };
+        }
     }
 
     /// Half-closes every connection waiting for its next request: the pending read returns

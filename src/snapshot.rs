@@ -23,6 +23,7 @@ use crate::config::{ConfigError, ConfigErrors, ConfigWarning, FieldPath};
 use crate::cors::CorsPolicy;
 use crate::http::Method;
 use crate::ids::{ApiId, EndpointId, GroupId, RouteId};
+use crate::ratelimit::{Limit, LimitId, RateLimits};
 use crate::route::{RouteConflict, Router};
 use crate::tls::{ServerTls, UpstreamTls};
 use crate::upstream::circuit::CircuitBreakers;
@@ -58,6 +59,11 @@ pub struct Route {
     pub secured: bool,
     /// What a secured route accepts (credentials, scopes); empty when it is not secured.
     pub access: AccessPolicy,
+    /// An AsyncAPI channel's `x-uri-mapping`: the upstream path, instead of the request's.
+    pub uri_mapping: Option<crate::route::uri_mapping::UriMapping>,
+    /// The limit this operation counts against: its own tier's, else its API's; none for
+    /// `Unlimited` or no tier.
+    pub rate_limit: Option<LimitId>,
 }
 
 /// Everything the data path needs, immutable.
@@ -80,6 +86,8 @@ pub struct Snapshot {
     pub upstreams: Arc<Upstreams>,
     /// Circuit breaker counters of the groups that configure limits.
     pub breakers: Arc<CircuitBreakers>,
+    /// Throttling tiers in use, with their token pools (kept across reloads).
+    pub rate_limits: Arc<RateLimits>,
     /// Things worth logging that did not stop the load.
     pub warnings: Vec<ConfigWarning>,
 }
@@ -230,6 +238,7 @@ impl Snapshot {
             groups,
             endpoints,
             router,
+            limits,
             ..
         } = compiler;
         if resolve_hosts {
@@ -266,6 +275,11 @@ impl Snapshot {
             }
         }
         let breakers = Arc::new(CircuitBreakers::new(&groups));
+        let rate_limits = Arc::new(RateLimits {
+            limits,
+            distributed: gateway.rate_limits.redis.is_some(),
+            instances: gateway.rate_limits.instances,
+        });
         Ok(Snapshot {
             gateway,
             config_file,
@@ -277,6 +291,7 @@ impl Snapshot {
             verifier: Arc::new(verifier),
             upstreams,
             breakers,
+            rate_limits,
             tls: Arc::new(tls),
             warnings,
         })
@@ -319,6 +334,9 @@ impl Snapshot {
             &self.groups,
             &old_group_of,
         ));
+        if let Some(rate_limits) = Arc::get_mut(&mut self.rate_limits) {
+            rate_limits.carry_pools_from(&previous.rate_limits);
+        }
     }
 
     /// The route table as `check` prints it.
@@ -331,6 +349,7 @@ impl Snapshot {
             "TYPE".to_owned(),
             "URLS".to_owned(),
             "SECURITY".to_owned(),
+            "TIER".to_owned(),
         ]];
         for route in &self.routes {
             let api = &self.apis[route.api.index()];
@@ -358,10 +377,25 @@ impl Snapshot {
                     group.kind.as_str().to_owned(),
                     urls,
                     if route.secured { "on" } else { "off" }.to_owned(),
+                    route.rate_limit.map_or_else(
+                        || "-".to_owned(),
+                        |id| {
+                            let limit = &self.rate_limits.limits[id.index()];
+                            let scope = if limit.scope == api.base_path {
+                                "api"
+                            } else {
+                                "operation"
+                            };
+                            format!(
+                                "{} ({}/{}s, {scope})",
+                                limit.tier, limit.requests, limit.per_secs
+                            )
+                        },
+                    ),
                 ]);
             }
         }
-        let mut widths = [0usize; 7];
+        let mut widths = [0usize; 8];
         for row in &rows {
             for (w, cell) in widths.iter_mut().zip(row) {
                 *w = (*w).max(cell.len());
@@ -477,6 +511,7 @@ struct Compiler<'g> {
     router: Router,
     /// Every scope a route requires (shared with the verifier).
     scopes: ScopeTable,
+    limits: Vec<Limit>,
 }
 
 impl<'g> Compiler<'g> {
@@ -493,7 +528,41 @@ impl<'g> Compiler<'g> {
             endpoint_ids: HashMap::new(),
             router: Router::new(),
             scopes: ScopeTable::new(),
+            limits: Vec::new(),
         }
+    }
+
+    /// The limit of `tier` over `scope`, or none for `Unlimited`; an unknown tier is an
+    /// error at the place it was named.
+    fn limit(
+        &mut self,
+        api: ApiId,
+        scope: String,
+        tier: &crate::config::openapi::TierRef,
+    ) -> Result<Option<LimitId>, ConfigError> {
+        let config = &self.gateway.rate_limits;
+        let Some(numbers) = crate::ratelimit::tier_named(config, &tier.name) else {
+            let mut error = tier.origin.clone();
+            error.message = format!(
+                "unknown throttling tier '{}'; the gateway config defines {} (add it under rate_limits.tiers)",
+                tier.name,
+                crate::ratelimit::tier_names(config).join(", ")
+            );
+            return Err(error);
+        };
+        let Some(numbers) = numbers else {
+            return Ok(None);
+        };
+        let id = LimitId(u32::try_from(self.limits.len()).expect("fewer than 2^32 limits"));
+        self.limits.push(Limit {
+            scope: scope.into(),
+            api,
+            tier: tier.name.as_str().into(),
+            requests: numbers.requests,
+            per_secs: numbers.per_secs,
+            pool: Arc::default(),
+        });
+        Ok(Some(id))
     }
 
     fn add_api(&mut self, spec: &ApiSpec) -> Result<(), ConfigError> {
@@ -535,6 +604,10 @@ impl<'g> Compiler<'g> {
             }),
         });
         self.api_origins.push(spec.base_path_origin.clone());
+        let api_limit = match &spec.throttling_tier {
+            Some(tier) => self.limit(api, spec.base_path.clone(), tier)?,
+            None => None,
+        };
         for resource in &spec.resources {
             let route = RouteId::next(&self.routes);
             let overrides = crate::config::failure::matching(
@@ -570,6 +643,19 @@ impl<'g> Compiler<'g> {
                     )
                 })?;
             let access = self.access_policy(&resource.security);
+            // The operation's own tier wins over the API's (`Unlimited` included).
+            let rate_limit = match &resource.throttling_tier {
+                Some(tier) => {
+                    let scope = format!(
+                        "{} {} {}",
+                        spec.base_path,
+                        resource.method.as_str(),
+                        resource.template
+                    );
+                    self.limit(api, scope, tier)?
+                }
+                None => api_limit,
+            };
             self.routes.push(Route {
                 api,
                 method: resource.method,
@@ -578,6 +664,8 @@ impl<'g> Compiler<'g> {
                 sandbox,
                 secured: resource.secured,
                 access,
+                uri_mapping: resource.uri_mapping.clone(),
+                rate_limit,
             });
         }
         Ok(())

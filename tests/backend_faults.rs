@@ -175,6 +175,13 @@ fn answers_early(peer: &mut Peer) {
             .header("content-length")
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
+        if head.target == "/early-hold" {
+            // Answers at once, then neither reads the body nor closes: a gateway that sends
+            // the whole body before reading the answer waits on a full socket forever.
+            peer.write(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 6\r\n\r\nno way");
+            std::thread::sleep(Duration::from_secs(30));
+            return;
+        }
         if head.target == "/early-close" {
             peer.write(
                 b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\nConnection: close\r\n\r\ntoo large",
@@ -241,6 +248,12 @@ fn backend_answering_before_reading_the_request_body() {
         );
         eprintln!("backend answered 413 before reading an 8 MiB body; the client got {outcome:?}");
     }
+    // The upstream answered and stopped reading: its answer reaches the client while the
+    // upload is still going (it would never come if the body had to be sent first).
+    assert_eq!(
+        upload(&gateway, "/svc/early-hold", 64 * 1024 * 1024),
+        Ok(401)
+    );
     assert_eq!(panics(&gateway), 0);
 }
 

@@ -183,3 +183,32 @@ fn secured_requests_with_scopes_allocate_nothing_once_the_token_is_cached() {
         "{allocations} allocations over {requests} secured requests on the warm path"
     );
 }
+
+/// A route with a throttling tier: the allowance check (a local decrement, a batch from the
+/// pool now and then, the counters) allocates nothing either.
+#[test]
+fn rate_limited_requests_allocate_nothing_once_warm() {
+    let _one_at_a_time = MEASURING.lock().unwrap_or_else(|e| e.into_inner());
+    let port = fixed_backend();
+    let api = format!(
+        "openapi: 3.0.1\nx-wso2-basePath: /svc\nx-wso2-disable-security: true\nx-wso2-throttling-tier: Big\nx-wso2-production-endpoints: {{urls: ['http://127.0.0.1:{port}']}}\npaths:\n  /hello:\n    get: {{}}\n"
+    );
+    let gateway = Gateway::start_with(
+        &api,
+        "rate_limits:\n  tiers:\n    Big: {requests: 1000000, per: 1d}\n",
+        1,
+    );
+    let mut stream = TcpStream::connect(gateway.addr).unwrap();
+    stream.set_nodelay(true).unwrap();
+    assert_eq!(run_requests(&mut stream, 2_000), 2_000, "warm-up");
+
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let requests = 20_000;
+    assert_eq!(run_requests(&mut stream, requests), requests);
+    let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    eprintln!("{allocations} allocations in {requests} rate-limited requests");
+    assert_eq!(
+        allocations, 0,
+        "{allocations} allocations over {requests} rate-limited requests on the warm path"
+    );
+}

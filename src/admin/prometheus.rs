@@ -91,6 +91,74 @@ pub fn render(shared: &Shared) -> String {
         }
     }
 
+    let websocket_sum = |api: usize, get: &dyn Fn(&crate::metrics::WebSocketCounters) -> i64| {
+        shards
+            .iter()
+            .filter_map(|s| s.websocket(api as u32))
+            .map(get)
+            .sum::<i64>()
+    };
+    header(
+        &mut out,
+        "shardgate_websocket_connections_open",
+        "gauge",
+        "WebSocket tunnels open, by API.",
+    );
+    for (api, name) in labels.apis().iter().enumerate() {
+        let open = websocket_sum(api, &|c| c.open.get());
+        let _ = writeln!(
+            out,
+            "shardgate_websocket_connections_open{{api=\"{}\"}} {open}",
+            escape(name)
+        );
+    }
+    header(
+        &mut out,
+        "shardgate_websocket_upgrades_total",
+        "counter",
+        "WebSocket handshakes by outcome: switched (the upstream answered 101) or refused (any other answer).",
+    );
+    for (api, name) in labels.apis().iter().enumerate() {
+        for (outcome, get) in [
+            (
+                "switched",
+                &(|c: &crate::metrics::WebSocketCounters| c.upgraded.get() as i64)
+                    as &dyn Fn(&crate::metrics::WebSocketCounters) -> i64,
+            ),
+            ("refused", &|c: &crate::metrics::WebSocketCounters| {
+                c.refused.get() as i64
+            }),
+        ] {
+            let total = websocket_sum(api, get);
+            if total > 0 {
+                let _ = writeln!(out, "shardgate_websocket_upgrades_total{{api=\"{}\",outcome=\"{outcome}\"}} {total}", escape(name));
+            }
+        }
+    }
+    header(
+        &mut out,
+        "shardgate_websocket_bytes_total",
+        "counter",
+        "Bytes relayed through WebSocket tunnels, by API and direction.",
+    );
+    for (api, name) in labels.apis().iter().enumerate() {
+        for (direction, get) in [
+            (
+                "to_upstream",
+                &(|c: &crate::metrics::WebSocketCounters| c.bytes_to_upstream.get() as i64)
+                    as &dyn Fn(&crate::metrics::WebSocketCounters) -> i64,
+            ),
+            ("to_client", &|c: &crate::metrics::WebSocketCounters| {
+                c.bytes_to_client.get() as i64
+            }),
+        ] {
+            let total = websocket_sum(api, get);
+            if total > 0 {
+                let _ = writeln!(out, "shardgate_websocket_bytes_total{{api=\"{}\",direction=\"{direction}\"}} {total}", escape(name));
+            }
+        }
+    }
+
     header(
         &mut out,
         "shardgate_request_rejections_total",
@@ -232,6 +300,8 @@ pub fn render(shared: &Shared) -> String {
             reason.label()
         );
     }
+
+    shared.rate_limits.render(&mut out, escape);
 
     let histograms = shared.metrics.merged_histograms();
     histogram(

@@ -1,5 +1,6 @@
 //! apictl project directories: `api.yaml` (`data.context`, `data.version`,
-//! `data.endpointConfig`) beside `Definitions/swagger.yaml`. The definition's own x-wso2
+//! `data.endpointConfig`) beside `Definitions/swagger.yaml` (or `openapi.yaml`, or
+//! `asyncapi.yaml` for a WebSocket API). The definition's own x-wso2
 //! extensions override what `api.yaml` says.
 
 use std::path::{Path, PathBuf};
@@ -24,6 +25,9 @@ const DEFINITION_FILES: &[&str] = &[
     "Definitions/openapi.yaml",
     "Definitions/openapi.yml",
     "Definitions/openapi.json",
+    "Definitions/asyncapi.yaml",
+    "Definitions/asyncapi.yml",
+    "Definitions/asyncapi.json",
 ];
 
 /// The `api.yaml` of a directory, if the directory is an apictl project: an `api.yaml`
@@ -55,7 +59,7 @@ pub fn read_project(dir: &Path) -> (Result<Project, Vec<ConfigError>>, Vec<Confi
         .map(|f| dir.join(f))
         .find(|p| p.is_file())
     else {
-        let error = ConfigError::file(dir, "apictl project without Definitions/swagger.yaml");
+        let error = ConfigError::file(dir, "apictl project without a definition (Definitions/swagger.yaml, openapi.yaml or asyncapi.yaml)");
         return (Err(vec![error]), Vec::new());
     };
     let api_doc = match Document::read(&api_file) {
@@ -113,9 +117,16 @@ fn read_api_yaml(r: &Reader<'_>) -> Option<ProjectDefaults> {
         {
             Some(Some(t)) if t.eq_ignore_ascii_case("failover") => GroupKind::Failover,
             Some(Some(t))
-                if ["http", "load_balance", "loadbalance", "address", "default"]
-                    .iter()
-                    .any(|k| t.eq_ignore_ascii_case(k)) =>
+                if [
+                    "http",
+                    "ws",
+                    "load_balance",
+                    "loadbalance",
+                    "address",
+                    "default",
+                ]
+                .iter()
+                .any(|k| t.eq_ignore_ascii_case(k)) =>
             {
                 GroupKind::LoadBalance
             }

@@ -2,6 +2,7 @@
 //! where the API definitions are. Plain data with defaults that work; every field is
 //! documented in `config/README.md`, and an unknown field is an error.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -44,6 +45,8 @@ pub struct GatewayConfig {
     pub jwt: JwtConfig,
     /// HTTP/2 on the listeners and to upstreams, its limits and defences.
     pub http2: super::http2::Http2,
+    /// Throttling tiers and the store that makes them global (BEHAVIOUR.md §9).
+    pub rate_limits: RateLimitsConfig,
 }
 
 impl Default for GatewayConfig {
@@ -65,6 +68,7 @@ impl Default for GatewayConfig {
             access_log: AccessLog::default(),
             jwt: JwtConfig::default(),
             http2: super::http2::Http2::default(),
+            rate_limits: RateLimitsConfig::default(),
         }
     }
 }
@@ -175,6 +179,8 @@ pub struct Timeouts {
     pub upstream_idle_ms: u64,
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
     pub drain_ms: u64,
+    /// A WebSocket tunnel with no byte in either direction for this long is closed.
+    pub websocket_idle_ms: u64,
 }
 
 impl Default for Timeouts {
@@ -189,6 +195,7 @@ impl Default for Timeouts {
             upstream_attempt_ms: 10_000,
             upstream_idle_ms: 60_000,
             drain_ms: 30_000,
+            websocket_idle_ms: 3_600_000,
         }
     }
 }
@@ -313,6 +320,142 @@ pub enum AccessLogFormat {
     Json,
 }
 
+/// Throttling tiers (`x-wso2-throttling-tier` names one) and the shared store.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitsConfig {
+    /// Tiers by name, added to WSO2's built-in ones (`Unlimited`, `Gold`, `Silver`,
+    /// `Bronze`) or replacing them.
+    pub tiers: BTreeMap<String, TierSpec>,
+    /// `redis://host[:port]`: every tier becomes global to the gateways using this Redis.
+    pub redis: Option<String>,
+    /// Bound of one Redis exchange (connect, or one pipelined round trip).
+    pub redis_timeout_ms: u64,
+    /// Prefix of the Redis keys (`PREFIX:scope:per:window`).
+    pub redis_key_prefix: String,
+    /// Gateways expected to share the tiers through Redis: while Redis is unreachable each
+    /// admits `ceil(requests / instances)` per window, and Redis batches are sized by it.
+    pub instances: u32,
+}
+
+impl Default for RateLimitsConfig {
+    fn default() -> Self {
+        Self {
+            tiers: BTreeMap::new(),
+            redis: None,
+            redis_timeout_ms: 100,
+            redis_key_prefix: "shardgate".to_owned(),
+            instances: 1,
+        }
+    }
+}
+
+/// One tier: `requests` per `per`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TierSpec {
+    pub requests: u32,
+    pub per: Per,
+}
+
+/// A window length in whole seconds, written `30s`, `1m`, `1h` or `1d`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Per(pub u32);
+
+impl Per {
+    pub fn secs(self) -> u32 {
+        self.0
+    }
+
+    /// `2s`, `1m`, `1h`, `1d` (or a plain number of seconds); 1 s to 1 day.
+    pub fn parse(text: &str) -> Result<Per, String> {
+        let text = text.trim();
+        let digits = text.bytes().take_while(u8::is_ascii_digit).count();
+        let (number, unit) = text.split_at(digits);
+        let unit_secs = match unit.trim() {
+            "" | "s" | "sec" => 1,
+            "m" | "min" => 60,
+            "h" => 3600,
+            "d" => 86_400,
+            _ => 0,
+        };
+        let secs = number
+            .parse::<u64>()
+            .ok()
+            .filter(|_| unit_secs > 0)
+            .and_then(|n| n.checked_mul(unit_secs))
+            .ok_or_else(|| format!("'{text}' is not a window length: write 30s, 1m, 1h or 1d"))?;
+        if !(1..=86_400).contains(&secs) {
+            return Err(format!("'{text}' must be between 1s and 1d"));
+        }
+        Ok(Per(secs as u32))
+    }
+}
+
+impl<'de> Deserialize<'de> for Per {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Per;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a window length such as 30s, 1m, 1h or 1d")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Per, E> {
+                Per::parse(text).map_err(E::custom)
+            }
+            fn visit_u64<E: serde::de::Error>(self, secs: u64) -> Result<Per, E> {
+                Per::parse(&secs.to_string()).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// Where `rate_limits.redis` points.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RedisUrl {
+    pub host: String,
+    pub port: u16,
+}
+
+impl RedisUrl {
+    /// `redis://host[:port]` (port 6379 by default; IPv6 as `[::1]`). No user, password,
+    /// database or TLS: what is refused here would otherwise be silently ignored.
+    pub fn parse(text: &str) -> Result<RedisUrl, String> {
+        let refuse = |why: &str| Err(format!("'{text}' {why}"));
+        let Some(rest) = text.strip_prefix("redis://") else {
+            return refuse("is not a redis://host:port URL");
+        };
+        let authority = rest.strip_suffix('/').unwrap_or(rest);
+        if authority.is_empty() || authority.contains(['/', '@', '?', '#']) {
+            return refuse("must be redis://host[:port] (no credentials, database or path)");
+        }
+        let (host, port) = match authority.strip_prefix('[') {
+            Some(bracketed) => match bracketed.split_once(']') {
+                Some((host, "")) => (host, None),
+                Some((host, port)) => (host, Some(port.strip_prefix(':').unwrap_or("x"))),
+                None => return refuse("has an unclosed '['"),
+            },
+            None => match authority.split_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (authority, None),
+            },
+        };
+        let port = match port.map(str::parse::<u16>) {
+            None => 6379,
+            Some(Ok(port)) if port > 0 => port,
+            Some(_) => return refuse("has an invalid port"),
+        };
+        if host.is_empty() {
+            return refuse("has no host");
+        }
+        Ok(RedisUrl {
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
 impl GatewayConfig {
     /// Reads `file`; relative paths inside it are made relative to its directory.
     pub fn load(file: &Path) -> Result<Self, ConfigError> {
@@ -395,6 +538,11 @@ impl GatewayConfig {
                 true,
             ),
             ("timeouts.drain_ms", self.timeouts.drain_ms, true),
+            (
+                "timeouts.websocket_idle_ms",
+                self.timeouts.websocket_idle_ms,
+                false,
+            ),
             ("suspension.initial_ms", self.suspension.initial_ms, false),
             // Checked against suspension.initial_ms below.
             ("suspension.max_ms", self.suspension.max_ms, true),
@@ -476,6 +624,40 @@ impl GatewayConfig {
         }
         if let Err(e) = super::failure::validate(&self.group_overrides, &self.suspension) {
             return field_error(&e.field, &e.problem);
+        }
+        let rate_limits = &self.rate_limits;
+        for (name, tier) in &rate_limits.tiers {
+            if tier.requests == 0 {
+                return field_error(
+                    &format!("rate_limits.tiers.{name}.requests"),
+                    "must be greater than 0 (a tier that admits nothing would refuse every request; Unlimited has no limit)",
+                );
+            }
+        }
+        if let Some(redis) = &rate_limits.redis {
+            if let Err(problem) = RedisUrl::parse(redis) {
+                return field_error("rate_limits.redis", &problem);
+            }
+        }
+        if rate_limits.redis_timeout_ms == 0 || rate_limits.redis_timeout_ms > 10_000 {
+            return field_error(
+                "rate_limits.redis_timeout_ms",
+                "must be between 1 and 10000",
+            );
+        }
+        if rate_limits.instances == 0 {
+            return field_error("rate_limits.instances", "must be greater than 0");
+        }
+        if rate_limits.redis_key_prefix.is_empty()
+            || rate_limits
+                .redis_key_prefix
+                .bytes()
+                .any(|b| b <= b' ' || b == 0x7f)
+        {
+            return field_error(
+                "rate_limits.redis_key_prefix",
+                "must be non-empty, without spaces or control characters",
+            );
         }
         if self.upstream.tls.client_certificate.is_some() != self.upstream.tls.client_key.is_some()
         {
@@ -659,6 +841,74 @@ mod tests {
             error.starts_with("config/gateway.yaml: cors.allow_origins[1]: origin 'https://a*'"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn rate_limit_tiers_parse_their_windows_and_name_bad_fields() {
+        let config = parse(
+            "rate_limits:\n  tiers:\n    Gold: {requests: 10, per: 2s}\n    Hourly: {requests: 5, per: 1h}\n  redis: redis://127.0.0.1:6390\n  instances: 2\n",
+        )
+        .unwrap();
+        let tiers = &config.rate_limits.tiers;
+        assert_eq!(tiers["Gold"].per, Per(2));
+        assert_eq!(tiers["Hourly"].per, Per(3600));
+        assert_eq!(config.rate_limits.instances, 2);
+        assert_eq!(
+            RedisUrl::parse(config.rate_limits.redis.as_deref().unwrap()),
+            Ok(RedisUrl {
+                host: "127.0.0.1".into(),
+                port: 6390
+            })
+        );
+        let error =
+            parse("rate_limits:\n  tiers:\n    Gold: {requests: 10, per: 2 weeks}\n").unwrap_err();
+        assert!(error.contains("rate_limits.tiers"), "{error}");
+        assert!(error.contains("not a window length"), "{error}");
+        let error =
+            parse("rate_limits:\n  tiers:\n    Gold: {requests: 0, per: 1m}\n").unwrap_err();
+        assert!(
+            error.starts_with(
+                "config/gateway.yaml: rate_limits.tiers.Gold.requests: must be greater than 0"
+            ),
+            "{error}"
+        );
+        let error = parse("rate_limits:\n  redis: http://x:1\n").unwrap_err();
+        assert!(
+            error.starts_with("config/gateway.yaml: rate_limits.redis: 'http://x:1' is not a redis://host:port URL (line 2)"),
+            "{error}"
+        );
+        let error = parse("rate_limits:\n  tier: {}\n").unwrap_err();
+        assert!(error.contains("unknown field `tier`"), "{error}");
+    }
+
+    #[test]
+    fn window_lengths_and_redis_urls() {
+        assert_eq!(Per::parse("30s"), Ok(Per(30)));
+        assert_eq!(Per::parse("1m"), Ok(Per(60)));
+        assert_eq!(Per::parse("1d"), Ok(Per(86_400)));
+        assert_eq!(Per::parse("45"), Ok(Per(45)));
+        assert!(Per::parse("0s").is_err());
+        assert!(Per::parse("2d").is_err());
+        assert!(Per::parse("500ms").is_err());
+        assert!(Per::parse("m").is_err());
+        assert_eq!(
+            RedisUrl::parse("redis://cache"),
+            Ok(RedisUrl {
+                host: "cache".into(),
+                port: 6379
+            })
+        );
+        assert_eq!(
+            RedisUrl::parse("redis://[::1]:7000/"),
+            Ok(RedisUrl {
+                host: "::1".into(),
+                port: 7000
+            })
+        );
+        assert!(RedisUrl::parse("redis://user:pw@cache:1").is_err());
+        assert!(RedisUrl::parse("redis://cache:1/2").is_err());
+        assert!(RedisUrl::parse("redis://cache:0").is_err());
+        assert!(RedisUrl::parse("rediss://cache").is_err());
     }
 
     #[test]

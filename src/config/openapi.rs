@@ -1,6 +1,7 @@
-//! Reads one API definition (OpenAPI 3.x or Swagger 2.0, YAML or JSON) with the `x-wso2-*`
-//! extensions and fallbacks of BEHAVIOUR.md 1.3, into an [`ApiSpec`]: base path, resources
-//! and the endpoint objects that apply to each, after precedence has been resolved.
+//! Reads one API definition (OpenAPI 3.x, Swagger 2.0, or an AsyncAPI 2.x WebSocket API;
+//! YAML or JSON) with the `x-wso2-*` extensions and fallbacks of BEHAVIOUR.md 1.3 and 7, into
+//! an [`ApiSpec`]: base path, resources and the endpoint objects that apply to each, after
+//! precedence has been resolved.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -18,6 +19,7 @@ use super::security::{
 };
 use super::url::{parse_url, Scheme};
 use crate::http::Method;
+use crate::route::uri_mapping::UriMapping;
 
 /// One API, ready to be compiled into the snapshot.
 #[derive(Clone, Debug)]
@@ -41,6 +43,17 @@ pub struct ApiSpec {
     /// `x-wso2-http2-backend-enabled: true`: the API's endpoints are reached with HTTP/2
     /// (ALPN `h2` on https, prior knowledge on http).
     pub http2_backend: bool,
+    /// `x-wso2-throttling-tier` (or `x-throttling-tier`) at the root: limits the API as a
+    /// whole.
+    pub throttling_tier: Option<TierRef>,
+}
+
+/// A tier named in a definition, with where it was named (for the error when the gateway
+/// config has no such tier).
+#[derive(Clone, Debug)]
+pub struct TierRef {
+    pub name: String,
+    pub origin: ConfigError,
 }
 
 /// One operation: a path template and a method, with its endpoints resolved.
@@ -54,6 +67,10 @@ pub struct ResourceSpec {
     pub secured: bool,
     /// What a secured resource accepts (empty alternatives when it is not secured).
     pub security: ResourceSecurity,
+    /// `x-uri-mapping` of an AsyncAPI channel: the upstream path instead of the request's.
+    pub uri_mapping: Option<UriMapping>,
+    /// The operation's own tier: limits this operation alone, instead of the API's tier.
+    pub throttling_tier: Option<TierRef>,
 }
 
 /// What an apictl project's `api.yaml` contributes; the definition's extensions win.
@@ -85,6 +102,7 @@ const KNOWN_API_EXTENSIONS: &[&str] = &[
     "x-wso2-mutual-ssl",
     "x-wso2-transports",
     "x-wso2-http2-backend-enabled",
+    "x-wso2-throttling-tier",
 ];
 const KNOWN_RESOURCE_EXTENSIONS: &[&str] = &[
     "x-wso2-production-endpoints",
@@ -93,13 +111,24 @@ const KNOWN_RESOURCE_EXTENSIONS: &[&str] = &[
     "x-wso2-application-security",
     // Refused below with its own error, not warned about.
     "x-wso2-mutual-ssl",
+    "x-wso2-throttling-tier",
 ];
+
+/// The tier extensions, in the order they are looked for: Choreo Connect's, then the older
+/// Microgateway's.
+const TIER_EXTENSIONS: [&str; 2] = ["x-wso2-throttling-tier", "x-throttling-tier"];
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Flavor {
     OpenApi3,
     Swagger2,
+    /// WebSocket APIs: channels are `GET` resources (the opening handshake).
+    AsyncApi2,
 }
+
+/// Keys of an AsyncAPI channel or operation that shardgate reads (others are ignored, as
+/// message schemas and bindings are the endpoints' business).
+const KNOWN_CHANNEL_EXTENSIONS: &[&str] = &["x-wso2-disable-security"];
 
 /// Endpoint objects found at one level (API, path item or operation).
 #[derive(Default)]
@@ -162,6 +191,7 @@ fn read_api(r: &Reader<'_>, project: Option<&ProjectDefaults>) -> Option<ApiSpec
         .get("x-wso2-http2-backend-enabled")
         .and_then(|v| r.boolean(v, &root_path.key("x-wso2-http2-backend-enabled")))
         .unwrap_or(false);
+    let throttling_tier = read_tier(r, root, &root_path);
 
     // apictl's api.yaml endpoints stand in for absent API-level extensions.
     if let Some(project) = project {
@@ -176,10 +206,17 @@ fn read_api(r: &Reader<'_>, project: Option<&ProjectDefaults>) -> Option<ApiSpec
     let root_sandbox_only = root.contains_key("x-wso2-sandbox-endpoints")
         && !root.contains_key("x-wso2-production-endpoints");
     let fallbacks_allowed = !root_sandbox_only;
-    let api_fallback = if flavor == Flavor::Swagger2 {
-        swagger2_endpoint(r, root)
-    } else {
-        api_level.servers.take()
+    let api_fallback = match flavor {
+        Flavor::Swagger2 => swagger2_endpoint(r, root),
+        Flavor::OpenApi3 => api_level.servers.take(),
+        Flavor::AsyncApi2 => {
+            // Choreo Connect reads `servers.production.url` and `servers.sandbox.url`.
+            let (production, sandbox) = asyncapi_servers(r, root);
+            if api_level.sandbox.is_none() {
+                api_level.sandbox = sandbox;
+            }
+            production
+        }
     };
 
     let (base_path, base_path_field) = base_path(r, root, flavor, project)?;
@@ -222,7 +259,10 @@ fn read_api(r: &Reader<'_>, project: Option<&ProjectDefaults>) -> Option<ApiSpec
         project: project.and_then(|p| p.security.application.as_ref()),
         mutual_tls: mutual_tls.as_ref().map(|m| m.mode),
     };
-    let resources = read_paths(r, root, &context);
+    let resources = match flavor {
+        Flavor::AsyncApi2 => read_channels(r, root, &context),
+        Flavor::OpenApi3 | Flavor::Swagger2 => read_paths(r, root, &context),
+    };
 
     Some(ApiSpec {
         file: r.doc.file.clone(),
@@ -238,7 +278,38 @@ fn read_api(r: &Reader<'_>, project: Option<&ProjectDefaults>) -> Option<ApiSpec
         client_certificates: project
             .map(|p| p.client_certificates.clone())
             .unwrap_or_default(),
+        throttling_tier,
     })
+}
+
+/// The tier a level names (`x-wso2-throttling-tier`, else `x-throttling-tier`).
+fn read_tier(r: &Reader<'_>, map: &Mapping, field: &FieldPath) -> Option<TierRef> {
+    let (key, value) = TIER_EXTENSIONS
+        .iter()
+        .find_map(|key| map.get(*key).map(|value| (*key, value)))?;
+    let field = field.key(key);
+    let name = r.string(value, &field)?.trim();
+    if name.is_empty() {
+        r.error(&field, "names no tier");
+        return None;
+    }
+    Some(TierRef {
+        name: name.to_owned(),
+        origin: r.doc.error(&field, ""),
+    })
+}
+
+/// A tier limits an API or one operation; on a path item it would be ambiguous (one limit
+/// for all its operations, or one each?), and ignoring it would leave them unlimited.
+fn refuse_path_item_tier(r: &Reader<'_>, item: &Mapping, field: &FieldPath) {
+    for key in TIER_EXTENSIONS {
+        if item.contains_key(key) {
+            r.error(
+                &field.key(key),
+                "a throttling tier applies to the API (root) or to an operation, not to a path item",
+            );
+        }
+    }
 }
 
 struct Context<'a> {
@@ -270,6 +341,16 @@ fn flavor(r: &Reader<'_>, root: &Mapping) -> Option<Flavor> {
         );
         return None;
     }
+    if let Some(version) = version_text("asyncapi") {
+        if version.starts_with("2.") {
+            return Some(Flavor::AsyncApi2);
+        }
+        r.error(
+            &FieldPath::root().key("asyncapi"),
+            format!("unsupported AsyncAPI version '{version}'; expected 2.x"),
+        );
+        return None;
+    }
     if let Some(version) = version_text("swagger") {
         if version == "2.0" {
             return Some(Flavor::Swagger2);
@@ -282,7 +363,7 @@ fn flavor(r: &Reader<'_>, root: &Mapping) -> Option<Flavor> {
     }
     r.error(
         &FieldPath::root(),
-        "not an OpenAPI 3.x or Swagger 2.0 definition (no 'openapi' or 'swagger' field)",
+        "not an OpenAPI 3.x, Swagger 2.0 or AsyncAPI 2.x definition (no 'openapi', 'swagger' or 'asyncapi' field)",
     );
     None
 }
@@ -534,6 +615,7 @@ fn read_paths(r: &Reader<'_>, root: &Mapping, cx: &Context<'_>) -> Vec<ResourceS
             );
         }
         refuse_resource_mutual_tls(r, item, &field);
+        refuse_path_item_tier(r, item, &field);
         warn_unknown_extensions(r, item, &field, KNOWN_RESOURCE_EXTENSIONS);
         let path_level = read_level(r, item, &field, cx.flavor, cx.named, cx.schemes, false);
         for (key, op_field, op) in r.entries(item, &field) {
@@ -550,9 +632,10 @@ fn read_paths(r: &Reader<'_>, root: &Mapping, cx: &Context<'_>) -> Vec<ResourceS
                 r.error(&op_field, format!("duplicates the resource at {first} (templates differ only in parameter names)"));
                 continue;
             }
-            if let Some(resource) =
+            if let Some(mut resource) =
                 resolve_resource(r, &template, method, &op_field, &op_level, &path_level, cx)
             {
+                resource.throttling_tier = read_tier(r, op, &op_field);
                 resources.push(resource);
             }
         }
@@ -615,7 +698,110 @@ fn resolve_resource(
         sandbox,
         secured,
         security,
+        uri_mapping: None,
+        throttling_tier: None,
     })
+}
+
+/// AsyncAPI `servers.production` / `servers.sandbox`: one-URL groups (ws, wss, http, https).
+fn asyncapi_servers(
+    r: &Reader<'_>,
+    root: &Mapping,
+) -> (Option<EndpointSpec>, Option<EndpointSpec>) {
+    let field = FieldPath::root().key("servers");
+    let Some(servers) = root.get("servers").and_then(|v| r.mapping(v, &field)) else {
+        return (None, None);
+    };
+    let server = |name: &str| {
+        let path = field.key(name);
+        let server = r.mapping(servers.get(name)?, &path)?;
+        let url_field = path.key("url");
+        let url = r.string(server.get("url")?, &url_field)?;
+        match parse_url(url) {
+            Ok(url) => Some(EndpointSpec::plain(vec![url])),
+            Err(e) => {
+                r.error(&url_field, format!("'{url}' {e}"));
+                None
+            }
+        }
+    };
+    (server("production"), server("sandbox"))
+}
+
+/// AsyncAPI channels: each is a `GET` resource (the WebSocket handshake) at the channel's
+/// path, with the extensions of its `publish` operation, else of its `subscribe` one (Choreo
+/// Connect's order): `x-scopes`, `x-uri-mapping`; the channel's `x-auth-type: None` or
+/// `x-wso2-disable-security: true` opens it.
+fn read_channels(r: &Reader<'_>, root: &Mapping, cx: &Context<'_>) -> Vec<ResourceSpec> {
+    let channels_field = FieldPath::root().key("channels");
+    let Some(channels) = root
+        .get("channels")
+        .and_then(|v| r.mapping(v, &channels_field))
+    else {
+        r.error(
+            &FieldPath::root(),
+            "the AsyncAPI definition has no 'channels'",
+        );
+        return Vec::new();
+    };
+    let mut resources = Vec::new();
+    let mut seen: HashMap<String, FieldPath> = HashMap::new();
+    for (channel, field, item) in r.entries(channels, &channels_field) {
+        let Some(canonical) = check_template(r, &channel, &field) else {
+            continue;
+        };
+        let Some(item) = r.mapping(item, &field) else {
+            continue;
+        };
+        if item.contains_key("$ref") {
+            r.error(
+                &field.key("$ref"),
+                "channel references are not followed; define the channel inline",
+            );
+            continue;
+        }
+        warn_unknown_extensions(r, item, &field, KNOWN_CHANNEL_EXTENSIONS);
+        let operation = ["publish", "subscribe"]
+            .into_iter()
+            .find_map(|key| item.get(key).map(|op| (field.key(key), op)));
+        let Some((op_field, op)) = operation else {
+            r.warn(
+                &field,
+                "a channel with neither publish nor subscribe is not served",
+            );
+            continue;
+        };
+        let Some(op) = r.mapping(op, &op_field) else {
+            continue;
+        };
+        if let Some(first) = seen.insert(canonical, field.clone()) {
+            r.error(
+                &field,
+                format!("duplicates the channel at {first} (they differ only in parameter names)"),
+            );
+            continue;
+        }
+        // Channel-level keys (x-auth-type, x-wso2-disable-security) act as a path item's;
+        // the operation's (x-scopes) as an operation's.
+        let path_level = read_level(r, item, &field, cx.flavor, cx.named, cx.schemes, false);
+        let op_level = read_level(r, op, &op_field, cx.flavor, cx.named, cx.schemes, true);
+        let Some(mut resource) =
+            resolve_resource(r, &channel, Method::Get, &field, &op_level, &path_level, cx)
+        else {
+            continue;
+        };
+        if let Some(value) = op.get("x-uri-mapping") {
+            let mapping_field = op_field.key("x-uri-mapping");
+            if let Some(text) = r.string(value, &mapping_field) {
+                match UriMapping::compile(&resource.template, text) {
+                    Ok(mapping) => resource.uri_mapping = Some(mapping),
+                    Err(e) => r.error(&mapping_field, e),
+                }
+            }
+        }
+        resources.push(resource);
+    }
+    resources
 }
 
 /// `x-wso2-transports`: every API is served on every listener (Choreo Connect does not read

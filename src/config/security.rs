@@ -556,6 +556,20 @@ fn push_error(r: &Reader<'_>, origin: &ConfigError, message: impl Into<String>) 
 }
 
 fn string_list(r: &Reader<'_>, value: &Value, field: &FieldPath) -> Option<Vec<String>> {
+    // API Manager exports some lists (an AsyncAPI channel's `x-scopes`) as a mapping from
+    // index to value: `{"0": creator}`.
+    if let Value::Mapping(map) = untagged(value) {
+        let mut out = Vec::with_capacity(map.len());
+        for (key, item) in map {
+            let key_text = key
+                .as_str()
+                .map(str::to_owned)
+                .or_else(|| key.as_u64().map(|n| n.to_string()));
+            let item_field = field.key(key_text.as_deref().unwrap_or("?"));
+            out.push(r.text(item, &item_field)?);
+        }
+        return Some(out);
+    }
     let items = r.sequence(value, field)?;
     let mut out = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {

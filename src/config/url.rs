@@ -104,8 +104,9 @@ pub fn parse_url(text: &str) -> Result<UpstreamUrl, UrlError> {
         return Err(UrlError::NotAUrl);
     };
     let scheme = match scheme.to_ascii_lowercase().as_str() {
-        "http" => Scheme::Http,
-        "https" => Scheme::Https,
+        // A WebSocket endpoint is reached with an HTTP/1.1 upgrade over the same transports.
+        "http" | "ws" => Scheme::Http,
+        "https" | "wss" => Scheme::Https,
         "" => return Err(UrlError::NotAUrl),
         other
             if other
@@ -210,6 +211,17 @@ mod tests {
     fn default_ports_follow_the_scheme() {
         assert_eq!(url("http://a.example").port, 80);
         assert_eq!(url("https://a.example/x").port, 443);
+    }
+
+    #[test]
+    fn websocket_urls_use_the_http_transports() {
+        let ws = url("ws://chat.example/rooms");
+        assert_eq!(
+            (ws.scheme, ws.port, ws.path.as_str()),
+            (Scheme::Http, 80, "/rooms")
+        );
+        let wss = url("WSS://chat.example:8443");
+        assert_eq!((wss.scheme, wss.port), (Scheme::Https, 8443));
     }
 
     #[test]

@@ -129,6 +129,11 @@ pub fn write_upstream_head(
     if let Some(authorization) = f.authorization {
         push_field(out, b"Authorization", authorization);
     }
+    if head.upgrade_websocket {
+        // `Connection` and `Upgrade` are hop-by-hop: a proxy that asks for the upgrade says so
+        // itself (RFC 9110 §7.8).
+        out.extend_from_slice(b"Connection: Upgrade\r\nUpgrade: websocket\r\n");
+    }
     match head.body {
         RequestBody::None => {}
         RequestBody::Length(length) => push_content_length(out, length),
@@ -161,8 +166,12 @@ pub fn write_client_head(out: &mut Vec<u8>, buf: &[u8], head: &ResponseHead, f: 
     out.extend_from_slice(head.reason.slice(buf));
     out.extend_from_slice(b"\r\n");
 
+    // A 101 keeps the protocol it switches to: `Upgrade` is hop-by-hop, but it is the
+    // answer to the client's own `Upgrade`.
+    let switching = head.is_switching_protocols();
     for header in &head.headers {
-        if header.hop_by_hop
+        let keep_upgrade = switching && header.kind == HeaderKind::Upgrade;
+        if (header.hop_by_hop && !keep_upgrade)
             || matches!(
                 header.kind,
                 HeaderKind::ContentLength | HeaderKind::TransferEncoding
@@ -174,7 +183,7 @@ pub fn write_client_head(out: &mut Vec<u8>, buf: &[u8], head: &ResponseHead, f: 
     }
 
     // RFC 9110 §8.6 and RFC 9112 §6.1: 1xx and 204 carry neither framing field.
-    let interim_or_no_content = head.is_interim() || head.status == 204;
+    let interim_or_no_content = head.is_interim() || switching || head.status == 204;
     if !interim_or_no_content {
         if head.chunked && !f.dechunk {
             out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
@@ -182,11 +191,13 @@ pub fn write_client_head(out: &mut Vec<u8>, buf: &[u8], head: &ResponseHead, f: 
             push_content_length(out, length);
         }
     }
-    if !head.is_interim() && !head.headers.iter().any(|h| h.kind == HeaderKind::Date) {
+    if head.status >= 200 && !head.headers.iter().any(|h| h.kind == HeaderKind::Date) {
         push_field(out, b"Date", &current_http_date());
     }
     // An interim response says nothing about the connection; the final one will.
-    if !head.is_interim() {
+    if switching {
+        out.extend_from_slice(b"Connection: Upgrade\r\n");
+    } else if !head.is_interim() {
         if !f.keep_alive {
             out.extend_from_slice(b"Connection: close\r\n");
         } else if f.client_version == Version::Http10 {

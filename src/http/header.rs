@@ -182,6 +182,8 @@ pub(crate) fn collect_headers(buf: &[u8], parsed: &[httparse::Header<'_>], out: 
 pub(crate) struct ConnectionOptions {
     pub close: bool,
     pub keep_alive: bool,
+    /// `Connection: upgrade`.
+    pub upgrade: bool,
 }
 
 /// Reads the `Connection` fields and marks every field they name as hop-by-hop.
@@ -197,6 +199,9 @@ pub(crate) fn apply_connection(buf: &[u8], headers: &mut [Header]) -> Connection
             } else if option.eq_ignore_ascii_case(b"keep-alive") {
                 // Keep-Alive is hop-by-hop already; nothing to mark.
                 options.keep_alive = true;
+            } else if option.eq_ignore_ascii_case(b"upgrade") {
+                // Upgrade is hop-by-hop already.
+                options.upgrade = true;
             } else if !option.is_empty() {
                 for header in headers.iter_mut() {
                     if header.name.slice(buf).eq_ignore_ascii_case(option) {

@@ -55,6 +55,10 @@ pub struct RequestHead {
     pub expect_continue: bool,
     /// The `Host` value (validated). `None` only for an HTTP/1.0 request without one.
     pub host: Option<Span>,
+    /// A WebSocket opening handshake (RFC 6455 §4.1): an HTTP/1.1 `GET` without a body,
+    /// `Connection: upgrade` and `Upgrade: websocket`. Any other upgrade (`h2c`, ...) is not
+    /// performed: its headers are dropped and the request is forwarded as a plain one.
+    pub upgrade_websocket: bool,
 }
 
 impl Default for RequestHead {
@@ -71,6 +75,7 @@ impl Default for RequestHead {
             body: RequestBody::None,
             keep_alive: false,
             expect_continue: false,
+            upgrade_websocket: false,
             host: None,
         }
     }
@@ -402,6 +407,16 @@ pub fn parse_scanned_request(
         }
     }
     head.expect_continue = head.version == Version::Http11 && expect_continue;
+    head.upgrade_websocket = connection.upgrade
+        && head.version == Version::Http11
+        && head.method == Method::Get
+        && head.body == RequestBody::None
+        && head
+            .headers
+            .iter()
+            .filter(|h| h.kind == HeaderKind::Upgrade)
+            .flat_map(|h| list_elements(h.value.slice(bytes)))
+            .any(|protocol| protocol.eq_ignore_ascii_case(b"websocket"));
     Ok(Parsed::Complete)
 }
 

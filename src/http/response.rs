@@ -28,8 +28,11 @@ pub enum ResponseBody {
 #[derive(Debug, Clone, Default)]
 pub struct ResponseHead {
     pub version: Version,
-    /// 100..=599, never 101.
+    /// 100..=599; 101 only when `upgrade_requested` was set.
     pub status: u16,
+    /// Set by the caller before parsing: the request asked for a WebSocket upgrade, so a
+    /// `101 Switching Protocols` is the final answer rather than a protocol error.
+    pub upgrade_requested: bool,
     /// The reason phrase as received (may be empty).
     pub reason: Span,
     pub head_len: usize,
@@ -67,7 +70,12 @@ impl ResponseHead {
     /// A 1xx interim response (100, 102, 103): forward it (to HTTP/1.1 clients only, RFC 9110
     /// §15.2) and parse the next head from `buf[head_len..]`.
     pub fn is_interim(&self) -> bool {
-        (100..200).contains(&self.status)
+        (100..200).contains(&self.status) && self.status != 101
+    }
+
+    /// `101 Switching Protocols` to a requested upgrade: the connection becomes a tunnel.
+    pub fn is_switching_protocols(&self) -> bool {
+        self.status == 101
     }
 
     /// The first header of `kind`, if any.
@@ -87,7 +95,7 @@ pub enum ResponseError {
     UnsupportedVersion,
     /// A status outside 100..=599.
     InvalidStatus,
-    /// 101: we never forward `Upgrade`, so an upstream switching protocols is broken.
+    /// 101 to a request that did not ask for an upgrade: the upstream is broken.
     SwitchingProtocols,
     #[error(transparent)]
     Header(#[from] HeaderError),
@@ -171,7 +179,7 @@ pub fn parse_response(
         _ => return Err(ResponseError::UnsupportedVersion),
     };
     head.status = match status {
-        101 => return Err(ResponseError::SwitchingProtocols),
+        101 if !head.upgrade_requested => return Err(ResponseError::SwitchingProtocols),
         100..=599 => status,
         _ => return Err(ResponseError::InvalidStatus),
     };

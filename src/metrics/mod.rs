@@ -141,12 +141,27 @@ pub struct EndpointCounters {
     pub idle: Gauge,
 }
 
+/// Per-API WebSocket counters.
+#[derive(Debug, Default)]
+pub struct WebSocketCounters {
+    /// Tunnels open right now.
+    pub open: Gauge,
+    /// Handshakes the upstream accepted (`101`).
+    pub upgraded: Counter,
+    /// Handshakes answered otherwise (the upstream's status, or a gateway error).
+    pub refused: Counter,
+    pub bytes_to_upstream: Counter,
+    pub bytes_to_client: Counter,
+}
+
 /// One shard's counters, sized for the labels known when it was built.
 #[derive(Debug)]
 pub struct ShardMetrics {
     api_labels: usize,
     requests: Box<[Counter]>,
     endpoints: Box<[EndpointCounters]>,
+    /// By API label.
+    websockets: Box<[WebSocketCounters]>,
     pub client_connections_open: Gauge,
     pub client_connections_total: Counter,
     pub upstream_connections_open: Gauge,
@@ -178,6 +193,9 @@ impl ShardMetrics {
             requests: counters(api_labels * METHOD_SLOTS * STATUS_CLASSES),
             endpoints: (0..endpoint_labels)
                 .map(|_| EndpointCounters::default())
+                .collect(),
+            websockets: (0..api_labels)
+                .map(|_| WebSocketCounters::default())
                 .collect(),
             client_connections_open: Gauge::default(),
             client_connections_total: Counter::default(),
@@ -215,6 +233,13 @@ impl ShardMetrics {
                 let from = api * METHOD_SLOTS * STATUS_CLASSES + slot;
                 grown.requests[from].add(self.requests[from].get());
             }
+        }
+        for (old, new) in self.websockets.iter().zip(grown.websockets.iter()) {
+            new.open.set(old.open.get());
+            new.upgraded.add(old.upgraded.get());
+            new.refused.add(old.refused.get());
+            new.bytes_to_upstream.add(old.bytes_to_upstream.get());
+            new.bytes_to_client.add(old.bytes_to_client.get());
         }
         for (old, new) in self.endpoints.iter().zip(grown.endpoints.iter()) {
             new.attempts.add(old.attempts.get());
@@ -257,6 +282,11 @@ impl ShardMetrics {
 
     pub fn fits(&self, api_labels: usize, endpoint_labels: usize) -> bool {
         api_labels <= self.api_labels && endpoint_labels <= self.endpoints.len()
+    }
+
+    /// The WebSocket counters of an API label.
+    pub fn websocket(&self, api_label: u32) -> Option<&WebSocketCounters> {
+        self.websockets.get(api_label as usize)
     }
 
     /// Counts one answered request.

@@ -196,6 +196,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
             max_headers: HeadLimits::MAX_HEADERS_CAP,
         };
         let was_head = self.head.method == Method::Head;
+        self.resp.upgrade_requested = self.head.upgrade_websocket;
         let mut received_any = !self.rbuf.is_empty();
         let upstream = |error| Err(AttemptError::Upstream(error));
         loop {
@@ -219,14 +220,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
                                 },
                             );
                             let client_io = Duration::from_millis(gateway.timeouts.client_io_ms);
-                            if io::write_all(
-                                &mut self.client,
-                                &mut self.out,
-                                self.timer.arm_in(client_io),
-                            )
-                            .await
-                            .is_err()
-                            {
+                            if self.send_out(client_io).await.is_err() {
                                 return Err(AttemptError::Client(None));
                             }
                         }

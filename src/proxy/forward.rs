@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 
 use super::exchange::{connect, AttemptError};
-use super::io;
 use super::request_body::RequestBodyState;
 use super::ClientConnection;
 use crate::config::gateway::GatewayConfig;
@@ -129,14 +128,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
         {
             self.out.clear();
             self.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
-            if io::write_all(
-                &mut self.client,
-                &mut self.out,
-                self.timer.arm_in(client_io),
-            )
-            .await
-            .is_err()
-            {
+            if self.send_out(client_io).await.is_err() {
                 return false;
             }
         }
@@ -178,6 +170,13 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
                 self.record.upstream_micros = Some(started.elapsed().as_micros() as u64);
                 self.record.status = self.resp.status;
                 let label = view.labels.endpoint[endpoint_id.index()];
+                if self.resp.is_switching_protocols() {
+                    // The in-flight count ends with the tunnel.
+                    return self.open_tunnel(view, gateway, conn, label).await;
+                }
+                if self.head.upgrade_websocket {
+                    self.count_refused_upgrade(view);
+                }
                 let timeout = Duration::from_millis(group.timeout_ms);
                 let keep_open = self
                     .relay_response(gateway, conn, request_consumed, timeout)
@@ -547,12 +546,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
                 },
             );
             let client_io = Duration::from_millis(gateway.timeouts.client_io_ms);
-            let _ = io::write_all(
-                &mut self.client,
-                &mut self.out,
-                self.timer.arm_in(client_io),
-            )
-            .await;
+            let _ = self.send_out(client_io).await;
             return false;
         }
         // `inbuf` no longer holds the head; reply_error only needs the copied head fields.
@@ -568,14 +562,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
             },
         );
         let client_io = Duration::from_millis(gateway.timeouts.client_io_ms);
-        io::write_all(
-            &mut self.client,
-            &mut self.out,
-            self.timer.arm_in(client_io),
-        )
-        .await
-        .is_ok()
-            && !close
+        self.send_out(client_io).await.is_ok() && !close
     }
 
     /// Builds the upstream request head (and the buffered body, or the body's beginning) in
@@ -590,12 +577,11 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
         let path = self.path.of(&self.head, &self.inbuf);
         let query = self.head.query.map(|q| q.slice(&self.inbuf));
         self.target.clear();
-        write_upstream_target(
-            &mut self.target,
-            &member.base_path,
-            &path[request.found.rest_start..],
-            query,
-        );
+        let rest = &path[request.found.rest_start..];
+        match &request.view.snapshot.routes[request.found.route.index()].uri_mapping {
+            Some(mapping) => mapping.write_target(&mut self.target, &member.base_path, rest, query),
+            None => write_upstream_target(&mut self.target, &member.base_path, rest, query),
+        }
         self.out.clear();
         write_upstream_head(
             &mut self.out,

@@ -9,6 +9,7 @@ mod forward;
 mod io;
 mod relay;
 mod request_body;
+mod websocket;
 
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -109,6 +110,11 @@ pub async fn serve_connection(
         }
         return;
     }
+    if connection.tunnel.is_some() {
+        // The handshake was switched: the connection is a WebSocket tunnel from here on.
+        websocket::run(connection).await;
+        return;
+    }
     // A TLS client learns that a close-delimited body is complete from close_notify; plain
     // TCP gets a FIN. Best effort, briefly.
     let shutdown = std::pin::pin!(connection.client.shutdown());
@@ -140,6 +146,62 @@ enum Served {
     Closed,
     /// The client sent the HTTP/2 preface: `inbuf` holds what it sent so far.
     Http2,
+}
+
+/// The request a record is about, for the access log.
+pub(crate) struct Accounted<'a> {
+    pub client: std::net::IpAddr,
+    pub method: Method,
+    pub version: Version,
+    pub target: &'a [u8],
+}
+
+/// Accounts for a request answered (or abandoned): counters, latency, the access log line.
+pub(crate) fn account(
+    ctx: &ShardContext,
+    view: &ShardView,
+    record: &RequestRecord,
+    request: &Accounted<'_>,
+) {
+    // 499 (nginx's "client closed request") when the client left before an answer.
+    let status = if record.status == 0 {
+        499
+    } else {
+        record.status
+    };
+    let api_label = record
+        .api
+        .map_or(crate::metrics::NO_API, |api| view.labels.api[api.index()]);
+    ctx.with_metrics(|m| m.request(api_label, request.method as usize, status));
+    let total_micros = record.started.map_or(0, |s| s.elapsed().as_micros() as u64);
+    let mut latency = ctx.latency.borrow_mut();
+    if record.started.is_some() {
+        latency.total.saturating_record(total_micros.max(1));
+    }
+    if let Some(upstream) = record.upstream_micros {
+        latency.upstream.saturating_record(upstream.max(1));
+    }
+    drop(latency);
+    if let Some(access_log) = ctx.access_log.borrow_mut().as_mut() {
+        let upstream = record
+            .endpoint
+            .map(|e| &*view.snapshot.endpoints[e.index()].authority);
+        let dropped = access_log.record(&crate::access_log::Entry {
+            client: request.client,
+            method: request.method.as_str(),
+            target: request.target,
+            version: request.version.as_str(),
+            status,
+            bytes: record.bytes,
+            upstream,
+            upstream_micros: record.upstream_micros,
+            total_micros,
+            retries: record.retries,
+        });
+        if dropped > 0 {
+            ctx.with_metrics(|m| m.access_log_dropped.add(dropped));
+        }
+    }
 }
 
 /// What came of waiting for the next request.
@@ -213,6 +275,8 @@ pub(crate) struct ClientConnection<S> {
     /// Bytes read from the upstream.
     rbuf: Vec<u8>,
     resp: ResponseHead,
+    /// A WebSocket handshake the upstream switched: the tunnel runs once the request loop ends.
+    tunnel: Option<websocket::Tunnel>,
     /// The whole request (head and body) reached the upstream: only then can its connection
     /// carry another request (an upstream that answered early still waits for the rest).
     request_sent: bool,
@@ -259,6 +323,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
             target: Vec::new(),
             rbuf: Vec::new(),
             resp: ResponseHead::with_header_capacity(INITIAL_HEADERS.min(limits.max_headers)),
+            tunnel: None,
             request_sent: false,
             plan: AttemptPlan::default(),
             record: RequestRecord::default(),
@@ -290,6 +355,11 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
                             .extend_from_slice(self.head.target.slice(&self.inbuf));
                     }
                     let keep_open = self.handle(&view).await;
+                    if let Some(tunnel) = &mut self.tunnel {
+                        // Accounted when the tunnel closes, with what it relayed.
+                        tunnel.view = Some(Rc::clone(&view));
+                        return Served::Closed;
+                    }
                     self.finish_record(&view);
                     keep_open
                 }
@@ -417,47 +487,17 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
 
     /// Accounts for the request just answered (or abandoned).
     fn finish_record(&mut self, view: &ShardView) {
-        let record = &self.record;
-        // 499 (nginx's "client closed request") when the client left before an answer.
-        let status = if record.status == 0 {
-            499
-        } else {
-            record.status
-        };
-        let api_label = record
-            .api
-            .map_or(crate::metrics::NO_API, |api| view.labels.api[api.index()]);
-        self.ctx
-            .with_metrics(|m| m.request(api_label, self.head.method as usize, status));
-        let total_micros = record.started.map_or(0, |s| s.elapsed().as_micros() as u64);
-        let mut latency = self.ctx.latency.borrow_mut();
-        if record.started.is_some() {
-            latency.total.saturating_record(total_micros.max(1));
-        }
-        if let Some(upstream) = record.upstream_micros {
-            latency.upstream.saturating_record(upstream.max(1));
-        }
-        drop(latency);
-        if let Some(access_log) = self.ctx.access_log.borrow_mut().as_mut() {
-            let upstream = record
-                .endpoint
-                .map(|e| &*view.snapshot.endpoints[e.index()].authority);
-            let dropped = access_log.record(&crate::access_log::Entry {
+        account(
+            &self.ctx,
+            view,
+            &self.record,
+            &Accounted {
                 client: self.peer.ip(),
-                method: self.head.method.as_str(),
+                method: self.head.method,
+                version: self.head.version,
                 target: &self.log_target,
-                version: self.head.version.as_str(),
-                status,
-                bytes: record.bytes,
-                upstream,
-                upstream_micros: record.upstream_micros,
-                total_micros,
-                retries: record.retries,
-            });
-            if dropped > 0 {
-                self.ctx.with_metrics(|m| m.access_log_dropped.add(dropped));
-            }
-        }
+            },
+        );
     }
 
     /// Routes and answers one parsed request; returns whether the connection stays open.
@@ -545,6 +585,14 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
             };
             (group, None)
         };
+        // Rate limit (BEHAVIOUR.md §9): once the caller is known (an unauthenticated flood
+        // spends no tokens) and before anything reaches the upstream. Almost always a
+        // shard-local decrement; see src/ratelimit/.
+        if let Some(limit) = route.rate_limit {
+            if let Err(error) = self.ctx.rate_limits.admit(snapshot, limit).await {
+                return self.reply_error(gateway, error, false).await;
+            }
+        }
         if let (RequestBody::Length(length), Some(max)) =
             (self.head.body, gateway.limits.max_body_bytes)
         {
@@ -733,19 +781,22 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
         self.finish_reply(gateway, close).await
     }
 
-    /// Writes `out` to the client; on keep-alive, drops the answered request from `inbuf`.
-    async fn finish_reply(&mut self, gateway: &GatewayConfig, close: bool) -> bool {
-        self.record.status = status_of(&self.out);
-        self.record.bytes += self.out.len() as u64;
-        let client_io = Duration::from_millis(gateway.timeouts.client_io_ms);
-        if io::write_all(
+    /// Writes all of `out` to the client, bounded by `client_io` of silence.
+    pub(super) async fn send_out(&mut self, client_io: Duration) -> Result<(), IoError> {
+        io::write_all(
             &mut self.client,
             &mut self.out,
             self.timer.arm_in(client_io),
         )
         .await
-        .is_err()
-        {
+    }
+
+    /// Writes `out` to the client; on keep-alive, drops the answered request from `inbuf`.
+    async fn finish_reply(&mut self, gateway: &GatewayConfig, close: bool) -> bool {
+        self.record.status = status_of(&self.out);
+        self.record.bytes += self.out.len() as u64;
+        let client_io = Duration::from_millis(gateway.timeouts.client_io_ms);
+        if self.send_out(client_io).await.is_err() {
             return false;
         }
         if close {

@@ -96,14 +96,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
             stray = head_len < self.rbuf.len();
         }
         self.record.bytes += self.out.len() as u64;
-        if io::write_all(
-            &mut self.client,
-            &mut self.out,
-            self.timer.arm_in(client_io),
-        )
-        .await
-        .is_err()
-        {
+        if self.send_out(client_io).await.is_err() {
             return false;
         }
         while !done {
@@ -139,12 +132,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
                 forward
             } as u64;
             let sent = if decoder.dechunks() {
-                io::write_all(
-                    &mut self.client,
-                    &mut self.out,
-                    self.timer.arm_in(client_io),
-                )
-                .await
+                self.send_out(client_io).await
             } else {
                 io::write_range(
                     &mut self.client,

@@ -6,6 +6,7 @@
 mod segment_map;
 pub mod template;
 pub mod upstream_path;
+pub mod uri_mapping;
 
 use crate::http::method::{Method, ROUTABLE_METHODS};
 use crate::ids::{ApiId, RouteId};

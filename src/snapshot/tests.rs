@@ -498,10 +498,10 @@ fn default_auth_header_is_authorization_and_bad_names_are_errors() {
 #[test]
 fn unknown_wso2_extensions_are_kept_with_a_warning() {
     let s = load(&format!(
-        "{OAS3_HEAD}x-wso2-throttling-tier: Unlimited\nx-wso2-production-endpoints: {{urls: ['http://a:1']}}\npaths:\n  /a:\n    get:\n      x-wso2-response-cache: {{}}\n"
+        "{OAS3_HEAD}x-wso2-request-interceptor: {{}}\nx-wso2-production-endpoints: {{urls: ['http://a:1']}}\npaths:\n  /a:\n    get:\n      x-wso2-response-cache: {{}}\n"
     ));
     let w = warnings(&s).join("\n");
-    assert!(w.contains("x-wso2-throttling-tier: extension not supported by shardgate; kept and ignored (line 4)"), "{w}");
+    assert!(w.contains("x-wso2-request-interceptor: extension not supported by shardgate; kept and ignored (line 4)"), "{w}");
     assert!(
         w.contains("paths./a.get.x-wso2-response-cache: extension not supported"),
         "{w}"
@@ -693,7 +693,7 @@ fn syntax_errors_name_the_line() {
 fn a_file_that_is_not_a_definition_is_an_error() {
     let e = load_err("title: not an api\n");
     assert!(
-        e.contains("not an OpenAPI 3.x or Swagger 2.0 definition"),
+        e.contains("not an OpenAPI 3.x, Swagger 2.0 or AsyncAPI 2.x definition"),
         "{e}"
     );
     let e = load_err("openapi: 2.5\npaths: {}\n");
@@ -791,7 +791,7 @@ fn apictl_project_without_definition_is_an_error() {
     ]);
     let e = fixture.load().unwrap_err();
     assert!(
-        e.contains("apictl project without Definitions/swagger.yaml"),
+        e.contains("apictl project without a definition (Definitions/swagger.yaml"),
         "{e}"
     );
 }
@@ -901,7 +901,8 @@ fn route_table_lists_every_environment() {
         lines[1].contains("GET")
             && lines[1].contains("production")
             && lines[1].contains("http://localhost:2380/v2")
-            && lines[1].ends_with("off"),
+            && lines[1].contains(" off ")
+            && lines[1].ends_with("-"),
         "{table}"
     );
     assert!(
@@ -926,4 +927,119 @@ fn router_and_upstream_path_work_end_to_end() {
         Some(b"status=sold"),
     );
     assert_eq!(target, b"/v2/pet/findByStatus?status=sold");
+}
+
+/// Loads `api` with `rate_limits` added to the dev-issuer gateway file.
+fn load_with_tiers(rate_limits: &str, api: &str) -> Result<Snapshot, String> {
+    let fixture = Fixture::new(&[("api.yaml", api)]);
+    let gateway = fixture.gateway.path().join("gateway.yaml");
+    let mut text = std::fs::read_to_string(&gateway).unwrap();
+    text.push_str(rate_limits);
+    std::fs::write(&gateway, text).unwrap();
+    fixture.load()
+}
+
+const TIERS: &str =
+    "rate_limits:\n  tiers:\n    Tiny: {requests: 3, per: 2s}\n    Gold: {requests: 7, per: 1h}\n";
+
+#[test]
+fn throttling_tiers_limit_the_api_unless_the_operation_names_its_own() {
+    let s = load_with_tiers(
+        TIERS,
+        &format!(
+            "{OAS3_HEAD}x-wso2-throttling-tier: Tiny\nx-wso2-production-endpoints: {{urls: ['http://a:1']}}\nx-wso2-disable-security: true\npaths:\n  /a:\n    get: {{}}\n    post: {{}}\n  /b:\n    get:\n      x-wso2-throttling-tier: Gold\n    put:\n      x-throttling-tier: Silver\n    delete:\n      x-wso2-throttling-tier: Unlimited\n"
+        ),
+    )
+    .unwrap();
+    let limit = |method, template| {
+        route(&s, method, template)
+            .rate_limit
+            .map(|id| &s.rate_limits.limits[id.index()])
+    };
+    let api = limit(Method::Get, "/a").unwrap();
+    assert_eq!((&*api.tier, api.requests, api.per_secs), ("Tiny", 3, 2));
+    assert_eq!(&*api.scope, "/petstore/v1");
+    assert_eq!(
+        route(&s, Method::Get, "/a").rate_limit,
+        route(&s, Method::Post, "/a").rate_limit,
+        "one limit for the API as a whole"
+    );
+    let own = limit(Method::Get, "/b").unwrap();
+    assert_eq!(
+        (&*own.tier, own.requests, own.per_secs),
+        ("Gold", 7, 3600),
+        "a configured tier overrides the built-in one"
+    );
+    assert_eq!(&*own.scope, "/petstore/v1 GET /b");
+    let silver = limit(Method::Put, "/b").unwrap();
+    assert_eq!(
+        (&*silver.tier, silver.requests, silver.per_secs),
+        ("Silver", 2000, 60),
+        "x-throttling-tier is read too"
+    );
+    assert!(
+        limit(Method::Delete, "/b").is_none(),
+        "Unlimited at the operation wins over the API's tier"
+    );
+    assert!(!s.rate_limits.distributed);
+    let table = s.route_table();
+    assert!(table.contains("TIER"), "{table}");
+    assert!(table.contains("Tiny (3/2s, api)"), "{table}");
+    assert!(table.contains("Gold (7/3600s, operation)"), "{table}");
+}
+
+#[test]
+fn an_unknown_tier_is_a_load_error_naming_file_field_and_line() {
+    let e = load_with_tiers(
+        TIERS,
+        &format!(
+            "{OAS3_HEAD}x-wso2-production-endpoints: {{urls: ['http://a:1']}}\npaths:\n  /a:\n    get:\n      x-wso2-throttling-tier: Platinum\n"
+        ),
+    )
+    .unwrap_err();
+    assert!(
+        e.contains("api.yaml: paths./a.get.x-wso2-throttling-tier: unknown throttling tier 'Platinum'; the gateway config defines Bronze, Gold, Silver, Tiny, Unlimited"),
+        "{e}"
+    );
+    assert!(e.contains("(line 8)"), "{e}");
+    let e = load_with_tiers(
+        "",
+        &format!("{OAS3_HEAD}x-throttling-tier: Tiny\nx-wso2-production-endpoints: {{urls: ['http://a:1']}}\npaths:\n  /a:\n    get: {{}}\n"),
+    )
+    .unwrap_err();
+    assert!(
+        e.contains("api.yaml: x-throttling-tier: unknown throttling tier 'Tiny'"),
+        "{e}"
+    );
+    assert!(e.contains("(line 4)"), "{e}");
+}
+
+#[test]
+fn a_tier_on_a_path_item_is_refused() {
+    let e = load_with_tiers(
+        TIERS,
+        &format!("{OAS3_HEAD}x-wso2-production-endpoints: {{urls: ['http://a:1']}}\npaths:\n  /a:\n    x-wso2-throttling-tier: Gold\n    get: {{}}\n"),
+    )
+    .unwrap_err();
+    assert!(
+        e.contains("paths./a.x-wso2-throttling-tier: a throttling tier applies to the API"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_reload_keeps_the_pools_of_limits_still_present() {
+    let api = format!("{OAS3_HEAD}x-wso2-throttling-tier: Gold\nx-wso2-production-endpoints: {{urls: ['http://a:1']}}\nx-wso2-disable-security: true\npaths:\n  /a:\n    get: {{}}\n");
+    let fixture = Fixture::new(&[("api.yaml", &api)]);
+    let first = fixture.load().unwrap();
+    let options = LoadOptions {
+        config: Some(fixture.gateway.path().join("gateway.yaml")),
+        apis: vec![fixture.dir.path().to_owned()],
+        resolve_hosts: false,
+    };
+    let next = Snapshot::load_next(&options, &first).unwrap();
+    assert!(Arc::ptr_eq(
+        &first.rate_limits.limits[0].pool,
+        &next.rate_limits.limits[0].pool
+    ));
 }

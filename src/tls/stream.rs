@@ -13,7 +13,7 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 
 use monoio::buf::{IoBuf, IoBufMut, IoVecBuf, IoVecBufMut};
-use monoio::io::{AsyncReadRent, AsyncWriteRent};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, OwnedReadHalf, OwnedWriteHalf, Split, Splitable};
 use monoio::net::TcpStream;
 use monoio::BufResult;
 use rustls::{CipherSuite, CommonState, HandshakeKind, ProtocolVersion};
@@ -285,6 +285,90 @@ impl<T: AsyncWriteRent> AsyncWriteRent for TcpOrTls<T> {
             TcpOrTls::Plain(tcp) => tcp.shutdown().await,
             TcpOrTls::Tls(tls) => Box::pin(tls.shutdown()).await,
             TcpOrTls::H2(stream) => stream.shutdown().await,
+        }
+    }
+}
+
+/// The reading side of a connection split for a tunnel (a WebSocket relay reads and writes
+/// both ways at once). Both TCP and `monoio-rustls` streams declare that their reads and
+/// writes may run concurrently (monoio's `Split`).
+pub enum ReadHalf<S> {
+    Plain(OwnedReadHalf<TcpStream>),
+    Tls(OwnedReadHalf<S>),
+}
+
+/// The writing side; see [`ReadHalf`].
+pub enum WriteHalf<S: AsyncWriteRent> {
+    Plain(OwnedWriteHalf<TcpStream>),
+    Tls(OwnedWriteHalf<S>),
+}
+
+impl<S: Split + AsyncReadRent + AsyncWriteRent> TcpOrTls<TlsStream<S>> {
+    /// Splits the connection into halves that can be used at the same time. Only for a
+    /// connection that ends as a tunnel: the halves never go back together.
+    pub fn into_halves(self) -> (ReadHalf<S>, WriteHalf<S>) {
+        match self {
+            TcpOrTls::Plain(tcp) => {
+                let (read, write) = tcp.into_split();
+                (ReadHalf::Plain(read), WriteHalf::Plain(write))
+            }
+            TcpOrTls::Tls(tls) => {
+                // The in-flight guard of `TlsStream` assumes one operation at a time; the
+                // split halves run one of each, which monoio-rustls supports.
+                let (read, write) = tls.inner.into_split();
+                (ReadHalf::Tls(read), WriteHalf::Tls(write))
+            }
+            // Only a `101` makes a tunnel, and an HTTP/2 stream cannot answer one: the h2
+            // codec refuses it, so the bridge never presents it (src/h2/upstream.rs).
+            TcpOrTls::H2(_) => unreachable!("an HTTP/2 stream never becomes a tunnel"),
+        }
+    }
+}
+
+impl<S: AsyncReadRent> AsyncReadRent for ReadHalf<S> {
+    async fn read<B: IoBufMut>(&mut self, buf: B) -> BufResult<usize, B> {
+        match self {
+            ReadHalf::Plain(half) => half.read(buf).await,
+            ReadHalf::Tls(half) => Box::pin(half.read(buf)).await,
+        }
+    }
+
+    async fn readv<B: IoVecBufMut>(&mut self, buf: B) -> BufResult<usize, B> {
+        match self {
+            ReadHalf::Plain(half) => half.readv(buf).await,
+            ReadHalf::Tls(half) => Box::pin(half.readv(buf)).await,
+        }
+    }
+}
+
+impl<S: AsyncWriteRent> AsyncWriteRent for WriteHalf<S> {
+    async fn write<B: IoBuf>(&mut self, buf: B) -> BufResult<usize, B> {
+        match self {
+            WriteHalf::Plain(half) => half.write(buf).await,
+            WriteHalf::Tls(half) => Box::pin(half.write(buf)).await,
+        }
+    }
+
+    async fn writev<B: IoVecBuf>(&mut self, buf: B) -> BufResult<usize, B> {
+        match self {
+            WriteHalf::Plain(half) => half.writev(buf).await,
+            WriteHalf::Tls(half) => Box::pin(half.writev(buf)).await,
+        }
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        match self {
+            WriteHalf::Plain(half) => half.flush().await,
+            WriteHalf::Tls(half) => Box::pin(half.flush()).await,
+        }
+    }
+
+    /// A FIN (plain) or close_notify and FIN (TLS): the peer sees the end of this direction
+    /// while the other one stays open.
+    async fn shutdown(&mut self) -> io::Result<()> {
+        match self {
+            WriteHalf::Plain(half) => half.shutdown().await,
+            WriteHalf::Tls(half) => Box::pin(half.shutdown()).await,
         }
     }
 }
