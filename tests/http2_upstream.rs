@@ -283,3 +283,23 @@ fn a_dead_h2_member_fails_over_to_the_next() {
     assert_eq!(posted["body_len"], 70000);
     assert_eq!(posted["path"], "/y/c");
 }
+
+#[test]
+fn an_upstream_retiring_its_connection_with_goaway_is_no_failure() {
+    // Like nginx after http2's per-connection request limit: GOAWAY after 3 streams.
+    let upstream = Peer::start("h2server.py", &["serve", "0", "3"]);
+    let gateway = Gateway::start(&h2_api(
+        "/g",
+        &[format!("http://127.0.0.1:{}/up", upstream.port)],
+        "",
+    ));
+    let mut client = gateway.client();
+    let mut connections = std::collections::BTreeSet::new();
+    for i in 0..10 {
+        let response = client.get(&format!("/g/{i}"));
+        assert_eq!(response.status, 200, "request {i}: {}", response.text());
+        let seen: Value = serde_json::from_str(&response.text()).unwrap();
+        connections.insert(seen["conn"].as_u64().unwrap());
+    }
+    assert!(connections.len() >= 4, "{connections:?}");
+}

@@ -136,6 +136,35 @@ pub async fn open_stream(
     http2: &Http2,
     upstream_idle: Duration,
 ) -> Option<(UpstreamBridge, SocketAddr)> {
+    // A connection the upstream is retiring (GOAWAY: a restart, nginx's per-connection
+    // request limit) refuses new streams: that is no failure of the endpoint, so the stream
+    // goes to another connection, a new one if need be. Once: a second refusal is.
+    for _ in 0..2 {
+        match open_stream_once(endpoint, addrs, deadline, tls, http2, upstream_idle).await {
+            Opened::Stream(bridge, peer) => return Some((bridge, peer)),
+            Opened::Retired => continue,
+            Opened::Failed => return None,
+        }
+    }
+    None
+}
+
+/// How one try to open a stream ended.
+enum Opened {
+    Stream(UpstreamBridge, SocketAddr),
+    /// The chosen connection no longer takes streams.
+    Retired,
+    Failed,
+}
+
+async fn open_stream_once(
+    endpoint: &Endpoint,
+    addrs: &[SocketAddr],
+    deadline: Instant,
+    tls: &UpstreamTls,
+    http2: &Http2,
+    upstream_idle: Duration,
+) -> Opened {
     let upstream = endpoint.upstream;
     let max_connections = http2.upstream_connections as usize;
     let conn = loop {
@@ -180,12 +209,17 @@ pub async fn open_stream(
                             .push(Rc::clone(conn))
                     });
                 }
-                break connected?;
+                match connected {
+                    Some(conn) => break conn,
+                    None => return Opened::Failed,
+                }
             }
             Choice::Wait(connecting) => {
                 let wait = pin!(connecting.wait());
                 let sleep = pin!(monoio::time::sleep_until(deadline.into()));
-                super::io::race(wait, sleep).await?;
+                if super::io::race(wait, sleep).await.is_none() {
+                    return Opened::Failed;
+                }
             }
         }
     };
@@ -195,15 +229,15 @@ pub async fn open_stream(
     let send = match super::io::race(ready, sleep).await {
         Some(Ok(send)) => send,
         Some(Err(e)) => {
-            log::debug!("h2 upstream {}: no stream: {e}", endpoint.origin());
+            log::debug!("h2 upstream {}: connection retired: {e}", endpoint.origin());
             conn.closed.set(true);
-            return None;
+            return Opened::Retired;
         }
-        None => return None,
+        None => return Opened::Failed,
     };
     conn.streams.set(conn.streams.get() + 1);
     let bridge = UpstreamBridge::new(send, Rc::clone(&conn.streams), endpoint.scheme);
-    Some((bridge, conn.peer))
+    Opened::Stream(bridge, conn.peer)
 }
 
 /// Connects (TCP, then TLS with ALPN `h2` on https) and runs the HTTP/2 handshake; the

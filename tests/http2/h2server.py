@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """An h2c (prior knowledge) upstream for tests/http2_upstream.rs (python `h2` from PyPI).
 
-    h2server.py serve PORT_FILE [DELAY_MS]
+    h2server.py serve PORT_FILE [DELAY_MS [MAX_STREAMS]]
 
 Answers every stream, after DELAY_MS, with 200, a JSON body saying which connection and
 stream carried it and what arrived (method, path, headers, body length, trailers), and the
-trailer `x-upstream-trailer: yes`. Runs until killed (at most 10 minutes).
+trailer `x-upstream-trailer: yes`. After MAX_STREAMS answers on a connection it sends GOAWAY
+(as nginx does after its per-connection request limit). Runs until killed (at most 10
+minutes).
 """
 
 import json
@@ -23,12 +25,13 @@ connections = 0
 lock = threading.Lock()
 
 
-def serve_connection(sock, index, delay):
+def serve_connection(sock, index, delay, max_streams):
     conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding="utf-8"))
     conn.initiate_connection()
     sock.sendall(conn.data_to_send())
     streams = {}
     send_lock = threading.Lock()
+    answered = [0]
 
     def answer(sid, info):
         time.sleep(delay)
@@ -37,6 +40,9 @@ def serve_connection(sock, index, delay):
             conn.send_headers(sid, [(":status", "200"), ("content-type", "application/json")])
             conn.send_data(sid, body)
             conn.send_headers(sid, [("x-upstream-trailer", "yes")], end_stream=True)
+            answered[0] += 1
+            if max_streams and answered[0] == max_streams:
+                conn.close_connection(last_stream_id=sid)
             try:
                 sock.sendall(conn.data_to_send())
             except OSError:
@@ -81,6 +87,7 @@ def main():
     global connections
     port_file = sys.argv[2]
     delay = int(sys.argv[3]) / 1000 if len(sys.argv) > 3 else 0
+    max_streams = int(sys.argv[4]) if len(sys.argv) > 4 else 0
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", 0))
@@ -97,7 +104,7 @@ def main():
         with lock:
             index = connections
             connections += 1
-        threading.Thread(target=serve_connection, args=(sock, index, delay), daemon=True).start()
+        threading.Thread(target=serve_connection, args=(sock, index, delay, max_streams), daemon=True).start()
 
 
 if __name__ == "__main__":
