@@ -135,7 +135,7 @@ pub async fn open_stream(
     tls: &UpstreamTls,
     http2: &Http2,
     upstream_idle: Duration,
-) -> Option<(UpstreamBridge, SocketAddr)> {
+) -> Option<(Box<UpstreamBridge>, SocketAddr)> {
     // A connection the upstream is retiring (GOAWAY: a restart, nginx's per-connection
     // request limit) refuses new streams: that is no failure of the endpoint, so the stream
     // goes to another connection, a new one if need be. Once: a second refusal is.
@@ -151,7 +151,7 @@ pub async fn open_stream(
 
 /// How one try to open a stream ended.
 enum Opened {
-    Stream(UpstreamBridge, SocketAddr),
+    Stream(Box<UpstreamBridge>, SocketAddr),
     /// The chosen connection no longer takes streams.
     Retired,
     Failed,
@@ -237,7 +237,7 @@ async fn open_stream_once(
     };
     conn.streams.set(conn.streams.get() + 1);
     let bridge = UpstreamBridge::new(send, Rc::clone(&conn.streams), endpoint.scheme);
-    Opened::Stream(bridge, conn.peer)
+    Opened::Stream(Box::new(bridge), conn.peer)
 }
 
 /// Connects (TCP, then TLS with ALPN `h2` on https) and runs the HTTP/2 handshake; the

@@ -440,7 +440,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
                         Duration::from_millis(gateway.timeouts.upstream_idle_ms),
                     )
                     .await
-                    .map(|(stream, peer)| (UpstreamStream::H2(Box::new(stream)), peer))
+                    .map(|(stream, peer)| (UpstreamStream::H2(stream), peer))
                 } else {
                     connect(
                         endpoint,
