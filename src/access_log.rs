@@ -13,7 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crossbeam::channel::{self, Receiver, Sender, TrySendError};
 
-use crate::config::gateway::{AccessLog as AccessLogConfig, AccessLogFormat};
+use crate::compile::config::gateway::{AccessLog as AccessLogConfig, AccessLogFormat};
 
 /// A shard's buffer is handed over at this size (and at every control tick).
 const FLUSH_AT: usize = 32 * 1024;
@@ -152,7 +152,7 @@ fn write_text(out: &mut Vec<u8>, micros: u64, e: &Entry<'_>) {
     let _ = write!(
         out,
         "{} {} \"{} ",
-        crate::log::rfc3339_utc(micros),
+        crate::render::rfc3339_utc(micros),
         e.client,
         e.method
     );
@@ -177,11 +177,11 @@ fn write_text(out: &mut Vec<u8>, micros: u64, e: &Entry<'_>) {
 fn write_json(out: &mut Vec<u8>, micros: u64, e: &Entry<'_>) {
     use std::io::Write as _;
     let mut target = String::with_capacity(e.target.len());
-    crate::log::push_json_string(&mut target, &String::from_utf8_lossy(e.target));
+    crate::render::push_json_string(&mut target, &String::from_utf8_lossy(e.target));
     let _ = write!(
         out,
         "{{\"time\":\"{}\",\"client\":\"{}\",\"method\":\"{}\",\"path\":{target},\"version\":\"{}\",\"status\":{},\"bytes\":{},\"upstream\":",
-        crate::log::rfc3339_utc(micros),
+        crate::render::rfc3339_utc(micros),
         e.client,
         e.method,
         e.version,

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use log::LevelFilter;
 
-use crate::log::LogFormat;
+use crate::control::log::LogFormat;
 
 pub const USAGE: &str = "\
 shardgate - thread-per-core io_uring API gateway for OpenAPI definitions

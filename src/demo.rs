@@ -114,9 +114,9 @@ fn serve(mut stream: TcpStream, port: u16) {
         let mut body = String::from("{\"upstream\":\"127.0.0.1:");
         body.push_str(&port.to_string());
         body.push_str("\",\"method\":");
-        crate::log::push_json_string(&mut body, method);
+        crate::render::push_json_string(&mut body, method);
         body.push_str(",\"path\":");
-        crate::log::push_json_string(&mut body, target);
+        crate::render::push_json_string(&mut body, target);
         body.push_str("}\n");
         let response = format!(
             "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",

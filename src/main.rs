@@ -7,11 +7,12 @@ use shardgate::cli::{self, Command, ConfigArgs, RunArgs, TokenArgs};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use shardgate::admin::{AdminServer, Reloader};
-use shardgate::server::{Server, Shared};
-use shardgate::signals::{self, Signal};
-use shardgate::snapshot::{LoadOptions, Snapshot};
-use shardgate::watch::Watcher;
+use shardgate::compile::snapshot::{LoadOptions, Snapshot};
+use shardgate::control::admin::{AdminServer, Reloader};
+use shardgate::control::server::Server;
+use shardgate::control::signals::{self, Signal};
+use shardgate::control::watch::Watcher;
+use shardgate::data::shared::Shared;
 
 fn main() -> ExitCode {
     let cli = match cli::parse(std::env::args().skip(1)) {
@@ -21,7 +22,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    shardgate::log::init(cli.log_format, cli.log_level);
+    shardgate::control::log::init(cli.log_format, cli.log_level);
     let code = match cli.command {
         Command::Help => {
             print!("{}", cli::USAGE);
@@ -118,7 +119,7 @@ fn token(args: &TokenArgs) -> Result<String, String> {
 fn load_for_run(
     args: &RunArgs,
     current: Option<&Snapshot>,
-) -> Result<Snapshot, shardgate::config::ConfigErrors> {
+) -> Result<Snapshot, shardgate::compile::config::ConfigErrors> {
     let options = load_options(&args.config, true);
     let mut snapshot = match current {
         None => Snapshot::load(&options)?,
@@ -139,7 +140,7 @@ fn load_for_run(
     Ok(snapshot)
 }
 
-fn report_errors(errors: &shardgate::config::ConfigErrors) {
+fn report_errors(errors: &shardgate::compile::config::ConfigErrors) {
     for error in &errors.0 {
         log::error!("{error}");
     }
@@ -359,7 +360,7 @@ fn watched_paths(args: &RunArgs) -> Vec<std::path::PathBuf> {
     let mut paths = args.config.apis.clone();
     if let Some(config) = &args.config.config {
         paths.push(config.clone());
-        if let Ok(gateway) = shardgate::config::gateway::GatewayConfig::load(config) {
+        if let Ok(gateway) = shardgate::compile::config::gateway::GatewayConfig::load(config) {
             let base = config.parent().unwrap_or(std::path::Path::new(""));
             paths.extend(gateway.apis.iter().map(|entry| {
                 // A glob's directory is watched (new matching files appear there).

@@ -410,10 +410,10 @@ fn access_log_writes_one_line_per_request() {
 
 #[test]
 fn ready_is_false_until_every_shard_accepts() {
-    use shardgate::admin::AdminServer;
     use shardgate::cli::Driver;
-    use shardgate::server::Server;
-    use shardgate::snapshot::{LoadOptions, Snapshot};
+    use shardgate::compile::snapshot::{LoadOptions, Snapshot};
+    use shardgate::control::admin::AdminServer;
+    use shardgate::control::server::Server;
     let backend = Backend::echo("a");
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(

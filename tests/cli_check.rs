@@ -122,12 +122,13 @@ fn token_mints_a_verifiable_dev_token() {
     assert_eq!(code, 0, "{stderr}");
     let token = stdout.trim();
     assert_eq!(token.split('.').count(), 3, "{token}");
-    let snapshot = shardgate::snapshot::Snapshot::load(&shardgate::snapshot::LoadOptions {
-        config: Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/gateway.yaml")),
-        apis: vec![],
-        resolve_hosts: false,
-    })
-    .unwrap();
+    let snapshot =
+        shardgate::compile::snapshot::Snapshot::load(&shardgate::compile::snapshot::LoadOptions {
+            config: Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/gateway.yaml")),
+            apis: vec![],
+            resolve_hosts: false,
+        })
+        .unwrap();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

@@ -19,7 +19,7 @@ use std::time::SystemTime;
 
 use serde::Deserialize;
 use serde_yaml::Value;
-use shardgate::config::gateway::GatewayConfig;
+use shardgate::compile::config::gateway::GatewayConfig;
 
 // ------------------------------------------------------------------------------ helpers
 

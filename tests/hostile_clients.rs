@@ -455,10 +455,10 @@ fn a_panicking_connection_does_not_take_down_the_shard() {
          paths:\n  /*:\n    get: {{}}\n"
     );
     let gateway = Gateway::start_with(&api, "", 1);
-    shardgate::proxy::test_hooks::arm_panics();
+    shardgate::data::proxy::test_hooks::arm_panics();
     let panic_request = format!(
         "GET /svc{} HTTP/1.1\r\nHost: h\r\n\r\n",
-        std::str::from_utf8(shardgate::proxy::test_hooks::PANIC_PATH_SUFFIX).unwrap()
+        std::str::from_utf8(shardgate::data::proxy::test_hooks::PANIC_PATH_SUFFIX).unwrap()
     );
     let mut keep_alive = gateway.client();
     assert_eq!(keep_alive.get("/svc/before").text(), "/before");

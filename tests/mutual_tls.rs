@@ -14,8 +14,8 @@ use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use shardgate::auth::{mint_token, MintOptions};
 use shardgate::cli::Driver;
-use shardgate::server::Server;
-use shardgate::snapshot::{LoadOptions, Snapshot};
+use shardgate::compile::snapshot::{LoadOptions, Snapshot};
+use shardgate::control::server::Server;
 use support::Backend;
 
 const ISSUER: &str = "https://localhost/dev-only";

@@ -651,7 +651,7 @@ fn load_errors(api: &str, gateway: &str) -> String {
     std::fs::write(dir.path().join("apis/api.yaml"), api).unwrap();
     let config = dir.path().join("gateway.yaml");
     std::fs::write(&config, format!("apis: [apis/]\n{gateway}")).unwrap();
-    match shardgate::snapshot::Snapshot::load(&shardgate::snapshot::LoadOptions {
+    match shardgate::compile::snapshot::Snapshot::load(&shardgate::compile::snapshot::LoadOptions {
         config: Some(config),
         apis: vec![],
         resolve_hosts: false,

@@ -18,12 +18,12 @@
 
 use std::path::Path;
 
-use shardgate::config::document::Document;
-use shardgate::config::error::FieldPath;
-use shardgate::config::gateway::GatewayConfig;
-use shardgate::config::locate::{line_of, Syntax};
-use shardgate::config::openapi::{read_definition, ProjectDefaults};
-use shardgate::config::ConfigError;
+use shardgate::compile::config::document::Document;
+use shardgate::compile::config::error::FieldPath;
+use shardgate::compile::config::gateway::GatewayConfig;
+use shardgate::compile::config::locate::{line_of, Syntax};
+use shardgate::compile::config::openapi::{read_definition, ProjectDefaults};
+use shardgate::compile::config::ConfigError;
 use shardgate::ids::RouteId;
 use shardgate::route::Router;
 

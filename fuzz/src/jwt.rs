@@ -27,7 +27,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use ring::{hmac, signature};
 use shardgate::auth::{extract_bearer, Claims, TokenCache, Verifier};
-use shardgate::config::jwt::{JwtConfig, JwtIssuerConfig, SharedSecret};
+use shardgate::compile::config::jwt::{JwtConfig, JwtIssuerConfig, SharedSecret};
 
 use crate::{show, Input};
 

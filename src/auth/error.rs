@@ -10,7 +10,7 @@
 
 use thiserror::Error;
 
-use crate::config::jwt::JwtConfigError;
+use crate::compile::config::jwt::JwtConfigError;
 
 /// `WWW-Authenticate` value for every 401 this module causes (BEHAVIOUR.md 5).
 pub const WWW_AUTHENTICATE: &str = "Bearer realm=\"shardgate\", error=\"invalid_token\"";

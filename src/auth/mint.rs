@@ -281,7 +281,7 @@ mod tests {
     use super::*;
     use crate::auth::test_support::{self, DEV_CERT_PATH, DEV_ISSUER};
     use crate::auth::{AuthError, Verifier};
-    use crate::config::jwt::{JwtConfig, JwtIssuerConfig};
+    use crate::compile::config::jwt::{JwtConfig, JwtIssuerConfig};
     use std::path::Path;
 
     const PKCS1_KEY: &[u8] = include_bytes!("testdata/dev-only-rsa.pkcs1.key.pem");

@@ -17,7 +17,7 @@ use super::error::{AuthConfigError, AuthError};
 use super::jws::{self, Alg};
 use super::keys::{self, VerifyKey};
 use super::policy::{ScopeTable, TokenUse};
-use crate::config::jwt::{JwtConfig, SECTION};
+use crate::compile::config::jwt::{JwtConfig, SECTION};
 
 /// Most keys one issuer may have. A token without `kid` is tried against each of its issuer's
 /// keys that fit its `alg`, so this bounds the signature checks one forged token can cost.

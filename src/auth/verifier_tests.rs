@@ -12,7 +12,7 @@ use crate::auth::test_support::{
     self, signed, signing_input, token, TestKey, DEV_CERT_PATH, DEV_ISSUER,
 };
 use crate::auth::{extract_bearer, ScopeSet, ScopeTable, TokenCache, TokenUse};
-use crate::config::jwt::{JwtIssuerConfig, SharedSecret};
+use crate::compile::config::jwt::{JwtIssuerConfig, SharedSecret};
 
 const NOW: u64 = 1_700_000_000;
 const SECRET_32: &str = "0123456789abcdef0123456789abcdef";

@@ -38,20 +38,10 @@ fn two_digits(out: &mut [u8], value: u64) {
     out[1] = b'0' + (value % 10) as u8;
 }
 
-/// (year, month 1..=12, day 1..=31) of a day count since 1970-01-01, in the proleptic Gregorian
-/// calendar (Howard Hinnant's `civil_from_days`, for days on or after the epoch).
+/// (year, month 1..=12, day 1..=31) of a day count since 1970-01-01.
 fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let day_of_era = z % 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let mp = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = year_of_era + era * 400 + u64::from(month <= 2);
-    (year, month, day)
+    let (year, month, day) = crate::render::civil_from_days(days as i64);
+    (year as u64, u64::from(month), u64::from(day))
 }
 
 /// The formatted date of the last second asked for.

@@ -6,7 +6,6 @@
 
 mod chunked;
 mod date;
-mod forward;
 mod head;
 mod header;
 mod length;
@@ -14,14 +13,11 @@ pub mod method;
 mod path;
 mod request;
 mod response;
+mod rewrite;
 mod trailer;
 
 pub use chunked::{ChunkError, ChunkLimits, ChunkedDecoder};
 pub use date::{current_http_date, format_http_date, DateCache, HTTP_DATE_LEN};
-pub use forward::{
-    client_head_capacity, push_decimal, upstream_head_capacity, write_client_head, write_client_ip,
-    write_upstream_head, ClientHead, UpstreamHead,
-};
 pub use head::find_head_end;
 pub use header::{classify_header, Header, HeaderError, HeaderKind};
 pub use length::LengthDecoder;
@@ -31,6 +27,10 @@ pub use request::{
     parse_request, parse_scanned_request, HeadScan, RequestBody, RequestError, RequestHead,
 };
 pub use response::{parse_response, ResponseBody, ResponseError, ResponseHead};
+pub use rewrite::{
+    client_head_capacity, push_decimal, upstream_head_capacity, write_client_head, write_client_ip,
+    write_upstream_head, ClientHead, UpstreamHead,
+};
 pub use trailer::{is_forbidden_trailer, TrailerGate};
 
 use std::ops::Range;

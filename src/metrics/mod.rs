@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use hdrhistogram::Histogram;
 
 use crate::auth::FailureReason;
-use crate::snapshot::Snapshot;
+use crate::compile::snapshot::Snapshot;
 
 /// A counter with one writer (its shard).
 #[derive(Debug, Default)]

@@ -35,7 +35,7 @@ pub mod syncer;
 
 use std::sync::Arc;
 
-use crate::config::gateway::RateLimitsConfig;
+use crate::compile::config::gateway::RateLimitsConfig;
 use crate::ids::ApiId;
 
 pub use metrics::RateLimitHub;
@@ -285,9 +285,9 @@ mod tests {
         assert_eq!(tier_named(&config, "gold"), None, "names are exact");
         config.tiers.insert(
             "Gold".into(),
-            crate::config::gateway::TierSpec {
+            crate::compile::config::gateway::TierSpec {
                 requests: 7,
-                per: crate::config::gateway::Per(2),
+                per: crate::compile::config::gateway::Per(2),
             },
         );
         assert_eq!(

@@ -8,7 +8,7 @@ use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-use crate::config::gateway::RedisUrl;
+use crate::compile::config::gateway::RedisUrl;
 
 /// Largest bulk string or array accepted from the server: the syncer's replies are integers,
 /// so anything large is a wrong server, not data.

@@ -7,8 +7,8 @@ use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::compile::snapshot::Snapshot;
 use crate::error::GatewayError;
-use crate::snapshot::Snapshot;
 
 use super::allowance::{Allowance, Decision};
 use super::metrics::{LimitCounters, RateLimitHub};

@@ -21,9 +21,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::config::gateway::RedisUrl;
-use crate::server::Shared;
-use crate::snapshot::Snapshot;
+use crate::compile::config::gateway::RedisUrl;
+use crate::compile::snapshot::Snapshot;
+use crate::data::shared::Shared;
 
 use super::redis::{Connection, RedisError, Reply};
 use super::{instance_batch, local_share, unix_ms, Limit, RateLimits};
@@ -172,7 +172,7 @@ impl Syncer {
     fn plan(
         &mut self,
         limits: &RateLimits,
-        config: &crate::config::gateway::RateLimitsConfig,
+        config: &crate::compile::config::gateway::RateLimitsConfig,
         now_ms: u64,
         timeout: Duration,
     ) -> Vec<Want> {

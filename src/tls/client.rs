@@ -19,7 +19,7 @@ use super::stream::{ClientTlsStream, HandshakeInfo, TlsStream};
 use super::{
     files, provider, HandshakeError, TlsConfigError, ALPN_H2, ALPN_HTTP11, PROTOCOL_VERSIONS,
 };
-use crate::config::gateway;
+use crate::compile::config::gateway;
 
 /// Upstream servers whose sessions are remembered for resumption (TLS 1.3 tickets, TLS 1.2
 /// tickets or session IDs), shared by all shards.

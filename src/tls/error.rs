@@ -6,7 +6,7 @@ use std::path::Path;
 
 use thiserror::Error;
 
-use crate::config::{ConfigError, FieldPath};
+use crate::compile::config::{ConfigError, FieldPath};
 
 /// A TLS setting that cannot be used: which `gateway.yaml` field, and what is wrong with the
 /// file it names, e.g. `tls.certificates[1].private_key: cannot read 'x.pem': No such file`.

@@ -21,7 +21,7 @@ use super::stream::{HandshakeInfo, ServerTlsStream, TlsStream};
 use super::{
     files, provider, HandshakeError, TlsConfigError, ALPN_H2, ALPN_HTTP11, PROTOCOL_VERSIONS,
 };
-use crate::config::gateway;
+use crate::compile::config::gateway;
 use crate::error::{GatewayError, RenderOptions};
 
 /// TLS 1.2 sessions remembered for session-ID resumption (clients without ticket support),

@@ -187,7 +187,7 @@ pub enum TcpOrTls<T> {
     Tls(Box<T>),
     /// Upstreams only: one stream of a multiplexed HTTP/2 connection, speaking HTTP/1.1 to
     /// the lifecycle (`src/h2/upstream.rs`). It has no socket of its own.
-    H2(Box<crate::h2::UpstreamBridge>),
+    H2(Box<crate::data::h2::UpstreamBridge>),
 }
 
 /// A connection from a client: accepted on an HTTP or an HTTPS listener.

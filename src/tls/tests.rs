@@ -21,7 +21,7 @@ use rustls::{
 };
 
 use super::*;
-use crate::config::gateway::{self, CertificateFiles};
+use crate::compile::config::gateway::{self, CertificateFiles};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 const TLS12_ONLY: &[&SupportedProtocolVersion] = &[&rustls::version::TLS12];

@@ -4,7 +4,7 @@
 
 use std::cell::Cell;
 
-use crate::config::endpoint::GroupKind;
+use crate::compile::config::endpoint::GroupKind;
 use crate::upstream::Group;
 
 /// One shard's round-robin positions, indexed by `GroupId`.

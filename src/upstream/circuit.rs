@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam::utils::CachePadded;
 
-use crate::config::endpoint::CircuitBreakerSpec;
+use crate::compile::config::endpoint::CircuitBreakerSpec;
 use crate::ids::GroupId;
 use crate::upstream::Group;
 

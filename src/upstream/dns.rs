@@ -1,15 +1,12 @@
 //! Resolving endpoint host names, off the data path: at load for upstreams never resolved,
-//! then every `upstream.dns_refresh_ms` on a control-plane thread of its own (lookups block;
-//! a shard never makes one). Names listed in `upstream.hosts_file` resolve from that file,
+//! then every `upstream.dns_refresh_ms` by the control plane's refresher thread
+//! (`control::dns_refresh`; lookups block, a shard never makes one). Names listed in `upstream.hosts_file` resolve from that file,
 //! re-read at every refresh (static overrides, as `/etc/hosts` or curl's `--resolve`); the
 //! others through the system resolver. A failed lookup keeps the last good addresses.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::path::Path;
 
 use crate::ids::UpstreamId;
 use crate::upstream::registry::{LookupEvent, Upstreams};
@@ -111,66 +108,6 @@ pub fn refresh_one(
         }
         Some(LookupEvent::Recovered) => log::info!("dns: {host} resolves again"),
         None => {}
-    }
-}
-
-/// What the refresher needs to know each round.
-pub struct RefreshPlan {
-    /// The upstreams of the current configuration that have a name, with host and port.
-    pub names: Vec<(UpstreamId, Box<str>, u16)>,
-    pub hosts_file: Option<PathBuf>,
-    pub interval: Duration,
-}
-
-/// A thread that re-resolves the current configuration's names every interval until
-/// `stop()` says so. `plan()` is asked each round (a reload may change names or settings).
-pub struct DnsRefresher {
-    thread: Option<JoinHandle<()>>,
-}
-
-impl DnsRefresher {
-    pub fn spawn(
-        upstreams: Arc<Upstreams>,
-        plan: impl Fn() -> RefreshPlan + Send + 'static,
-        stop: impl Fn() -> bool + Send + 'static,
-    ) -> std::io::Result<DnsRefresher> {
-        let thread = std::thread::Builder::new()
-            .name("dns".into())
-            .spawn(move || {
-                let mut last = Instant::now();
-                while !stop() {
-                    std::thread::sleep(Duration::from_millis(50));
-                    let round = plan();
-                    if round.interval.is_zero() || last.elapsed() < round.interval {
-                        continue;
-                    }
-                    last = Instant::now();
-                    let hosts = match round.hosts_file.as_deref().map(HostsFile::read) {
-                        Some(Ok(hosts)) => Some(hosts),
-                        Some(Err(e)) => {
-                            log::warn!("dns: {e}; names are resolved by the system meanwhile");
-                            None
-                        }
-                        None => None,
-                    };
-                    for (id, host, port) in &round.names {
-                        if stop() {
-                            return;
-                        }
-                        refresh_one(&upstreams, *id, host, *port, hosts.as_ref());
-                    }
-                }
-            })?;
-        Ok(DnsRefresher {
-            thread: Some(thread),
-        })
-    }
-
-    /// Waits for the thread (after `stop()` turned true).
-    pub fn join(mut self) {
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 

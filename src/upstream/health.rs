@@ -99,7 +99,7 @@ use loom::sync::atomic::{AtomicU64, Ordering};
 #[cfg(not(loom))]
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::config::gateway::Suspension;
+use crate::compile::config::gateway::Suspension;
 use crate::ids::UpstreamId;
 use crate::upstream::segmented::Segmented;
 

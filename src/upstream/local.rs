@@ -89,7 +89,7 @@ impl LocalUpstreams {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::url::Scheme;
+    use crate::compile::config::url::Scheme;
     use crate::upstream::registry::UpstreamKey;
 
     #[test]

@@ -14,8 +14,8 @@ pub mod retry;
 pub mod segmented;
 pub mod signals;
 
-use crate::config::endpoint::{CircuitBreakerSpec, GroupKind};
-use crate::config::url::Scheme;
+use crate::compile::config::endpoint::{CircuitBreakerSpec, GroupKind};
+use crate::compile::config::url::Scheme;
 use crate::ids::{ApiId, EndpointId, UpstreamId};
 use crate::upstream::health::SuspensionPolicy;
 use crate::upstream::probe::HealthCheckSettings;

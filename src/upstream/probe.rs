@@ -47,7 +47,7 @@ use std::time::{Duration, Instant};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
-use crate::config::gateway::HealthCheck;
+use crate::compile::config::gateway::HealthCheck;
 use crate::ids::UpstreamId;
 use crate::upstream::health::{
     FailureCause, HealthTable, HealthWord, Pick, SuspensionPolicy, Transition,

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::config::url::Scheme;
+use crate::compile::config::url::Scheme;
 use crate::ids::UpstreamId;
 use crate::upstream::health::HealthTable;
 use crate::upstream::segmented::Segmented;

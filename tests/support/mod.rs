@@ -14,8 +14,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use shardgate::cli::Driver;
-use shardgate::server::Server;
-use shardgate::snapshot::{LoadOptions, Snapshot};
+use shardgate::compile::snapshot::{LoadOptions, Snapshot};
+use shardgate::control::server::Server;
 
 // ---------------------------------------------------------------- backend
 

@@ -1,7 +1,7 @@
 use std::sync::atomic::AtomicBool;
 
 use super::*;
-use crate::config::endpoint::GroupKind;
+use crate::compile::config::endpoint::GroupKind;
 use crate::ids::ApiId;
 
 const G0: GroupId = GroupId(0);

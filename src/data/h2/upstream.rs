@@ -29,8 +29,8 @@ use monoio::BufResult;
 
 use super::convert;
 use super::io::{PlainIo, TlsIo};
-use crate::config::http2::Http2;
-use crate::config::url::Scheme;
+use crate::compile::config::http2::Http2;
+use crate::compile::config::url::Scheme;
 use crate::http::{
     parse_request, ChunkLimits, ChunkedDecoder, HeadLimits, HeaderKind, Parsed, RequestBody,
     RequestHead,

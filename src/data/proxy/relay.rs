@@ -8,7 +8,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent};
 
 use super::io::{self, IoError};
 use super::{ClientConnection, READ_CHUNK};
-use crate::config::gateway::GatewayConfig;
+use crate::compile::config::gateway::GatewayConfig;
 use crate::error::GatewayError;
 use crate::http::{
     write_client_head, ChunkError, ChunkLimits, ChunkedDecoder, ClientHead, LengthDecoder,

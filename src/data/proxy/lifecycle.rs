@@ -19,12 +19,12 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use super::exchange::{connect, AttemptError};
 use super::request_body::RequestBodyState;
 use super::ClientConnection;
-use crate::config::gateway::GatewayConfig;
+use crate::compile::config::gateway::GatewayConfig;
+use crate::data::shard::ShardView;
 use crate::error::GatewayError;
 use crate::http::{write_upstream_head, Method, UpstreamHead, Version};
 use crate::ids::{EndpointId, GroupId};
 use crate::route::{write_upstream_target, RouteMatch};
-use crate::shard::ShardView;
 use crate::tls::UpstreamStream;
 use crate::upstream::balancer::{AttemptPlan, MemberState};
 use crate::upstream::circuit::BreakerGuard;
@@ -431,7 +431,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
                 let addrs = self.ctx.upstreams.borrow().addresses(upstream);
                 self.count_attempt(label, false);
                 let connected = if request.group.http2 {
-                    crate::h2::upstream::open_stream(
+                    crate::data::h2::upstream::open_stream(
                         endpoint,
                         &addrs,
                         Instant::now() + connect_for,

@@ -4,8 +4,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -13,146 +12,12 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::access_log::AccessLogWriter;
 use crate::cli::Driver;
-use crate::metrics::MetricsHub;
-use crate::shard::{self, ShardConfig};
-use crate::snapshot::Snapshot;
-use crate::upstream::dns::{self, DnsRefresher, RefreshPlan};
-
-/// Which protocol a listener speaks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ListenerKind {
-    Http,
-    Https,
-}
-
-/// State every shard can see. Read on the control path only (every ~50 ms per shard), never
-/// per request.
-pub struct Shared {
-    /// The current snapshot; `generation` changes when a new one is published.
-    current: Mutex<Arc<Snapshot>>,
-    generation: AtomicU64,
-    /// Set once: stop accepting, finish in-flight requests, exit.
-    draining: AtomicBool,
-    /// Shards whose listeners are accepting.
-    ready: AtomicUsize,
-    /// Every shard's counters and histograms, for the admin thread.
-    pub metrics: MetricsHub,
-    /// Shards started.
-    pub workers: usize,
-    /// Rate-limit counters of every shard, the Redis link's state, the syncer's thread.
-    pub rate_limits: Arc<crate::ratelimit::RateLimitHub>,
-}
-
-impl Shared {
-    pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
-    }
-
-    /// The current snapshot and its generation.
-    pub fn snapshot(&self) -> (Arc<Snapshot>, u64) {
-        let current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        (
-            Arc::clone(&current),
-            self.generation.load(Ordering::Acquire),
-        )
-    }
-
-    pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Acquire)
-    }
-
-    /// Makes `snapshot` the one new requests use; in-flight requests finish on the old one.
-    /// Shards pick it up within their control interval.
-    pub fn publish(&self, snapshot: Snapshot) {
-        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        *current = Arc::new(snapshot);
-        self.generation.fetch_add(1, Ordering::AcqRel);
-    }
-
-    /// The health of endpoint `id` of the current snapshot, for `/endpoints`.
-    pub fn health_of(&self, id: usize) -> EndpointHealth {
-        let (snapshot, _) = self.snapshot();
-        endpoint_health(&snapshot, id)
-    }
-
-    /// Appends the health table's metrics: state per endpoint and its transition epoch.
-    pub fn render_health_metrics(&self, out: &mut String) {
-        use std::fmt::Write as _;
-        let (snapshot, _) = self.snapshot();
-        let _ = writeln!(
-            out,
-            "# HELP shardgate_endpoint_state Health of each endpoint (1 for its current state)."
-        );
-        let _ = writeln!(out, "# TYPE shardgate_endpoint_state gauge");
-        for (id, endpoint) in snapshot.endpoints.iter().enumerate() {
-            let health = endpoint_health(&snapshot, id);
-            for state in ["healthy", "suspended", "probing", "drained"] {
-                let value = u8::from(health.state == state);
-                let _ = writeln!(
-                    out,
-                    "shardgate_endpoint_state{{endpoint=\"{}\",state=\"{state}\"}} {value}",
-                    endpoint.origin()
-                );
-            }
-        }
-        let _ = writeln!(out, "# HELP shardgate_endpoint_health_epoch Health transitions of each endpoint (16-bit, wraps).");
-        let _ = writeln!(out, "# TYPE shardgate_endpoint_health_epoch gauge");
-        for (id, endpoint) in snapshot.endpoints.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "shardgate_endpoint_health_epoch{{endpoint=\"{}\"}} {}",
-                endpoint.origin(),
-                endpoint_health(&snapshot, id).epoch
-            );
-        }
-    }
-
-    pub(crate) fn mark_ready(&self) {
-        self.ready.fetch_add(1, Ordering::AcqRel);
-    }
-
-    pub fn ready_shards(&self) -> usize {
-        self.ready.load(Ordering::Acquire)
-    }
-}
-
-/// An endpoint's health from the process-wide upstream table.
-fn endpoint_health(snapshot: &Snapshot, id: usize) -> EndpointHealth {
-    let upstream = snapshot.endpoints[id].upstream;
-    let table = &snapshot.upstreams.health;
-    let word = table.load(upstream);
-    let now_ms = table.millis(std::time::Instant::now());
-    let drained = snapshot.upstreams.is_drained(upstream);
-    let state = match word.state() {
-        _ if drained => "drained",
-        crate::upstream::health::State::Healthy => "healthy",
-        crate::upstream::health::State::Suspended => "suspended",
-        crate::upstream::health::State::Probing => "probing",
-    };
-    EndpointHealth {
-        state,
-        drained,
-        cause: (!word.is_healthy()).then(|| word.cause().as_str()),
-        epoch: u64::from(word.epoch()),
-        suspended_remaining_ms: if word.is_healthy() {
-            0
-        } else {
-            word.until_ms().saturating_sub(now_ms)
-        },
-    }
-}
-
-/// An endpoint's health as the admin API shows it.
-#[derive(Clone, Copy, Debug)]
-pub struct EndpointHealth {
-    /// `drained` when the admin API took it out of service, else its health state.
-    pub state: &'static str,
-    pub drained: bool,
-    /// Why it is suspended, when it is.
-    pub cause: Option<&'static str>,
-    pub epoch: u64,
-    pub suspended_remaining_ms: u64,
-}
+use crate::compile::snapshot::Snapshot;
+use crate::control::dns_refresh::{DnsRefresher, RefreshPlan};
+use crate::control::memory::MemoryReleaser;
+use crate::data::shard::{self, ShardConfig};
+use crate::data::shared::{ListenerKind, Shared};
+use crate::upstream::dns;
 
 /// A running gateway.
 pub struct Server {
@@ -167,7 +32,7 @@ pub struct Server {
     pub drivers: Vec<&'static str>,
     access_log: Option<AccessLogWriter>,
     dns: Option<DnsRefresher>,
-    memory: Option<crate::memory::MemoryReleaser>,
+    memory: Option<MemoryReleaser>,
     /// The rate-limit syncer (Redis), a control-plane thread.
     rate_limit_syncer: Option<JoinHandle<()>>,
 }
@@ -219,15 +84,7 @@ impl Server {
             true => Some(AccessLogWriter::start(&snapshot.gateway.access_log)?),
             false => None,
         };
-        let shared = Arc::new(Shared {
-            current: Mutex::new(Arc::new(snapshot)),
-            generation: AtomicU64::new(1),
-            draining: AtomicBool::new(false),
-            ready: AtomicUsize::new(0),
-            metrics: MetricsHub::new(workers),
-            workers,
-            rate_limits: Arc::new(crate::ratelimit::RateLimitHub::new(workers)),
-        });
+        let shared = Arc::new(Shared::new(snapshot, workers));
         Ok(BoundServer {
             shared,
             per_shard,
@@ -278,7 +135,7 @@ impl BoundServer {
             );
             Vec::new()
         };
-        let memory = crate::memory::MemoryReleaser::start()?;
+        let memory = MemoryReleaser::start()?;
         let (started_tx, started_rx) = mpsc::channel();
         let mut threads = Vec::with_capacity(workers);
         for (index, listeners) in per_shard.into_iter().enumerate() {
@@ -303,7 +160,7 @@ impl BoundServer {
             match started_rx.recv() {
                 Ok(Ok((index, driver))) => drivers[index] = driver,
                 Ok(Err(e)) => {
-                    shared.draining.store(true, Ordering::Release);
+                    shared.begin_drain();
                     return Err(e);
                 }
                 Err(_) => return Err(io::Error::other("a shard exited during start-up")),
@@ -343,7 +200,7 @@ impl Server {
     /// Stops accepting; shards finish in-flight requests (bounded by `timeouts.drain_ms`)
     /// and exit.
     pub fn begin_shutdown(&self) {
-        self.shared.draining.store(true, Ordering::Release);
+        self.shared.begin_drain();
     }
 
     /// Waits for every shard to exit.
@@ -451,6 +308,3 @@ fn bind_reuseport(addr: SocketAddr, backlog: i32) -> io::Result<std::net::TcpLis
     socket.listen(backlog)?;
     Ok(socket.into())
 }
-
-/// How long a shard's control loop sleeps between checks (reload, drain, pool expiry).
-pub const CONTROL_INTERVAL: Duration = Duration::from_millis(50);

@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 
 use super::{account, Accounted, ClientConnection};
-use crate::config::gateway::GatewayConfig;
+use crate::compile::config::gateway::GatewayConfig;
+use crate::data::shard::ShardView;
 use crate::http::{write_client_head, ClientHead, Version};
-use crate::shard::ShardView;
 use crate::tls::ClientStream;
 use crate::upstream::connection::UpstreamConnection;
 

@@ -11,16 +11,16 @@ use base64::Engine as _;
 use crate::auth::{
     AccessPolicy, Alternative, Credential, MutualTlsPolicy, ScopeSet, ScopeTable, Verifier,
 };
-use crate::config::apictl::read_project;
-use crate::config::document::Document;
-use crate::config::endpoint::EndpointSpec;
-use crate::config::gateway::GatewayConfig;
-use crate::config::openapi::{read_definition, ApiSpec};
-use crate::config::security::{ApiKeyIn, CredentialSpec, MutualTls};
-use crate::config::sources::{discover, Source, SourceEntry};
-use crate::config::url::{Scheme, UpstreamUrl};
-use crate::config::{ConfigError, ConfigErrors, ConfigWarning, FieldPath};
-use crate::cors::CorsPolicy;
+use crate::compile::config::apictl::read_project;
+use crate::compile::config::document::Document;
+use crate::compile::config::endpoint::EndpointSpec;
+use crate::compile::config::gateway::GatewayConfig;
+use crate::compile::config::openapi::{read_definition, ApiSpec};
+use crate::compile::config::security::{ApiKeyIn, CredentialSpec, MutualTls};
+use crate::compile::config::sources::{discover, Source, SourceEntry};
+use crate::compile::config::url::{Scheme, UpstreamUrl};
+use crate::compile::config::{ConfigError, ConfigErrors, ConfigWarning, FieldPath};
+use crate::cors_policy::CorsPolicy;
 use crate::http::Method;
 use crate::ids::{ApiId, EndpointId, GroupId, RouteId};
 use crate::ratelimit::{Limit, LimitId, RateLimits};
@@ -538,7 +538,7 @@ impl<'g> Compiler<'g> {
         &mut self,
         api: ApiId,
         scope: String,
-        tier: &crate::config::openapi::TierRef,
+        tier: &crate::compile::config::openapi::TierRef,
     ) -> Result<Option<LimitId>, ConfigError> {
         let config = &self.gateway.rate_limits;
         let Some(numbers) = crate::ratelimit::tier_named(config, &tier.name) else {
@@ -610,7 +610,7 @@ impl<'g> Compiler<'g> {
         };
         for resource in &spec.resources {
             let route = RouteId::next(&self.routes);
-            let overrides = crate::config::failure::matching(
+            let overrides = crate::compile::config::failure::matching(
                 &self.gateway.group_overrides,
                 &spec.base_path,
                 &resource.template,
@@ -686,7 +686,7 @@ impl<'g> Compiler<'g> {
             return id;
         }
         let gateway = self.gateway;
-        let failure = crate::config::failure::resolve(
+        let failure = crate::compile::config::failure::resolve(
             &gateway.group_overrides,
             &gateway.suspension,
             &gateway.health_check,
@@ -731,7 +731,7 @@ impl<'g> Compiler<'g> {
 
     fn access_policy(
         &mut self,
-        security: &crate::config::security::ResourceSecurity,
+        security: &crate::compile::config::security::ResourceSecurity,
     ) -> AccessPolicy {
         let alternatives = security
             .alternatives

@@ -4,8 +4,8 @@ use std::fmt::Write as _;
 
 use hdrhistogram::Histogram;
 
+use crate::data::shared::Shared;
 use crate::metrics::{EndpointCounters, Rejection, ShardMetrics, METHOD_SLOTS, STATUS_CLASSES};
-use crate::server::Shared;
 
 const METHODS: [&str; METHOD_SLOTS] = [
     "GET", "PUT", "POST", "DELETE", "OPTIONS", "HEAD", "PATCH", "TRACE", "CONNECT", "OTHER",

@@ -14,8 +14,8 @@ use monoio::net::TcpStream;
 use super::io::{self, Either};
 use super::request_body::{BodyDecoder, RequestBodyState};
 use super::{ClientConnection, READ_CHUNK};
-use crate::config::gateway::GatewayConfig;
-use crate::config::url::Scheme;
+use crate::compile::config::gateway::GatewayConfig;
+use crate::compile::config::url::Scheme;
 use crate::error::GatewayError;
 use crate::http::{
     parse_response, write_client_head, ClientHead, HeadLimits, Method, Parsed, Version,

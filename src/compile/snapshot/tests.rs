@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use super::*;
-use crate::config::endpoint::GroupKind;
+use crate::compile::config::endpoint::GroupKind;
 
 struct Fixture {
     dir: tempfile::TempDir,

@@ -5,7 +5,7 @@
 //! stays near its peak, fragmented, not leaked (docs/robustness.md). One `malloc_trim(0)` once
 //! such a storm has subsided returns those pages. It walks every arena (6 to 10 ms after
 //! 10,000 connections, measured; the log line says how long), so it runs on a control-plane
-//! thread of its own ([`MemoryReleaser`]), never on a shard: a shard's control loop only asks
+//! thread of its own (`control::memory::MemoryReleaser`), never on a shard: a shard's control loop only asks
 //! for it (a non-blocking send) once a storm has subsided.
 
 /// Open client connections a shard must have reached for their fall to count as a storm. Low
@@ -32,57 +32,16 @@ impl StormWatch {
     }
 }
 
-/// A thread that returns free heap pages to the system when a shard asks (after a storm).
-pub struct MemoryReleaser {
-    requests: crossbeam::channel::Sender<String>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl MemoryReleaser {
-    pub fn start() -> std::io::Result<MemoryReleaser> {
-        // One pending request is enough: a trim serves every shard that asked meanwhile.
-        let (requests, pending) = crossbeam::channel::bounded::<String>(1);
-        let thread = std::thread::Builder::new()
-            .name("memory".into())
-            .spawn(move || {
-                for reason in pending {
-                    let started = std::time::Instant::now();
-                    release_free_memory();
-                    log::info!(
-                        "{reason}: free heap memory given back in {} us",
-                        started.elapsed().as_micros()
-                    );
-                }
-            })?;
-        Ok(MemoryReleaser {
-            requests,
-            thread: Some(thread),
-        })
-    }
-
-    /// A handle for shards: asks for a release without ever blocking.
-    pub fn handle(&self) -> ReleaseHandle {
-        ReleaseHandle(self.requests.clone())
-    }
-}
-
-impl Drop for MemoryReleaser {
-    fn drop(&mut self) {
-        // Replacing the sender closes the channel once the shards' handles are gone too.
-        let (closed, _) = crossbeam::channel::bounded(1);
-        self.requests = closed;
-        if let Some(thread) = self.thread.take() {
-            // The shards are gone by now (the server waits for them first).
-            let _ = thread.join();
-        }
-    }
-}
-
 /// A shard's way to ask for a release.
 #[derive(Clone)]
 pub struct ReleaseHandle(crossbeam::channel::Sender<String>);
 
 impl ReleaseHandle {
+    /// A handle whose requests go to `requests` (the control plane's releaser).
+    pub(crate) fn new(requests: crossbeam::channel::Sender<String>) -> ReleaseHandle {
+        ReleaseHandle(requests)
+    }
+
     /// Asks for a release; a request already pending covers this one.
     pub fn request(&self, reason: String) {
         let _ = self.0.try_send(reason);

@@ -583,8 +583,8 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::config::document::Document;
-    use crate::config::openapi::{read_definition, ApiSpec};
+    use crate::compile::config::document::Document;
+    use crate::compile::config::openapi::{read_definition, ApiSpec};
     use crate::http::Method;
 
     const HEAD: &str = "openapi: 3.0.1\ninfo: {title: t, version: '1'}\nx-wso2-basePath: /t\nx-wso2-production-endpoints: {urls: ['http://a:1']}\n";
@@ -619,7 +619,7 @@ mod tests {
             .unwrap()
     }
 
-    use crate::config::openapi::ResourceSpec;
+    use crate::compile::config::openapi::ResourceSpec;
 
     /// `bearer[scopes]`, `header:name`, `query:name` per alternative.
     fn shape(resource: &ResourceSpec) -> Vec<String> {

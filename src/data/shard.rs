@@ -19,12 +19,12 @@ use monoio::net::{TcpListener, TcpStream};
 use crate::access_log::AccessLogBuffer;
 use crate::auth::TokenCache;
 use crate::cli::Driver;
+use crate::compile::snapshot::Snapshot;
+use crate::data::memory::StormWatch;
+use crate::data::proxy::buffers::BufferPool;
+use crate::data::shared::{ListenerKind, Shared, CONTROL_INTERVAL};
 use crate::ids::{EndpointId, UpstreamId};
-use crate::memory::StormWatch;
 use crate::metrics::{latency_histogram, LabelMap, MetricsHub, ShardMetrics};
-use crate::proxy::buffers::BufferPool;
-use crate::server::{ListenerKind, Shared, CONTROL_INTERVAL};
-use crate::snapshot::Snapshot;
 use crate::tls::ClientStream;
 use crate::upstream::balancer::RoundRobinCursors;
 use crate::upstream::connection::{OpenConnections, UpstreamConnection};
@@ -53,7 +53,7 @@ pub struct ShardConfig {
     pub shared: Arc<Shared>,
     pub access_log: Option<AccessLogBuffer>,
     /// Asks the control plane to give free heap memory back (never blocks).
-    pub memory: crate::memory::ReleaseHandle,
+    pub memory: crate::data::memory::ReleaseHandle,
 }
 
 type Started = mpsc::Sender<io::Result<(usize, &'static str)>>;
@@ -407,7 +407,7 @@ impl ShardContext {
             };
             // The HTTP check speaks plain HTTP/1.1: https and HTTP/2 endpoints get a TCP
             // connect check.
-            if endpoint.scheme == crate::config::url::Scheme::Https || http2 {
+            if endpoint.scheme == crate::compile::config::url::Scheme::Https || http2 {
                 settings.path = None;
             }
             targets.push(ProbeTarget {
@@ -530,7 +530,7 @@ async fn shard_main(config: ShardConfig, started: Started, driver: &'static str)
     ctx.publish_observations();
     ctx.health_checkers.borrow_mut().stop_all();
     drain(&ctx, &listener_fds, drain_for).await;
-    crate::h2::upstream::close_all();
+    crate::data::h2::upstream::close_all();
     ctx.flush_access_log();
     // The buffer holds a sender of the writer's queue: release it now rather than when the
     // last task holding the context is dropped, so the writer can finish and exit.
@@ -548,7 +548,7 @@ async fn drain(ctx: &ShardContext, listener_fds: &[RawFd], drain_for: Duration) 
     }
     ctx.connections.shutdown_idle();
     // HTTP/2 connections are never idle that way: they send GOAWAY and finish their streams.
-    crate::h2::begin_drain();
+    crate::data::h2::begin_drain();
     let deadline = Instant::now() + drain_for;
     while ctx.connections.open() > 0 && Instant::now() < deadline {
         monoio::time::sleep(Duration::from_millis(10)).await;
@@ -635,7 +635,7 @@ async fn serve_accepted(
         m.client_connections_open.add(1);
         m.client_connections_total.inc();
     });
-    crate::proxy::serve_connection(Rc::clone(&ctx), stream, peer, kind).await;
+    crate::data::proxy::serve_connection(Rc::clone(&ctx), stream, peer, kind).await;
     ctx.with_metrics(|m| m.client_connections_open.add(-1));
 }
 
@@ -691,7 +691,7 @@ struct ConnectionEntry {
 
 impl ClientConnections {
     /// Registers a connection; the slot is released when the returned guard drops.
-    pub fn register(self: &Rc<Self>, fd: RawFd) -> ConnectionSlot {
+    pub fn register(self: &Rc<Self>, fd: RawFd) -> ClientSlot {
         let entry = Some(ConnectionEntry { fd, idle: false });
         let index = match self.free.borrow_mut().pop() {
             Some(index) => {
@@ -709,7 +709,7 @@ impl ClientConnections {
         if open > self.peak.get() {
             self.peak.set(open);
         }
-        ConnectionSlot {
+        ClientSlot {
             registry: Rc::clone(self),
             index,
         }
@@ -745,12 +745,12 @@ impl ClientConnections {
 }
 
 /// A registered connection; dropping it unregisters.
-pub struct ConnectionSlot {
+pub struct ClientSlot {
     registry: Rc<ClientConnections>,
     index: usize,
 }
 
-impl ConnectionSlot {
+impl ClientSlot {
     /// Marks the connection as waiting for a request (idle) or working on one.
     pub fn set_idle(&self, idle: bool) {
         if let Some(entry) = &mut self.registry.slots.borrow_mut()[self.index] {
@@ -759,7 +759,7 @@ impl ConnectionSlot {
     }
 }
 
-impl Drop for ConnectionSlot {
+impl Drop for ClientSlot {
     fn drop(&mut self) {
         self.registry.slots.borrow_mut()[self.index] = None;
         self.registry.free.borrow_mut().push(self.index);

@@ -2,7 +2,7 @@
 //! compiled at load into pre-rendered header lines, so a request pays only for matching its
 //! `Origin`. Preflights are answered by the gateway; other responses get the allow headers.
 
-use crate::config::cors::{split_origin, CorsSpec};
+use crate::compile::config::cors::{split_origin, CorsSpec};
 
 /// A compiled, enabled CORS policy.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -310,7 +310,7 @@ mod tests {
 
     #[test]
     fn unclear_wildcards_are_refused_at_load() {
-        use crate::config::cors::check_origin;
+        use crate::compile::config::cors::check_origin;
         for ok in [
             "*",
             "https://a.example",

@@ -24,10 +24,10 @@ use super::io::{Metered, PlainIo, TlsIo};
 use super::meter::{Budget, FrameMeter};
 use super::DrainWatch;
 use crate::auth::ClientCertificate;
-use crate::config::gateway::GatewayConfig;
+use crate::compile::config::gateway::GatewayConfig;
+use crate::data::shard::{ClientSlot, ShardContext};
+use crate::data::shared::ListenerKind;
 use crate::http::HeadLimits;
-use crate::server::ListenerKind;
-use crate::shard::{ConnectionSlot, ShardContext};
 use crate::tls::{ClientStream, ServerTlsStream};
 
 /// Serves a plain connection whose first bytes (`read`, a buffer that may hold more than the
@@ -37,7 +37,7 @@ pub async fn serve_h2c(
     stream: ClientStream,
     read: Vec<u8>,
     peer: SocketAddr,
-    slot: ConnectionSlot,
+    slot: ClientSlot,
 ) {
     // The HTTP/1.1 loop marked the connection idle while it waited for the preface; an idle
     // connection is shut by the drain instead of being sent GOAWAY.
@@ -57,7 +57,7 @@ pub async fn serve_tls(
     ctx: Rc<ShardContext>,
     stream: Box<ServerTlsStream>,
     peer: SocketAddr,
-    slot: ConnectionSlot,
+    slot: ClientSlot,
 ) {
     let (tls, info) = stream.into_parts();
     let (tcp, conn) = tls.into_parts();
@@ -115,7 +115,7 @@ async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
     peer: SocketAddr,
     kind: ListenerKind,
     client_certificate: Option<ClientCertificate>,
-    slot: ConnectionSlot,
+    slot: ClientSlot,
 ) {
     let view = ctx.view();
     let gateway = &view.snapshot.gateway;
@@ -267,5 +267,5 @@ async fn serve_stream(
         convert::is_grpc(&parts.headers),
         limits,
     );
-    crate::proxy::serve_bridged(ctx, bridge, &head, peer, kind, client_certificate).await;
+    crate::data::proxy::serve_bridged(ctx, bridge, &head, peer, kind, client_certificate).await;
 }

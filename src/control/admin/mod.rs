@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::server::Shared;
+use crate::data::shared::Shared;
 
 /// Reloads the configuration; `Ok` carries a summary, `Err` every error found.
 pub type Reloader = Arc<dyn Fn() -> Result<String, String> + Send + Sync>;
@@ -250,7 +250,7 @@ fn set_drained(shared: &Shared, query: &str, drained: bool) -> Reply {
             error_body("400", "give the endpoint as ?url=http://host:port"),
         );
     };
-    let parsed = match crate::config::url::parse_url(&url) {
+    let parsed = match crate::compile::config::url::parse_url(&url) {
         Ok(parsed) => parsed,
         Err(e) => return Reply::json(400, error_body("400", &format!("'{url}': {e}"))),
     };
@@ -326,7 +326,7 @@ fn error_body(code: &str, message: &str) -> String {
 
 fn json_string(text: &str) -> String {
     let mut out = String::new();
-    crate::log::push_json_string(&mut out, text);
+    crate::render::push_json_string(&mut out, text);
     out
 }
 

@@ -5,8 +5,8 @@
 
 pub(crate) mod buffers;
 mod exchange;
-mod forward;
 mod io;
+mod lifecycle;
 mod relay;
 mod request_body;
 mod websocket;
@@ -22,8 +22,11 @@ use crate::auth::{
     extract_bearer, find_query_param, remove_query_param, AuthError, ClientCertificate, Credential,
     KeyType,
 };
-use crate::config::gateway::{GatewayConfig, UnderscoresInHeaders};
-use crate::cors::is_safe_header_value;
+use crate::compile::config::gateway::{GatewayConfig, UnderscoresInHeaders};
+use crate::compile::snapshot::{Api, Route, Snapshot};
+use crate::cors_policy::is_safe_header_value;
+use crate::data::shard::{ClientSlot, ShardContext, ShardView};
+use crate::data::shared::ListenerKind;
 use crate::error::{GatewayError, RenderOptions};
 use crate::http::{
     current_http_date, parse_scanned_request, ChunkLimits, ChunkedDecoder, HeadLimits, HeadScan,
@@ -32,9 +35,6 @@ use crate::http::{
 };
 use crate::metrics::Rejection;
 use crate::route::{Lookup, MethodSet};
-use crate::server::ListenerKind;
-use crate::shard::{ConnectionSlot, ShardContext, ShardView};
-use crate::snapshot::{Api, Route, Snapshot};
 use crate::tls::ClientStream;
 use crate::upstream::balancer::AttemptPlan;
 use io::IoError;
@@ -86,7 +86,7 @@ pub async fn serve_connection(
     // HTTP/2 (src/h2/): chosen by ALPN on TLS, or by the client preface on plain listeners.
     let stream = match stream {
         ClientStream::Tls(tls) if tls.info().alpn_h2 => {
-            return crate::h2::serve_tls(ctx, tls, peer, slot).await
+            return crate::data::h2::serve_tls(ctx, tls, peer, slot).await
         }
         stream => stream,
     };
@@ -106,7 +106,7 @@ pub async fn serve_connection(
             ..
         } = connection;
         if let Some(slot) = slot {
-            crate::h2::serve_h2c(ctx, client, inbuf, peer, slot).await;
+            crate::data::h2::serve_h2c(ctx, client, inbuf, peer, slot).await;
         }
         return;
     }
@@ -246,7 +246,7 @@ pub(crate) struct ClientConnection<S> {
     /// The certificate the HTTPS listener verified in the handshake, if any (mutual TLS).
     client_certificate: Option<ClientCertificate>,
     /// `None` for an HTTP/2 stream: its connection is registered by `src/h2/`.
-    slot: Option<ConnectionSlot>,
+    slot: Option<ClientSlot>,
     /// A plain connection that may still turn out to be h2c: its first bytes are compared
     /// with the client preface before they are parsed as a request.
     awaiting_preface: bool,
@@ -292,7 +292,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
         client: S,
         peer: SocketAddr,
         kind: ListenerKind,
-        slot: Option<ConnectionSlot>,
+        slot: Option<ClientSlot>,
     ) -> Self {
         let limits = head_limits(&ctx.view().snapshot.gateway);
         Self {
@@ -385,10 +385,10 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
         let mut head_deadline = None;
         let head_len = loop {
             if self.awaiting_preface && !self.inbuf.is_empty() {
-                match crate::h2::detect_preface(&self.inbuf) {
-                    crate::h2::Preface::Http2 => return Next::Http2,
-                    crate::h2::Preface::Undecided => {}
-                    crate::h2::Preface::Http1 => self.awaiting_preface = false,
+                match crate::data::h2::detect_preface(&self.inbuf) {
+                    crate::data::h2::Preface::Http2 => return Next::Http2,
+                    crate::data::h2::Preface::Undecided => {}
+                    crate::data::h2::Preface::Http1 => self.awaiting_preface = false,
                 }
             }
             if !self.inbuf.is_empty() && !self.awaiting_preface {

@@ -140,7 +140,7 @@ mod tests {
 
     #[test]
     fn the_section_parses_and_errors_name_the_field() {
-        use crate::config::gateway::GatewayConfig;
+        use crate::compile::config::gateway::GatewayConfig;
         let file = std::path::Path::new("gateway.yaml");
         let config =
             GatewayConfig::parse(file, "http2:\n  max_concurrent_streams: 7\n  h2c: false\n")
