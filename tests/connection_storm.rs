@@ -12,6 +12,7 @@
 //! (what `scripts/soak.sh storm` sets) runs the full storm. The tests take turns: the heap
 //! check must not see another test's allocations.
 
+#[path = "gateway/support/mod.rs"]
 mod support;
 
 use std::net::SocketAddr;

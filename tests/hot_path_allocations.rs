@@ -3,6 +3,7 @@
 //! the backend used here allocate nothing inside the measured window, so what is counted is
 //! the gateway's. Counts, not times.
 
+#[path = "gateway/support/mod.rs"]
 mod support;
 
 use std::alloc::{GlobalAlloc, Layout, System};

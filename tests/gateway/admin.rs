@@ -2,7 +2,7 @@
 //! `POST /reload` and SIGHUP (valid and invalid), zero failed requests across reloads under
 //! load, pools of removed endpoints drained, SIGTERM drain and exit code.
 
-mod support;
+use crate::support;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;

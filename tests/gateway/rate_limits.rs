@@ -3,7 +3,7 @@
 //! `Retry-After`, the window's reset and the counters. Counts, never rates or timings; waits
 //! only to line a test up with a window boundary.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

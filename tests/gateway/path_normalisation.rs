@@ -3,7 +3,7 @@
 //! received. A request never reaches a path outside its endpoint's base path, and the API that
 //! authorised a request is the API whose backend got it.
 
-mod support;
+use crate::support;
 
 use shardgate::auth::{mint_token, KeyType, MintOptions};
 use shardgate::metrics::Rejection;

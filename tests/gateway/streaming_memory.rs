@@ -1,7 +1,7 @@
 //! Large bodies stream through with bounded memory: 10 MiB up and 10 MiB down through the
 //! gateway process, content checked by hash, peak RSS (VmHWM) of the gateway under 64 MiB.
 
-mod support;
+use crate::support;
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::{Read, Write};

@@ -3,7 +3,7 @@
 //! recovery, suspension shared by shards, status-code retries, circuit breakers, active
 //! health checks.
 
-mod support;
+use crate::support;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

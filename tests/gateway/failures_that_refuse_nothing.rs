@@ -4,7 +4,7 @@
 //! after a suspension. Concurrent clients against a gateway with 2 workers; every assertion
 //! is on counts (which backend answered, how many errors), never on how long anything took.
 
-mod support;
+use crate::support;
 
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -4,7 +4,7 @@
 //! failures answered as gRPC errors. Peers are python `h2` and `grpcio` (installed by
 //! `.ci/run`; a missing one fails with a message saying so).
 
-mod support;
+use crate::support;
 
 use std::path::PathBuf;
 use std::process::{Child, Command};

@@ -2,7 +2,7 @@
 //! rewriting, keep-alive on both sides, pipelining, bodies both ways, framing edge cases,
 //! smuggling defences, limits and timeouts.
 
-mod support;
+use crate::support;
 
 use std::io::Write;
 use std::time::Duration;

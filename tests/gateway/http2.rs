@@ -4,7 +4,7 @@
 //! (`tests/http2/h2client.py`); `.ci/run` installs both, and a missing one fails here with
 //! a message saying so. Waits are bounded generously; assertions are on counts and order.
 
-mod support;
+use crate::support;
 
 use std::io::BufRead;
 use std::process::{Command, Stdio};

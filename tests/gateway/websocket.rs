@@ -2,7 +2,7 @@
 //! origin (`tests/peers/ws_echo.py`) and as the client (`tests/peers/ws_client.py`), AsyncAPI
 //! definitions in Choreo Connect's shape, through the gateway on loopback.
 
-mod support;
+use crate::support;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

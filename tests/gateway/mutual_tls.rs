@@ -2,7 +2,7 @@
 //! here and real handshakes on loopback: `x-wso2-mutual-ssl: mandatory | optional`,
 //! `tls.client_ca`, an apictl project's `Client-certificates/`, plain HTTP to a mandatory API.
 
-mod support;
+use crate::support;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

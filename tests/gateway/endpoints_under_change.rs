@@ -4,7 +4,7 @@
 //! changes, admin drain, removed endpoints drained, a second gateway refused, and the
 //! in-flight gauge. Every assertion is on which backend got what, never on timing.
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::path::Path;

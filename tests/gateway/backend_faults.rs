@@ -5,7 +5,7 @@
 //! 1xx responses before the final one (or forever), and one that sends more than it announced
 //! (never pooled, never served to the next request).
 
-mod support;
+use crate::support;
 
 use std::io::Write;
 use std::thread;

@@ -2,7 +2,7 @@
 //! bytes the backend (or the client) received: underscore names, trailer sections in both
 //! directions, `Date` on every response, `417` for expectations other than `100-continue`.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

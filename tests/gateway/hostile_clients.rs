@@ -3,7 +3,7 @@
 //! responses (the gateway's memory stays bounded), and clients that vanish mid-request or
 //! mid-response (the upstream connection is closed, never pooled half-used).
 
-mod support;
+use crate::support;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

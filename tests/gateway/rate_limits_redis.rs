@@ -6,7 +6,7 @@
 //! These tests need `redis-server` (Debian's package; `.ci/run` installs it) and fail, rather
 //! than skip, when it is missing.
 
-mod support;
+use crate::support;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;

@@ -1,7 +1,7 @@
 //! JWT security and environments through the data path (BEHAVIOUR.md 2 and 5), with tokens
 //! minted by the dev key pair and real backends.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! configured certificates, SNI), plain HTTP sent to it, and https upstreams (CA file,
 //! verification failure as an endpoint failure, mutual TLS).
 
-mod support;
+use crate::support;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -1,7 +1,7 @@
 //! CORS: preflights answered by the gateway, allow headers on responses (errors included),
 //! per the API's `x-wso2-cors` or the gateway-wide policy.
 
-mod support;
+use crate::support;
 
 use support::{Backend, Gateway};
 

@@ -2,7 +2,7 @@
 //! client) is decoded by monoio-http's independent HTTP/1.1 codec and by httparse, and both
 //! must agree, and agree with what the client sent / the backend answered.
 
-mod support;
+use crate::support;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

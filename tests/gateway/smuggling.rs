@@ -6,7 +6,7 @@
 //! reach the backend as exactly the unambiguous requests, checked on the raw bytes the backend
 //! read: same bodies byte for byte, one framing header, nothing left over, no smuggled request.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
