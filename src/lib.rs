@@ -1,20 +1,20 @@
 //! shardgate: a thread-per-core io_uring API gateway for OpenAPI definitions carrying the
 //! WSO2 `x-wso2-*` endpoint extensions. The library holds everything; `main.rs` is the CLI.
 
-pub mod access_log;
+pub(crate) mod access_log;
 pub mod auth;
 pub mod cli;
 pub mod compile;
 pub mod control;
-pub mod cors_policy;
+pub(crate) mod cors_policy;
 pub mod data;
 pub mod demo;
-pub mod error;
+pub(crate) mod error;
 pub mod http;
 pub mod ids;
 pub mod metrics;
-pub mod ratelimit;
-pub mod render;
+pub(crate) mod ratelimit;
+pub(crate) mod render;
 pub mod route;
-pub mod tls;
-pub mod upstream;
+pub(crate) mod tls;
+pub(crate) mod upstream;

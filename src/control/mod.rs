@@ -8,9 +8,9 @@
 //! addresses, drain flags). The data plane never imports it.
 
 pub mod admin;
-pub mod dns_refresh;
+pub(crate) mod dns_refresh;
 pub mod log;
-pub mod memory;
+pub(crate) mod memory;
 pub mod server;
 pub mod signals;
 pub mod watch;

@@ -9,8 +9,8 @@
 //! The building blocks it uses (`http`, `route`, `upstream`, `auth`, `tls`, `ratelimit`,
 //! `metrics`) are shared libraries at the crate root.
 
-pub mod h2;
-pub mod memory;
+pub(crate) mod h2;
+pub(crate) mod memory;
 pub mod proxy;
-pub mod shard;
+pub(crate) mod shard;
 pub mod shared;

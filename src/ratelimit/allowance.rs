@@ -24,11 +24,13 @@ pub struct Allowance {
 }
 
 impl Allowance {
-    /// Tokens held (for tests and the give-back on reload).
+    /// Tokens held.
+    #[cfg(test)]
     pub fn tokens(&self) -> u32 {
         self.tokens
     }
 
+    #[cfg(test)]
     pub fn window(&self) -> u64 {
         self.window
     }

@@ -39,7 +39,7 @@ use crate::compile::config::gateway::RateLimitsConfig;
 use crate::ids::ApiId;
 
 pub use metrics::RateLimitHub;
-pub use pool::{Pool, Take};
+pub use pool::Pool;
 pub use shard::ShardRateLimits;
 
 /// A limit of the snapshot, by position in [`RateLimits::limits`].

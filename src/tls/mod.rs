@@ -22,11 +22,8 @@ use rustls::crypto::CryptoProvider;
 pub use client::UpstreamTls;
 pub(crate) use client_auth::fingerprint as certificate_sha256;
 pub use error::{HandshakeError, TlsConfigError};
-pub use server::{SelfSignedCertificate, ServerTls};
-pub use stream::{
-    ClientStream, ClientTlsStream, HandshakeInfo, ServerTlsStream, TcpOrTls, TlsStream,
-    UpstreamStream,
-};
+pub use server::ServerTls;
+pub use stream::{ClientStream, ServerTlsStream, TcpOrTls, UpstreamStream};
 
 /// HTTP/1.1, offered and accepted everywhere.
 pub(crate) const ALPN_HTTP11: &[u8] = b"http/1.1";

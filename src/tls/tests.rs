@@ -22,6 +22,7 @@ use rustls::{
 
 use super::*;
 use crate::compile::config::gateway::{self, CertificateFiles};
+use crate::tls::stream::ClientTlsStream;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 const TLS12_ONLY: &[&SupportedProtocolVersion] = &[&rustls::version::TLS12];

@@ -550,12 +550,12 @@ impl HealthTable {
 /// What a shard should do about an endpoint whose shared word moved since it last looked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Change {
-    /// It went down: close the idle pooled connections to it.
+    /// It went down: close the idle pooled connections to it, wake the requests waiting on it.
     Down,
-    /// It came back: reset local failure streaks.
+    /// It came back: nothing to undo.
     Up,
-    /// It went down and came back while this shard was not looking: both of the above (a
-    /// restarted server has closed the pooled connections).
+    /// It went down and came back while this shard was not looking: a restarted server has
+    /// closed the pooled connections, so they are closed here too.
     Bounced,
 }
 
@@ -563,11 +563,6 @@ impl Change {
     /// Whether idle pooled connections to the endpoint should be closed.
     pub fn drains_pool(self) -> bool {
         matches!(self, Change::Down | Change::Bounced)
-    }
-
-    /// Whether local failure streaks should be reset.
-    pub fn resets_streaks(self) -> bool {
-        matches!(self, Change::Up | Change::Bounced)
     }
 }
 
@@ -599,7 +594,7 @@ impl LocalHealth {
     }
 
     /// Loads the endpoint's word and tells whether it moved since this shard last looked.
-    #[inline]
+    #[cfg(test)]
     pub fn observe(&self, table: &HealthTable, id: UpstreamId) -> Option<Change> {
         self.observe_word(id, table.load(id))
     }

@@ -314,6 +314,7 @@ impl ProbeTracker {
 /// Runs the checks of `targets` on the current monoio runtime (one loop each) until `stop()`
 /// says so; returns when every loop has ended. For tests and tools: a shard keeps its
 /// checkers in [`HealthCheckers`] instead, so that they survive reloads.
+#[cfg(test)]
 pub async fn run_health_checks(
     table: Arc<HealthTable>,
     targets: Vec<ProbeTarget>,
@@ -393,14 +394,6 @@ impl HealthCheckers {
         for (_, checker) in self.running.drain() {
             checker.stopped.set(true);
         }
-    }
-
-    pub fn len(&self) -> usize {
-        self.running.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.running.is_empty()
     }
 }
 

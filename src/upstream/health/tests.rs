@@ -403,9 +403,9 @@ fn a_shard_that_missed_a_whole_outage_sees_a_bounce() {
     t.report_success(E0);
     let change = local.observe(&t, E0).unwrap();
     assert_eq!(change, Change::Bounced);
-    assert!(change.drains_pool() && change.resets_streaks());
-    assert!(Change::Down.drains_pool() && !Change::Down.resets_streaks());
-    assert!(!Change::Up.drains_pool() && Change::Up.resets_streaks());
+    assert!(change.drains_pool());
+    assert!(Change::Down.drains_pool());
+    assert!(!Change::Up.drains_pool());
 }
 
 #[test]
