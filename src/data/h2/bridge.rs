@@ -323,6 +323,32 @@ impl Drop for StreamBridge {
     }
 }
 
+/// Copies what is left of `staged` (from `*staged_read`) into `buf`, as much as fits; the
+/// read side of both bridges (downstream streams and HTTP/2 upstream streams).
+pub(super) fn copy_staged<T: IoBufMut>(
+    staged: &[u8],
+    staged_read: &mut usize,
+    buf: &mut T,
+) -> usize {
+    let rest = &staged[*staged_read..];
+    let n = rest.len().min(buf.bytes_total());
+    // SAFETY: `write_ptr` points to `bytes_total` writable bytes of `buf`; `n` is at most
+    // that, and the source is a distinct allocation.
+    unsafe {
+        std::ptr::copy_nonoverlapping(rest.as_ptr(), buf.write_ptr(), n);
+        buf.set_init(n);
+    }
+    *staged_read += n;
+    n
+}
+
+/// The initialised bytes of an owned buffer handed to a write.
+pub(super) fn initialised<T: IoBuf>(buf: &T) -> &[u8] {
+    // SAFETY: `read_ptr` points to `bytes_init` initialised bytes owned by `buf`, which the
+    // returned slice borrows (so `buf` is neither written nor dropped meanwhile).
+    unsafe { std::slice::from_raw_parts(buf.read_ptr(), buf.bytes_init()) }
+}
+
 impl AsyncReadRent for StreamBridge {
     async fn read<T: IoBufMut>(&mut self, mut buf: T) -> BufResult<usize, T> {
         if self.staged_read == self.staged.len() {
@@ -330,15 +356,7 @@ impl AsyncReadRent for StreamBridge {
                 return (Err(e), buf);
             }
         }
-        let staged = &self.staged[self.staged_read..];
-        let n = staged.len().min(buf.bytes_total());
-        // SAFETY: `write_ptr` points to `bytes_total` writable bytes of `buf`; `n` is at most
-        // that, and the source is a distinct allocation.
-        unsafe {
-            std::ptr::copy_nonoverlapping(staged.as_ptr(), buf.write_ptr(), n);
-            buf.set_init(n);
-        }
-        self.staged_read += n;
+        let n = copy_staged(&self.staged, &mut self.staged_read, &mut buf);
         (Ok(n), buf)
     }
 
@@ -356,9 +374,7 @@ impl AsyncReadRent for StreamBridge {
 
 impl AsyncWriteRent for StreamBridge {
     async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
-        // SAFETY: `read_ptr` points to `bytes_init` initialised bytes owned by `buf`, which
-        // lives (and is not written) until it is returned below.
-        let data = unsafe { std::slice::from_raw_parts(buf.read_ptr(), buf.bytes_init()) };
+        let data = initialised(&buf);
         let n = data.len();
         match self.take_response(data).await {
             Ok(()) => (Ok(n), buf),

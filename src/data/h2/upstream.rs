@@ -19,6 +19,8 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+
+use super::bridge::{copy_staged, initialised};
 use h2::client::{ResponseFuture, SendRequest};
 use h2::{Reason, RecvStream, SendStream};
 use http::header::{HeaderName, HeaderValue};
@@ -620,15 +622,7 @@ impl AsyncReadRent for UpstreamBridge {
                 return (Err(e), buf);
             }
         }
-        let staged = &self.staged[self.staged_read..];
-        let n = staged.len().min(buf.bytes_total());
-        // SAFETY: `write_ptr` points to `bytes_total` writable bytes of `buf`; `n` is at most
-        // that, and the source is a distinct allocation.
-        unsafe {
-            std::ptr::copy_nonoverlapping(staged.as_ptr(), buf.write_ptr(), n);
-            buf.set_init(n);
-        }
-        self.staged_read += n;
+        let n = copy_staged(&self.staged, &mut self.staged_read, &mut buf);
         (Ok(n), buf)
     }
 
@@ -645,9 +639,7 @@ impl AsyncReadRent for UpstreamBridge {
 
 impl AsyncWriteRent for UpstreamBridge {
     async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
-        // SAFETY: `read_ptr` points to `bytes_init` initialised bytes owned by `buf`, which
-        // lives (and is not written) until it is returned below.
-        let data = unsafe { std::slice::from_raw_parts(buf.read_ptr(), buf.bytes_init()) };
+        let data = initialised(&buf);
         let n = data.len();
         match self.take_request(data).await {
             Ok(()) => (Ok(n), buf),
