@@ -354,5 +354,4 @@ fn numeric_date<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64
 }
 
 #[cfg(test)]
-#[path = "verifier_tests.rs"]
 mod tests;
