@@ -154,7 +154,8 @@ fn ec_certificate_verifies_es256() {
         }],
         Path::new("/"),
     );
-    let key = TestKey::p256_from_pkcs8_pem(include_bytes!("../testdata/dev-only-p256.pkcs8.key.pem"));
+    let key =
+        TestKey::p256_from_pkcs8_pem(include_bytes!("../testdata/dev-only-p256.pkcs8.key.pem"));
     let t = signed(&key, Alg::ES256, None, &claims());
     assert!(v.verify(t.as_bytes(), NOW).is_ok());
 }
