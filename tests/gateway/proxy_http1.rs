@@ -479,6 +479,32 @@ fn idle_keep_alive_connection_is_closed_after_the_timeout() {
     assert!(client.is_closed(Duration::from_secs(3)));
 }
 
+/// An idle connection is parked in a small task after a second of silence (src/data/proxy):
+/// woken by its next request, it serves it (pipelined ones too) and its keep-alive time
+/// still counts from the last response.
+#[test]
+fn a_parked_keep_alive_connection_serves_its_next_requests_then_times_out() {
+    let backend = Backend::echo("a");
+    let gateway = Gateway::start_with(
+        &open_api(&[backend.url("")], "load_balance"),
+        "timeouts:\n  client_keepalive_ms: 2500\n",
+        1,
+    );
+    let mut client = gateway.client();
+    assert_eq!(client.get("/svc/a").status, 200);
+    std::thread::sleep(Duration::from_millis(1_400));
+    assert_eq!(client.get("/svc/b").status, 200);
+    std::thread::sleep(Duration::from_millis(1_400));
+    client.send(b"GET /svc/c HTTP/1.1\r\nHost: h\r\n\r\nGET /svc/d HTTP/1.1\r\nHost: h\r\n\r\n");
+    for target in ["/c", "/d"] {
+        let response = client.read_response(false).unwrap();
+        assert_eq!(response.status, 200);
+        assert_eq!(response.json()["target"], target);
+    }
+    assert_eq!(backend.request_count(), 4);
+    assert!(client.is_closed(Duration::from_secs(10)));
+}
+
 #[test]
 fn upstream_closing_mid_body_closes_the_client_connection() {
     let backend = Backend::start("a", |_| {

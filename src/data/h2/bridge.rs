@@ -349,6 +349,10 @@ pub(super) fn initialised<T: IoBuf>(buf: &T) -> &[u8] {
     unsafe { std::slice::from_raw_parts(buf.read_ptr(), buf.bytes_init()) }
 }
 
+/// A stream's request comes from the h2 connection, never read ahead: the idle wait of the
+/// request loop does not apply.
+impl crate::data::proxy::ClientIo for StreamBridge {}
+
 impl AsyncReadRent for StreamBridge {
     async fn read<T: IoBufMut>(&mut self, mut buf: T) -> BufResult<usize, T> {
         if self.staged_read == self.staged.len() {

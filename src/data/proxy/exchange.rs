@@ -8,7 +8,6 @@ use std::os::fd::{AsRawFd, FromRawFd};
 use std::pin::pin;
 use std::time::{Duration, Instant};
 
-use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::net::TcpStream;
 
 use super::io::{self, Either};
@@ -56,7 +55,7 @@ enum BodySent {
     Client(Option<GatewayError>),
 }
 
-impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
+impl<S: super::ClientIo> ClientConnection<S> {
     /// Sends the request (head and body) and reads the final response head into `rbuf`.
     /// `watch`: leave with [`UpstreamError::EndpointSuspended`] when this shard learns that the
     /// upstream went down (after the given generation) before any response byte came.

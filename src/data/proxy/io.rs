@@ -43,7 +43,9 @@ impl From<io::Error> for IoError {
 /// A connection's one timer, re-armed for each timed step. monoio's `Sleep` is 640 bytes
 /// (its entry is cache-padded for multi-threaded use); one per connection, allocated once,
 /// keeps every future of the request path small and free of timer copies. A connection times
-/// one step at a time, so one timer is enough.
+/// one step at a time, so one timer is enough. It never moves to another task: monoio's timer
+/// entry keeps the first waker registered after it fired and never replaces it, so a timer
+/// polled by a second task would wake the first.
 #[derive(Default)]
 pub struct Timer {
     /// Allocated on first use.

@@ -14,8 +14,6 @@
 
 use std::time::{Duration, Instant};
 
-use monoio::io::{AsyncReadRent, AsyncWriteRent};
-
 use super::exchange::{connect, AttemptError};
 use super::request_body::RequestBodyState;
 use super::ClientConnection;
@@ -93,7 +91,7 @@ struct Attempting<'a> {
     idempotent: bool,
 }
 
-impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
+impl<S: super::ClientIo> ClientConnection<S> {
     /// Forwards the request to `group` and relays the answer; returns whether the client
     /// connection stays open. `drop_header` names the token header to remove (secured
     /// routes).

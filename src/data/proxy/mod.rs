@@ -5,6 +5,7 @@
 
 pub(crate) mod buffers;
 mod exchange;
+pub(crate) mod idle;
 mod io;
 mod lifecycle;
 mod relay;
@@ -16,7 +17,9 @@ use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use monoio::io::{AsyncReadRent, AsyncWriteRent};
+use monoio::buf::IoBufMut;
+use monoio::io::{AsyncReadRent, AsyncWriteRent, CancelableAsyncReadRent, Canceller};
+use monoio::net::TcpStream;
 
 use crate::auth::{
     extract_bearer, find_query_param, remove_query_param, AuthError, ClientCertificate, Credential,
@@ -75,48 +78,47 @@ pub mod test_hooks {
     }
 }
 
-/// Serves one accepted client connection until it closes.
-pub async fn serve_connection(
-    ctx: Rc<ShardContext>,
-    stream: ClientStream,
-    peer: SocketAddr,
-    kind: ListenerKind,
-) {
+/// Serves one TLS client connection until it closes (plain ones: [`idle::serve_plain`]).
+pub async fn serve_connection(ctx: Rc<ShardContext>, stream: ClientStream, peer: SocketAddr) {
     let slot = ctx.connections.register(stream.as_raw_fd());
-    // HTTP/2 (src/h2/): chosen by ALPN on TLS, or by the client preface on plain listeners.
+    // HTTP/2 (src/h2/) is chosen by ALPN. Its future, like a tunnel's, is boxed: h2's
+    // connection state is several KiB and would otherwise size every connection's task.
     let stream = match stream {
         ClientStream::Tls(tls) if tls.info().alpn_h2 => {
-            return crate::data::h2::serve_tls(ctx, tls, peer, slot).await
+            return Box::pin(crate::data::h2::serve_tls(ctx, tls, peer, slot)).await;
         }
         stream => stream,
     };
-    let linger =
-        Duration::from_millis(ctx.view().snapshot.gateway.timeouts.client_io_ms.min(1_000));
     let client_certificate = stream.tls_info().and_then(|info| info.client_certificate);
-    let h2c = kind == ListenerKind::Http && ctx.view().snapshot.gateway.http2.h2c;
-    let mut connection = ClientConnection::new(ctx, stream, peer, kind, Some(slot));
+    let mut connection = ClientConnection::new(ctx, stream, peer, ListenerKind::Https, Some(slot));
     connection.client_certificate = client_certificate;
-    connection.awaiting_preface = h2c;
-    if connection.serve().await == Served::Http2 {
-        let ClientConnection {
-            ctx,
-            client,
-            inbuf,
-            slot,
-            ..
-        } = connection;
-        if let Some(slot) = slot {
-            crate::data::h2::serve_h2c(ctx, client, inbuf, peer, slot).await;
-        }
-        return;
-    }
+    // A TLS connection is never parked: rustls may hold decrypted bytes the socket no longer
+    // shows, so readability of the socket says nothing.
+    let served = connection.serve().await;
+    debug_assert_ne!(served, Served::Parked);
+    finish(connection).await;
+}
+
+/// What follows the request loop of a connection that closes: a WebSocket tunnel if the
+/// last request switched protocols, else the close.
+async fn finish(mut connection: ClientConnection<ClientStream>) {
     if connection.tunnel.is_some() {
         // The handshake was switched: the connection is a WebSocket tunnel from here on.
-        websocket::run(connection).await;
+        Box::pin(websocket::run(connection)).await;
         return;
     }
     // A TLS client learns that a close-delimited body is complete from close_notify; plain
     // TCP gets a FIN. Best effort, briefly.
+    let linger = Duration::from_millis(
+        connection
+            .ctx
+            .view()
+            .snapshot
+            .gateway
+            .timeouts
+            .client_io_ms
+            .min(1_000),
+    );
     let shutdown = std::pin::pin!(connection.client.shutdown());
     let _ = io::race(shutdown, connection.timer.arm_in(linger)).await;
 }
@@ -124,7 +126,7 @@ pub async fn serve_connection(
 /// Serves the one request of an HTTP/2 stream (`src/h2/bridge.rs`) through the same lifecycle
 /// as an HTTP/1.1 request: `stream` carries the body in and the response out as HTTP/1.1,
 /// `head` is the request head serialised from the stream's header list.
-pub(crate) async fn serve_bridged<S: AsyncReadRent + AsyncWriteRent>(
+pub(crate) async fn serve_bridged<S: ClientIo>(
     ctx: Rc<ShardContext>,
     stream: S,
     head: &[u8],
@@ -144,8 +146,29 @@ pub(crate) async fn serve_bridged<S: AsyncReadRent + AsyncWriteRent>(
 #[derive(Debug, PartialEq, Eq)]
 enum Served {
     Closed,
+    /// Idle for [`idle::PARK_AFTER`]: the connection goes back to its small idle state.
+    Parked,
     /// The client sent the HTTP/2 preface: `inbuf` holds what it sent so far.
     Http2,
+}
+
+/// A client connection's transport as the request loop needs it: bytes both ways, and a way
+/// to wait for the next request without holding a read buffer where the transport allows.
+pub(crate) trait ClientIo: AsyncReadRent + AsyncWriteRent {
+    /// The socket itself, when the connection is plain TCP: its reads can be cancelled
+    /// without losing bytes, so the connection can be parked.
+    fn plain_tcp(&mut self) -> Option<&mut TcpStream> {
+        None
+    }
+}
+
+impl ClientIo for ClientStream {
+    fn plain_tcp(&mut self) -> Option<&mut TcpStream> {
+        match self {
+            crate::tls::TcpOrTls::Plain(tcp) => Some(tcp),
+            _ => None,
+        }
+    }
 }
 
 /// The request a record is about, for the access log.
@@ -211,6 +234,8 @@ enum Next {
     Closed,
     /// The connection starts with the HTTP/2 client preface.
     Http2,
+    /// Idle long enough to be parked (see [`idle`]).
+    Park,
     /// The head is unacceptable: answer and close.
     Reject(GatewayError, Rejection),
 }
@@ -250,12 +275,23 @@ pub(crate) struct ClientConnection<S> {
     /// A plain connection that may still turn out to be h2c: its first bytes are compared
     /// with the client preface before they are parsed as a request.
     awaiting_preface: bool,
+    /// The connection may be parked when idle (plain TCP, top level: see [`idle`]).
+    may_park: bool,
+    /// The idle wait ended because it is time to park, not because the keep-alive ran out.
+    park_due: bool,
+    /// When the current wait for the next request began.
+    idle_since: Option<Instant>,
+    /// Set by [`idle`] when it hands over a connection that is readable: the first idle wait
+    /// reads at once.
+    woke_readable: bool,
     /// Client bytes not consumed yet: the current request's head and body prefix, then any
     /// pipelined requests. Like `out` and `rbuf`, a buffer from the shard's pool, held only
     /// while a request is in flight.
     inbuf: Vec<u8>,
     /// What an idle connection reads the next request's first bytes into.
     idle_read: Vec<u8>,
+    /// Cancels the idle read of a plain connection when it is time to park.
+    canceller: Option<Canceller>,
     head: RequestHead,
     /// The head's path after normalisation (BEHAVIOUR.md §2): what is routed, authorised and
     /// forwarded. Read it with `self.path.of(&self.head, &self.inbuf)`.
@@ -286,7 +322,7 @@ pub(crate) struct ClientConnection<S> {
     timer: io::Timer,
 }
 
-impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
+impl<S: ClientIo> ClientConnection<S> {
     fn new(
         ctx: Rc<ShardContext>,
         client: S,
@@ -313,6 +349,11 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
             },
             inbuf: Vec::new(),
             idle_read: Vec::new(),
+            canceller: None,
+            may_park: false,
+            park_due: false,
+            idle_since: None,
+            woke_readable: false,
             head: RequestHead::with_header_capacity(INITIAL_HEADERS.min(limits.max_headers)),
             path: NormalizedPath::default(),
             trailers: TrailerGate::default(),
@@ -365,6 +406,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
                 }
                 Next::Closed => false,
                 Next::Http2 => return Served::Http2,
+                Next::Park => return Served::Parked,
                 Next::Reject(error, reason) => {
                     self.ctx.with_metrics(|m| m.reject(reason));
                     self.reply_error(&view.snapshot.gateway, error, true).await;
@@ -423,6 +465,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
             };
             match read {
                 Ok(_) => {}
+                Err(IoError::TimedOut) if std::mem::take(&mut self.park_due) => return Next::Park,
                 Err(IoError::TimedOut) if head_deadline.is_some() => {
                     return Next::Reject(GatewayError::RequestTimeout, Rejection::Timeout)
                 }
@@ -461,28 +504,83 @@ impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
         Ok(())
     }
 
-    /// Waits for the first bytes of the next request holding only the small idle buffer (the
-    /// full-size ones go back to the shard's pool), then moves them into a pooled `inbuf`.
-    /// The copy is of one short read; it buys an idle connection a quarter of the memory.
+    /// Waits for the first bytes of the next request holding no full-size buffer (they go
+    /// back to the shard's pool). A plain TCP connection waits for readability with no buffer
+    /// at all, then reads into a pooled `inbuf`; a TLS one (rustls may hold decrypted bytes
+    /// the socket no longer shows) reads into a small idle buffer and moves that one short
+    /// read into `inbuf`.
     async fn read_while_idle(&mut self, keepalive: Duration) -> Result<usize, IoError> {
         let buffers = &self.ctx.buffers;
         buffers.park(&mut self.inbuf);
         buffers.park(&mut self.out);
         buffers.park(&mut self.rbuf);
+        if std::mem::take(&mut self.woke_readable) {
+            // Handed over by `idle` because bytes (or the end) arrived: read them at once.
+            self.idle_since = None;
+            self.ctx.buffers.fill(&mut self.inbuf);
+            return io::read_more(
+                &mut self.client,
+                &mut self.inbuf,
+                READ_CHUNK,
+                self.timer.arm_in(keepalive),
+            )
+            .await;
+        }
         if self.idle_read.capacity() == 0 {
             self.idle_read = Vec::with_capacity(IDLE_READ);
         }
-        let read = io::read_more(
-            &mut self.client,
-            &mut self.idle_read,
-            IDLE_READ,
-            self.timer.arm_in(keepalive),
-        )
-        .await?;
+        let idle_since = *self.idle_since.get_or_insert_with(Instant::now);
+        let park_at = idle_since + idle::PARK_AFTER;
+        let read = if self.may_park && park_at < idle_since + keepalive {
+            self.read_until_parked(park_at).await
+        } else {
+            io::read_more(
+                &mut self.client,
+                &mut self.idle_read,
+                IDLE_READ,
+                self.timer.arm_in(keepalive),
+            )
+            .await
+        }?;
+        self.idle_since = None;
         self.ctx.buffers.fill(&mut self.inbuf);
         self.inbuf.extend_from_slice(&self.idle_read);
         self.idle_read.clear();
         Ok(read)
+    }
+
+    /// A read into the idle buffer that, if nothing arrived by `park_at`, is cancelled and
+    /// ends with `park_due`. A read that is merely dropped may take bytes with it; this one
+    /// is cancelled and then awaited, so bytes it completed with just before are kept.
+    async fn read_until_parked(&mut self, park_at: Instant) -> Result<usize, IoError> {
+        let Some(tcp) = self.client.plain_tcp() else {
+            return Err(IoError::Closed);
+        };
+        let canceller = self.canceller.get_or_insert_with(Canceller::new);
+        let buf = std::mem::take(&mut self.idle_read);
+        let (result, slice) = {
+            let mut read = std::pin::pin!(
+                tcp.cancelable_read(buf.slice_mut(0..IDLE_READ), canceller.handle())
+            );
+            match io::select2(read.as_mut(), self.timer.arm_at(park_at)).await {
+                io::Either::Left(done) => done,
+                io::Either::Right(()) => {
+                    // A cancelled canceller stays cancelled: the next wait gets a new one.
+                    *canceller = std::mem::take(canceller).cancel();
+                    read.await
+                }
+            }
+        };
+        self.idle_read = slice.into_inner();
+        match result {
+            Ok(0) => Err(IoError::Closed),
+            Ok(n) => Ok(n),
+            Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => {
+                self.park_due = true;
+                Err(IoError::TimedOut)
+            }
+            Err(e) => Err(IoError::Io(e)),
+        }
     }
 
     /// Accounts for the request just answered (or abandoned).

@@ -4,8 +4,6 @@
 
 use std::time::{Duration, Instant};
 
-use monoio::io::{AsyncReadRent, AsyncWriteRent};
-
 use super::io::{self, IoError};
 use super::{ClientConnection, READ_CHUNK};
 use crate::compile::config::gateway::GatewayConfig;
@@ -22,7 +20,7 @@ use crate::upstream::connection::UpstreamConnection;
 /// size and is reused as it is.
 const BODY_READ: usize = 4 * READ_CHUNK;
 
-impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
+impl<S: super::ClientIo> ClientConnection<S> {
     /// Sends the response head and body to the client; pools the upstream connection when
     /// the response ended cleanly. Returns whether the client connection stays open.
     pub(super) async fn relay_response(

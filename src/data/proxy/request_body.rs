@@ -5,8 +5,6 @@
 
 use std::time::Duration;
 
-use monoio::io::{AsyncReadRent, AsyncWriteRent};
-
 use super::io;
 use super::{ClientConnection, READ_CHUNK};
 use crate::error::GatewayError;
@@ -82,7 +80,7 @@ impl BodyDecoder {
     }
 }
 
-impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
+impl<S: super::ClientIo> ClientConnection<S> {
     /// Classifies the request body by what `inbuf` already holds; `limit` is
     /// `limits.max_body_bytes`, for chunked bodies.
     pub(super) fn request_body_state(

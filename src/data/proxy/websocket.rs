@@ -38,7 +38,7 @@ pub(crate) struct Tunnel {
     pub view: Option<Rc<ShardView>>,
 }
 
-impl<S: AsyncReadRent + AsyncWriteRent> ClientConnection<S> {
+impl<S: super::ClientIo> ClientConnection<S> {
     /// Answers the client's handshake with the upstream's `101` and keeps both connections
     /// for the tunnel. Returns false: the request loop ends here, the tunnel takes over.
     pub(super) async fn open_tunnel(

@@ -136,6 +136,9 @@ impl ShardContext {
             metrics
                 .upstream_connections_open
                 .set(self.upstream_open.get());
+            metrics
+                .client_connections_open
+                .set(self.connections.open() as i64);
         });
         let latency = self.latency.borrow();
         self.shared

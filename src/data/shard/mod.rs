@@ -202,21 +202,25 @@ async fn shard_main(config: ShardConfig, started: Started, driver: &'static str)
         ctx.refresh_view();
         ctx.refresh_upstreams(false);
         ctx.reconcile_all();
-        ctx.pool.borrow_mut().evict_expired(Instant::now());
+        let now = Instant::now();
+        ctx.pool.borrow_mut().evict_expired(now);
+        ctx.connections.expire_parked(now);
         ctx.rate_limits.tick();
         ctx.flush_access_log();
         ticks = ticks.wrapping_add(1);
         if ticks % PUBLISH_EVERY_TICKS == 0 {
             ctx.publish_observations();
             ctx.buffers.trim();
-            let open = ctx.connections.open();
-            if let Some(peak) = storm.subsided(ctx.connections.take_peak(), open) {
+            // Awake connections, not open ones, hold the memory (a parked one holds a few
+            // hundred bytes): a storm of requests that ends in parked connections is a storm.
+            let awake = ctx.connections.awake();
+            if let Some(peak) = storm.subsided(ctx.connections.take_peak(), awake) {
                 // The shard's own spare buffers go now (cheap, shard-local); walking the
                 // allocator's arenas (milliseconds) is the control plane's job.
                 ctx.buffers.release_all();
                 memory.request(format!(
-                    "shard {index}: {open} client connections after a peak of {peak}: spare \
-                     buffers released"
+                    "shard {index}: {awake} client connections awake after a peak of {peak}: \
+                     spare buffers released"
                 ));
             }
         }
@@ -273,11 +277,19 @@ async fn accept_loop(ctx: Rc<ShardContext>, listener: TcpListener, kind: Listene
                     break;
                 }
                 let _ = stream.set_nodelay(true);
-                let task = serve_accepted(Rc::clone(&ctx), stream, peer, kind);
-                monoio::spawn(CatchUnwind {
-                    inner: task,
-                    ctx: Rc::clone(&ctx),
-                });
+                // Two kinds of task: a plain connection's stays small while it is idle (its
+                // request path is boxed while awake), a TLS one's holds the session.
+                let ctx = Rc::clone(&ctx);
+                match kind {
+                    ListenerKind::Http => monoio::spawn(CatchUnwind {
+                        inner: crate::data::proxy::idle::serve_plain(Rc::clone(&ctx), stream, peer),
+                        ctx,
+                    }),
+                    ListenerKind::Https => monoio::spawn(CatchUnwind {
+                        inner: serve_tls(Rc::clone(&ctx), stream, peer),
+                        ctx,
+                    }),
+                };
             }
             Err(_) if ctx.is_draining() => break,
             Err(e) => {
@@ -293,42 +305,30 @@ async fn accept_loop(ctx: Rc<ShardContext>, listener: TcpListener, kind: Listene
     }
 }
 
-/// A connection's task: the TLS handshake on HTTPS listeners (inside the task, so a slow
-/// handshake never holds up the accept loop), then the request loop.
-async fn serve_accepted(
-    ctx: Rc<ShardContext>,
-    tcp: TcpStream,
-    peer: std::net::SocketAddr,
-    kind: ListenerKind,
-) {
-    let stream = match kind {
-        ListenerKind::Http => ClientStream::from(tcp),
-        ListenerKind::Https => {
-            let view = ctx.view();
-            let timeout = Duration::from_millis(view.snapshot.gateway.timeouts.tls_handshake_ms);
-            // Boxed: the handshake's state is large and would otherwise size every
-            // connection task, plain HTTP ones included, for the whole connection's life.
-            let handshake = Box::pin(view.snapshot.tls.server.accept(tcp, timeout));
-            match handshake.await {
-                Ok(tls) => {
-                    ctx.with_metrics(|m| m.tls_handshakes.inc());
-                    ClientStream::from(tls)
-                }
-                Err(e) => {
-                    ctx.with_metrics(|m| match e {
-                        crate::tls::HandshakeError::PlainHttp => m.tls_plain_http.inc(),
-                        _ => m.tls_handshake_failures.inc(),
-                    });
-                    log::debug!("shard {}: TLS handshake with {peer} failed: {e}", ctx.index);
-                    return;
-                }
-            }
+/// An HTTPS connection's task: the TLS handshake (inside the task, so a slow handshake never
+/// holds up the accept loop), then the request loop.
+async fn serve_tls(ctx: Rc<ShardContext>, tcp: TcpStream, peer: std::net::SocketAddr) {
+    let view = ctx.view();
+    let timeout = Duration::from_millis(view.snapshot.gateway.timeouts.tls_handshake_ms);
+    // Boxed: the handshake's state is large and would otherwise size the task for the whole
+    // connection's life.
+    let handshake = Box::pin(view.snapshot.tls.server.accept(tcp, timeout));
+    let stream = match handshake.await {
+        Ok(tls) => {
+            ctx.with_metrics(|m| m.tls_handshakes.inc());
+            ClientStream::from(tls)
+        }
+        Err(e) => {
+            ctx.with_metrics(|m| match e {
+                crate::tls::HandshakeError::PlainHttp => m.tls_plain_http.inc(),
+                _ => m.tls_handshake_failures.inc(),
+            });
+            log::debug!("shard {}: TLS handshake with {peer} failed: {e}", ctx.index);
+            return;
         }
     };
-    ctx.with_metrics(|m| {
-        m.client_connections_open.add(1);
-        m.client_connections_total.inc();
-    });
-    crate::data::proxy::serve_connection(Rc::clone(&ctx), stream, peer, kind).await;
-    ctx.with_metrics(|m| m.client_connections_open.add(-1));
+    drop(view);
+    // Open connections are the registry's count (published by the control loop).
+    ctx.with_metrics(|m| m.client_connections_total.inc());
+    crate::data::proxy::serve_connection(Rc::clone(&ctx), stream, peer).await;
 }
