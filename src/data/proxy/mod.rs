@@ -505,10 +505,10 @@ impl<S: ClientIo> ClientConnection<S> {
     }
 
     /// Waits for the first bytes of the next request holding no full-size buffer (they go
-    /// back to the shard's pool). A plain TCP connection waits for readability with no buffer
-    /// at all, then reads into a pooled `inbuf`; a TLS one (rustls may hold decrypted bytes
-    /// the socket no longer shows) reads into a small idle buffer and moves that one short
-    /// read into `inbuf`.
+    /// back to the shard's pool): it reads into the small idle buffer and moves that one short
+    /// read into a pooled `inbuf`. A plain connection's wait ends at [`idle::PARK_AFTER`] so
+    /// that it can park (where it waits with no buffer at all); one handed back readable by
+    /// [`idle`] reads straight into `inbuf`.
     async fn read_while_idle(&mut self, keepalive: Duration) -> Result<usize, IoError> {
         let buffers = &self.ctx.buffers;
         buffers.park(&mut self.inbuf);
