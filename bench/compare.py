@@ -908,8 +908,10 @@ def report(results, targets, machine):
                 rps = median([m["rps"] for m in a[t]])
                 errors = sum(m["errors"] for m in a[t])
                 user_share = median([m["user_share"] for m in a[t]])
+                # The floor forwards TLS bytes without terminating them: no HTTPS figure.
+                vs_floor = "–" if floor != floor else f"{cpu / floor:.2f}"
                 row = (f"| {t} | {rps:.0f} | {cpu:.2f} | {user_share:.0%} | {cpu / ng_cpu:.2f} | "
-                       f"{cpu / floor:.2f} | {rps / ng_rps:.2f} | {errors} |")
+                       f"{vs_floor} | {rps / ng_rps:.2f} | {errors} |")
                 if b:
                     p = [median([m[k] for m in b[t]]) for k in ("p50_us", "p99_us", "p999_us")]
                     row += f" {p[0]:.0f} | {p[1]:.0f} | {p[2]:.0f} |"
