@@ -91,6 +91,17 @@ const NO_CHECKS: &str = "health_check: {enabled: false}\n";
 
 #[test]
 fn a_reload_that_renumbers_endpoints_sends_idle_keepalive_clients_to_the_right_backend() {
+    renumbering_reload_with_idle_clients(Duration::ZERO);
+}
+
+/// The same with the clients parked (silent for over a second, src/data/proxy/idle.rs) when
+/// the reload lands: a parked connection's next request is routed on the new snapshot too.
+#[test]
+fn a_reload_that_renumbers_endpoints_sends_parked_keepalive_clients_to_the_right_backend() {
+    renumbering_reload_with_idle_clients(Duration::from_millis(1_500));
+}
+
+fn renumbering_reload_with_idle_clients(silent_for: Duration) {
     let a = Backend::echo("a");
     let b = Backend::echo("b");
     let dir = tempfile::tempdir().unwrap();
@@ -107,6 +118,7 @@ fn a_reload_that_renumbers_endpoints_sends_idle_keepalive_clients_to_the_right_b
     for client in &mut clients {
         assert_eq!(backend_of(client, "/m/x"), "b");
     }
+    std::thread::sleep(silent_for);
     // A file that sorts first: A takes the dense endpoint id B had.
     std::fs::write(
         dir.path().join("apis/a.yaml"),

@@ -505,6 +505,34 @@ fn a_parked_keep_alive_connection_serves_its_next_requests_then_times_out() {
     assert!(client.is_closed(Duration::from_secs(10)));
 }
 
+/// Requests that arrive around the moment their connection parks, on many connections over
+/// two shards: some land just before the park, some just after, and each is served once.
+/// (The narrower race, bytes completing a read in the microseconds its cancel is in flight,
+/// cannot be lined up from outside; `read_until_parked` awaits the cancelled read for it.)
+#[test]
+fn requests_arriving_as_their_connection_parks_are_all_served() {
+    let backend = Backend::echo("a");
+    let gateway = Gateway::start_with(&open_api(&[backend.url("")], "load_balance"), "", 2);
+    let threads: Vec<_> = (0..16u64)
+        .map(|c| {
+            let addr = gateway.addr;
+            std::thread::spawn(move || {
+                let mut client = Client::connect(addr);
+                for round in 0..4u64 {
+                    assert_eq!(client.get("/svc/p").status, 200);
+                    let offset = (c * 7 + round * 13) % 21;
+                    std::thread::sleep(Duration::from_millis(990 + offset));
+                }
+                assert_eq!(client.get("/svc/p").status, 200);
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    assert_eq!(backend.request_count(), 16 * 5);
+}
+
 #[test]
 fn upstream_closing_mid_body_closes_the_client_connection() {
     let backend = Backend::start("a", |_| {
