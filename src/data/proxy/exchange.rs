@@ -130,12 +130,12 @@ impl<S: super::ClientIo> ClientConnection<S> {
         let spoke = watcher.as_ref().map(|w| w.readable(false));
         let mut spoke = pin!(spoke);
         // The head and the body's beginning went out with the head.
-        self.inbuf.clear();
+        self.down.inbuf.clear();
         loop {
             let read = {
                 let read = pin!(io::read_more(
-                    &mut self.client,
-                    &mut self.inbuf,
+                    &mut self.down.stream,
+                    &mut self.down.inbuf,
                     READ_CHUNK,
                     self.timer.arm_in(client_io),
                 ));
@@ -150,7 +150,7 @@ impl<S: super::ClientIo> ClientConnection<S> {
             if read.is_err() {
                 return BodySent::Client(None);
             }
-            let scan = match decoder.scan(&self.inbuf) {
+            let scan = match decoder.scan(&self.down.inbuf) {
                 Ok(scan) => scan,
                 Err(error) => return BodySent::Client(Some(error)),
             };
@@ -158,7 +158,7 @@ impl<S: super::ClientIo> ClientConnection<S> {
             let written = {
                 let write = pin!(io::write_range(
                     &mut conn.stream,
-                    &mut self.inbuf,
+                    &mut self.down.inbuf,
                     0..forward,
                     self.timer.arm_in(client_io),
                 ));
@@ -173,7 +173,7 @@ impl<S: super::ClientIo> ClientConnection<S> {
             if written.is_err() {
                 return BodySent::UpstreamBroke;
             }
-            self.inbuf.drain(..forward);
+            self.down.inbuf.drain(..forward);
             if scan.done {
                 return BodySent::Complete;
             }

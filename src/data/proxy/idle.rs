@@ -83,19 +83,15 @@ async fn awake(ctx: Rc<ShardContext>, parked: Parked, peer: SocketAddr) -> Optio
         Some(parked.slot),
     );
     connection.awaiting_preface = h2c;
-    connection.may_park = true;
-    connection.woke_readable = true;
-    connection.idle_since = Some(parked.since);
+    connection.down.may_park = true;
+    connection.down.woke_readable = true;
+    connection.down.idle_since = Some(parked.since);
     match connection.serve().await {
         Served::Parked => {
-            let ClientConnection {
-                client,
-                slot,
-                idle_since,
-                ..
-            } = connection;
+            let ClientConnection { down, slot, .. } = connection;
+            let idle_since = down.idle_since;
             // Only plain, registered connections park (`may_park` above).
-            let (TcpOrTls::Plain(tcp), Some(slot)) = (client, slot) else {
+            let (TcpOrTls::Plain(tcp), Some(slot)) = (down.stream, slot) else {
                 return None;
             };
             Some(Parked {
@@ -107,14 +103,11 @@ async fn awake(ctx: Rc<ShardContext>, parked: Parked, peer: SocketAddr) -> Optio
         }
         Served::Http2 => {
             let ClientConnection {
-                ctx,
-                client,
-                inbuf,
-                slot,
-                ..
+                ctx, down, slot, ..
             } = connection;
             if let Some(slot) = slot {
-                Box::pin(crate::data::h2::serve_h2c(ctx, client, inbuf, peer, slot)).await;
+                let (stream, inbuf) = (down.stream, down.inbuf);
+                Box::pin(crate::data::h2::serve_h2c(ctx, stream, inbuf, peer, slot)).await;
             }
             None
         }

@@ -572,8 +572,8 @@ impl<S: super::ClientIo> ClientConnection<S> {
         endpoint: &Endpoint,
         body: &RequestBodyState,
     ) {
-        let path = self.path.of(&self.head, &self.inbuf);
-        let query = self.head.query.map(|q| q.slice(&self.inbuf));
+        let path = self.path.of(&self.head, &self.down.inbuf);
+        let query = self.head.query.map(|q| q.slice(&self.down.inbuf));
         self.target.clear();
         let rest = &path[request.found.rest_start..];
         match &request.view.snapshot.routes[request.found.route.index()].uri_mapping {
@@ -583,7 +583,7 @@ impl<S: super::ClientIo> ClientConnection<S> {
         self.out.clear();
         write_upstream_head(
             &mut self.out,
-            &self.inbuf,
+            &self.down.inbuf,
             &self.head,
             &UpstreamHead {
                 target: &self.target,

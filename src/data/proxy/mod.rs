@@ -4,6 +4,7 @@
 //! read buffer as offsets; the common path allocates nothing once the buffers are warm.
 
 pub(crate) mod buffers;
+mod downstream;
 mod exchange;
 pub(crate) mod idle;
 mod io;
@@ -17,9 +18,7 @@ use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use monoio::buf::IoBufMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRent, CancelableAsyncReadRent, Canceller};
-use monoio::net::TcpStream;
+use monoio::io::AsyncWriteRent;
 
 use crate::auth::{
     extract_bearer, find_query_param, remove_query_param, AuthError, ClientCertificate, Credential,
@@ -40,14 +39,12 @@ use crate::metrics::Rejection;
 use crate::route::{Lookup, MethodSet};
 use crate::tls::ClientStream;
 use crate::upstream::balancer::AttemptPlan;
+pub(crate) use downstream::ClientIo;
+use downstream::Downstream;
 use io::IoError;
 
 /// Free space ensured before each read from a client or an upstream.
 const READ_CHUNK: usize = buffers::BUFFER_SIZE;
-
-/// The read buffer an idle connection waits with. Large enough for a typical request head
-/// with a bearer token in one read; a longer one takes a second read.
-const IDLE_READ: usize = 2 * 1024;
 
 /// Header slots reserved up front. The vectors grow to the largest head a connection has
 /// seen and then stay: an API client sending a handful of headers never pays for a
@@ -119,7 +116,7 @@ async fn finish(mut connection: ClientConnection<ClientStream>) {
             .client_io_ms
             .min(1_000),
     );
-    let shutdown = std::pin::pin!(connection.client.shutdown());
+    let shutdown = std::pin::pin!(connection.down.stream.shutdown());
     let _ = io::race(shutdown, connection.timer.arm_in(linger)).await;
 }
 
@@ -136,10 +133,10 @@ pub(crate) async fn serve_bridged<S: ClientIo>(
 ) {
     let mut connection = ClientConnection::new(ctx, stream, peer, kind, None);
     connection.client_certificate = client_certificate;
-    connection.ctx.buffers.fill(&mut connection.inbuf);
-    connection.inbuf.extend_from_slice(head);
+    connection.ctx.buffers.fill(&mut connection.down.inbuf);
+    connection.down.inbuf.extend_from_slice(head);
     connection.serve().await;
-    let _ = connection.client.shutdown().await;
+    let _ = connection.down.stream.shutdown().await;
 }
 
 /// How a connection's request loop ended.
@@ -150,25 +147,6 @@ enum Served {
     Parked,
     /// The client sent the HTTP/2 preface: `inbuf` holds what it sent so far.
     Http2,
-}
-
-/// A client connection's transport as the request loop needs it: bytes both ways, and a way
-/// to wait for the next request without holding a read buffer where the transport allows.
-pub(crate) trait ClientIo: AsyncReadRent + AsyncWriteRent {
-    /// The socket itself, when the connection is plain TCP: its reads can be cancelled
-    /// without losing bytes, so the connection can be parked.
-    fn plain_tcp(&mut self) -> Option<&mut TcpStream> {
-        None
-    }
-}
-
-impl ClientIo for ClientStream {
-    fn plain_tcp(&mut self) -> Option<&mut TcpStream> {
-        match self {
-            crate::tls::TcpOrTls::Plain(tcp) => Some(tcp),
-            _ => None,
-        }
-    }
 }
 
 /// The request a record is about, for the access log.
@@ -262,7 +240,6 @@ pub(crate) struct RequestRecord {
 /// One client connection and its reused buffers.
 pub(crate) struct ClientConnection<S> {
     ctx: Rc<ShardContext>,
-    client: S,
     peer: SocketAddr,
     /// `http` or `https`, for `X-Forwarded-Proto`.
     proto: &'static [u8],
@@ -275,26 +252,11 @@ pub(crate) struct ClientConnection<S> {
     /// A plain connection that may still turn out to be h2c: its first bytes are compared
     /// with the client preface before they are parsed as a request.
     awaiting_preface: bool,
-    /// The connection may be parked when idle (plain TCP, top level: see [`idle`]).
-    may_park: bool,
-    /// The idle wait ended because it is time to park, not because the keep-alive ran out.
-    park_due: bool,
-    /// When the current wait for the next request began.
-    idle_since: Option<Instant>,
-    /// Set by [`idle`] when it hands over a connection that is readable: the first idle wait
-    /// reads at once.
-    woke_readable: bool,
-    /// Client bytes not consumed yet: the current request's head and body prefix, then any
-    /// pipelined requests. Like `out` and `rbuf`, a buffer from the shard's pool, held only
-    /// while a request is in flight.
-    inbuf: Vec<u8>,
-    /// What an idle connection reads the next request's first bytes into.
-    idle_read: Vec<u8>,
-    /// Cancels the idle read of a plain connection when it is time to park.
-    canceller: Option<Canceller>,
+    /// The client's bytes: the stream, what was read and not consumed yet, the idle wait.
+    down: Downstream<S>,
     head: RequestHead,
     /// The head's path after normalisation (BEHAVIOUR.md §2): what is routed, authorised and
-    /// forwarded. Read it with `self.path.of(&self.head, &self.inbuf)`.
+    /// forwarded. Read it with `self.path.of(&self.head, &self.down.inbuf)`.
     path: NormalizedPath,
     /// Filters the trailer section of the chunked body being relayed (either direction).
     trailers: TrailerGate,
@@ -333,7 +295,6 @@ impl<S: ClientIo> ClientConnection<S> {
         let limits = head_limits(&ctx.view().snapshot.gateway);
         Self {
             ctx,
-            client,
             peer,
             proto: match kind {
                 ListenerKind::Http => b"http",
@@ -347,13 +308,7 @@ impl<S: ClientIo> ClientConnection<S> {
                 crate::http::write_client_ip(&mut text, peer.ip());
                 text
             },
-            inbuf: Vec::new(),
-            idle_read: Vec::new(),
-            canceller: None,
-            may_park: false,
-            park_due: false,
-            idle_since: None,
-            woke_readable: false,
+            down: Downstream::new(client),
             head: RequestHead::with_header_capacity(INITIAL_HEADERS.min(limits.max_headers)),
             path: NormalizedPath::default(),
             trailers: TrailerGate::default(),
@@ -393,7 +348,7 @@ impl<S: ClientIo> ClientConnection<S> {
                     if self.ctx.access_log.borrow().is_some() {
                         self.log_target.clear();
                         self.log_target
-                            .extend_from_slice(self.head.target.slice(&self.inbuf));
+                            .extend_from_slice(self.head.target.slice(&self.down.inbuf));
                     }
                     let keep_open = self.handle(&view).await;
                     if let Some(tunnel) = &mut self.tunnel {
@@ -426,15 +381,15 @@ impl<S: ClientIo> ClientConnection<S> {
         let head_timeout = Duration::from_millis(gateway.timeouts.client_head_ms);
         let mut head_deadline = None;
         let head_len = loop {
-            if self.awaiting_preface && !self.inbuf.is_empty() {
-                match crate::data::h2::detect_preface(&self.inbuf) {
+            if self.awaiting_preface && !self.down.inbuf.is_empty() {
+                match crate::data::h2::detect_preface(&self.down.inbuf) {
                     crate::data::h2::Preface::Http2 => return Next::Http2,
                     crate::data::h2::Preface::Undecided => {}
                     crate::data::h2::Preface::Http1 => self.awaiting_preface = false,
                 }
             }
-            if !self.inbuf.is_empty() && !self.awaiting_preface {
-                match self.scan.poll(&self.inbuf, &limits) {
+            if !self.down.inbuf.is_empty() && !self.awaiting_preface {
+                match self.scan.poll(&self.down.inbuf, &limits) {
                     Ok(Some(head_len)) => break head_len,
                     // The head timeout runs from its first bytes (no clock read when a head
                     // arrives whole).
@@ -444,7 +399,7 @@ impl<S: ClientIo> ClientConnection<S> {
                     Err(e) => return reject(e),
                 }
             }
-            let idle = self.inbuf.is_empty();
+            let idle = self.down.inbuf.is_empty();
             if let Some(slot) = &self.slot {
                 slot.set_idle(idle);
             }
@@ -455,8 +410,8 @@ impl<S: ClientIo> ClientConnection<S> {
                 None => self.read_while_idle(keepalive).await,
                 Some(deadline) => {
                     io::read_more(
-                        &mut self.client,
-                        &mut self.inbuf,
+                        &mut self.down.stream,
+                        &mut self.down.inbuf,
                         READ_CHUNK,
                         self.timer.arm_at(deadline),
                     )
@@ -465,7 +420,9 @@ impl<S: ClientIo> ClientConnection<S> {
             };
             match read {
                 Ok(_) => {}
-                Err(IoError::TimedOut) if std::mem::take(&mut self.park_due) => return Next::Park,
+                Err(IoError::TimedOut) if std::mem::take(&mut self.down.park_due) => {
+                    return Next::Park
+                }
                 Err(IoError::TimedOut) if head_deadline.is_some() => {
                     return Next::Reject(GatewayError::RequestTimeout, Rejection::Timeout)
                 }
@@ -475,7 +432,7 @@ impl<S: ClientIo> ClientConnection<S> {
         if let Some(slot) = &self.slot {
             slot.set_idle(false);
         }
-        match parse_scanned_request(&self.inbuf, head_len, &limits, &mut self.head) {
+        match parse_scanned_request(&self.down.inbuf, head_len, &limits, &mut self.head) {
             Ok(Parsed::Complete) => match self.accept_head(gateway) {
                 Ok(()) => Next::Request,
                 Err(e) => reject(e),
@@ -494,93 +451,26 @@ impl<S: ClientIo> ClientConnection<S> {
     fn accept_head(&mut self, gateway: &GatewayConfig) -> Result<(), RequestError> {
         match gateway.http.underscores_in_headers {
             UnderscoresInHeaders::Allow => {}
-            UnderscoresInHeaders::Drop => self.head.drop_underscored_fields(&self.inbuf),
-            UnderscoresInHeaders::Reject if self.head.has_underscored_field(&self.inbuf) => {
+            UnderscoresInHeaders::Drop => self.head.drop_underscored_fields(&self.down.inbuf),
+            UnderscoresInHeaders::Reject if self.head.has_underscored_field(&self.down.inbuf) => {
                 return Err(RequestError::UnderscoreInFieldName)
             }
             UnderscoresInHeaders::Reject => {}
         }
-        self.path.normalize(self.head.path.slice(&self.inbuf))?;
+        self.path
+            .normalize(self.head.path.slice(&self.down.inbuf))?;
         Ok(())
     }
 
-    /// Waits for the first bytes of the next request holding no full-size buffer (they go
-    /// back to the shard's pool): it reads into the small idle buffer and moves that one short
-    /// read into a pooled `inbuf`. A plain connection's wait ends at [`idle::PARK_AFTER`] so
-    /// that it can park (where it waits with no buffer at all); one handed back readable by
-    /// [`idle`] reads straight into `inbuf`.
+    /// Waits for the next request's first bytes with the full-size buffers back in the
+    /// shard's pool (see [`Downstream::wait_for_request`]).
     async fn read_while_idle(&mut self, keepalive: Duration) -> Result<usize, IoError> {
         let buffers = &self.ctx.buffers;
-        buffers.park(&mut self.inbuf);
         buffers.park(&mut self.out);
         buffers.park(&mut self.rbuf);
-        if std::mem::take(&mut self.woke_readable) {
-            // Handed over by `idle` because bytes (or the end) arrived: read them at once.
-            self.idle_since = None;
-            self.ctx.buffers.fill(&mut self.inbuf);
-            return io::read_more(
-                &mut self.client,
-                &mut self.inbuf,
-                READ_CHUNK,
-                self.timer.arm_in(keepalive),
-            )
-            .await;
-        }
-        if self.idle_read.capacity() == 0 {
-            self.idle_read = Vec::with_capacity(IDLE_READ);
-        }
-        let idle_since = *self.idle_since.get_or_insert_with(Instant::now);
-        let park_at = idle_since + idle::PARK_AFTER;
-        let read = if self.may_park && park_at < idle_since + keepalive {
-            self.read_until_parked(park_at).await
-        } else {
-            io::read_more(
-                &mut self.client,
-                &mut self.idle_read,
-                IDLE_READ,
-                self.timer.arm_in(keepalive),
-            )
+        self.down
+            .wait_for_request(buffers, &mut self.timer, keepalive)
             .await
-        }?;
-        self.idle_since = None;
-        self.ctx.buffers.fill(&mut self.inbuf);
-        self.inbuf.extend_from_slice(&self.idle_read);
-        self.idle_read.clear();
-        Ok(read)
-    }
-
-    /// A read into the idle buffer that, if nothing arrived by `park_at`, is cancelled and
-    /// ends with `park_due`. A read that is merely dropped may take bytes with it; this one
-    /// is cancelled and then awaited, so bytes it completed with just before are kept.
-    async fn read_until_parked(&mut self, park_at: Instant) -> Result<usize, IoError> {
-        let Some(tcp) = self.client.plain_tcp() else {
-            return Err(IoError::Closed);
-        };
-        let canceller = self.canceller.get_or_insert_with(Canceller::new);
-        let buf = std::mem::take(&mut self.idle_read);
-        let (result, slice) = {
-            let mut read = std::pin::pin!(
-                tcp.cancelable_read(buf.slice_mut(0..IDLE_READ), canceller.handle())
-            );
-            match io::select2(read.as_mut(), self.timer.arm_at(park_at)).await {
-                io::Either::Left(done) => done,
-                io::Either::Right(()) => {
-                    // A cancelled canceller stays cancelled: the next wait gets a new one.
-                    *canceller = std::mem::take(canceller).cancel();
-                    read.await
-                }
-            }
-        };
-        self.idle_read = slice.into_inner();
-        match result {
-            Ok(0) => Err(IoError::Closed),
-            Ok(n) => Ok(n),
-            Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => {
-                self.park_due = true;
-                Err(IoError::TimedOut)
-            }
-            Err(e) => Err(IoError::Io(e)),
-        }
     }
 
     /// Accounts for the request just answered (or abandoned).
@@ -602,7 +492,7 @@ impl<S: ClientIo> ClientConnection<S> {
     async fn handle(&mut self, view: &ShardView) -> bool {
         let snapshot = &*view.snapshot;
         let gateway = &snapshot.gateway;
-        let path = self.path.of(&self.head, &self.inbuf);
+        let path = self.path.of(&self.head, &self.down.inbuf);
         #[cfg(debug_assertions)]
         test_hooks::panic_if_armed(path);
         let lookup = snapshot.router.lookup(self.head.method, path);
@@ -614,11 +504,15 @@ impl<S: ClientIo> ClientConnection<S> {
         };
         self.record.api = api_id;
         if let Some(policy) = api_id.and_then(|api| snapshot.apis[api.index()].cors.as_ref()) {
-            if let Some(origin) = find_header(&self.head, &self.inbuf, b"origin") {
+            if let Some(origin) = find_header(&self.head, &self.down.inbuf, b"origin") {
                 if policy.allows(origin) && is_safe_header_value(origin) {
                     let preflight = self.head.method == Method::Options
-                        && find_header(&self.head, &self.inbuf, b"access-control-request-method")
-                            .is_some();
+                        && find_header(
+                            &self.head,
+                            &self.down.inbuf,
+                            b"access-control-request-method",
+                        )
+                        .is_some();
                     if preflight {
                         policy.write_preflight(&mut self.cors, origin);
                         return self.reply_preflight(gateway).await;
@@ -741,7 +635,7 @@ impl<S: ClientIo> ClientConnection<S> {
             let presented = match &alternative.credential {
                 Credential::Bearer => self.header_value(&api.auth_header).map(extract_bearer),
                 Credential::ApiKeyHeader(name) => {
-                    find_header(&self.head, &self.inbuf, name.as_bytes())
+                    find_header(&self.head, &self.down.inbuf, name.as_bytes())
                         .map(<[u8]>::trim_ascii)
                         .filter(|key| !key.is_empty())
                         .map(Ok)
@@ -749,7 +643,7 @@ impl<S: ClientIo> ClientConnection<S> {
                 Credential::ApiKeyQuery(name) => self
                     .head
                     .query
-                    .and_then(|q| find_query_param(q.slice(&self.inbuf), name.as_bytes()))
+                    .and_then(|q| find_query_param(q.slice(&self.down.inbuf), name.as_bytes()))
                     .map(Ok),
             };
             let token = match presented {
@@ -784,15 +678,16 @@ impl<S: ClientIo> ClientConnection<S> {
     fn remove_api_key_from_query(&mut self, name: &[u8]) {
         let Some(query) = self.head.query else { return };
         let range = query.range();
-        let len = remove_query_param(&mut self.inbuf[range.clone()], name);
+        let len = remove_query_param(&mut self.down.inbuf[range.clone()], name);
         self.head.query = (len > 0).then(|| crate::http::Span::new(range.start, range.start + len));
         if self.ctx.access_log.borrow().is_some() {
             self.log_target.clear();
             self.log_target
-                .extend_from_slice(self.path.of(&self.head, &self.inbuf));
+                .extend_from_slice(self.path.of(&self.head, &self.down.inbuf));
             if let Some(query) = self.head.query {
                 self.log_target.push(b'?');
-                self.log_target.extend_from_slice(query.slice(&self.inbuf));
+                self.log_target
+                    .extend_from_slice(query.slice(&self.down.inbuf));
             }
         }
     }
@@ -805,9 +700,9 @@ impl<S: ClientIo> ClientConnection<S> {
                 .headers
                 .iter()
                 .find(|h| h.kind == HeaderKind::Authorization)?;
-            return Some(header.value.slice(&self.inbuf));
+            return Some(header.value.slice(&self.down.inbuf));
         }
-        find_header(&self.head, &self.inbuf, name.as_bytes())
+        find_header(&self.head, &self.down.inbuf, name.as_bytes())
     }
 
     /// Answers a CORS preflight: `204` with the policy's headers (already in `cors`).
@@ -850,7 +745,7 @@ impl<S: ClientIo> ClientConnection<S> {
         force_close: bool,
     ) -> bool {
         let close = force_close || error.closes_connection() || self.must_close_after_reply();
-        let path = self.path.of(&self.head, &self.inbuf);
+        let path = self.path.of(&self.head, &self.down.inbuf);
         if let Some(reason) = error.failure_reason() {
             self.ctx.with_metrics(|m| m.auth_failure(reason));
             log::debug!(
@@ -882,7 +777,7 @@ impl<S: ClientIo> ClientConnection<S> {
     /// Writes all of `out` to the client, bounded by `client_io` of silence.
     pub(super) async fn send_out(&mut self, client_io: Duration) -> Result<(), IoError> {
         io::write_all(
-            &mut self.client,
+            &mut self.down.stream,
             &mut self.out,
             self.timer.arm_in(client_io),
         )
@@ -902,7 +797,7 @@ impl<S: ClientIo> ClientConnection<S> {
         }
         match self.buffered_request_end() {
             Some(end) => {
-                self.inbuf.drain(..end);
+                self.down.inbuf.drain(..end);
                 true
             }
             None => false,
@@ -925,7 +820,7 @@ impl<S: ClientIo> ClientConnection<S> {
         let body_start = self.out.len();
         match body {
             request_body::RequestBodyState::Buffered { end } => {
-                self.out.extend_from_slice(&self.inbuf[head_len..*end]);
+                self.out.extend_from_slice(&self.down.inbuf[head_len..*end]);
                 if self.head.body != RequestBody::Chunked {
                     return;
                 }
@@ -942,7 +837,7 @@ impl<S: ClientIo> ClientConnection<S> {
                 }
             }
             request_body::RequestBodyState::Streaming(decoder) => {
-                self.out.extend_from_slice(&self.inbuf[head_len..]);
+                self.out.extend_from_slice(&self.down.inbuf[head_len..]);
                 if let request_body::BodyDecoder::Chunked { decoder, .. } = decoder {
                     self.trailers.restart();
                     let end = self.out.len();
@@ -961,7 +856,8 @@ impl<S: ClientIo> ClientConnection<S> {
     ) -> usize {
         match decoder {
             request_body::BodyDecoder::Chunked { decoder, .. } => {
-                self.trailers.pass(decoder, &mut self.inbuf, 0, consumed)
+                self.trailers
+                    .pass(decoder, &mut self.down.inbuf, 0, consumed)
             }
             request_body::BodyDecoder::Length(_) => consumed,
         }
@@ -970,7 +866,7 @@ impl<S: ClientIo> ClientConnection<S> {
     /// Where the current request (head and whole body) ends in `inbuf`, if it is all there.
     fn buffered_request_end(&self) -> Option<usize> {
         let head_len = self.head.head_len;
-        let available = self.inbuf.get(head_len..)?;
+        let available = self.down.inbuf.get(head_len..)?;
         match self.head.body {
             RequestBody::None => Some(head_len),
             RequestBody::Length(length) => {

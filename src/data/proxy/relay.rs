@@ -133,7 +133,7 @@ impl<S: super::ClientIo> ClientConnection<S> {
                 self.send_out(client_io).await
             } else {
                 io::write_range(
-                    &mut self.client,
+                    &mut self.down.stream,
                     &mut self.rbuf,
                     0..forward,
                     self.timer.arm_in(client_io),

@@ -88,7 +88,7 @@ impl<S: super::ClientIo> ClientConnection<S> {
         limit: Option<u64>,
     ) -> Result<RequestBodyState, GatewayError> {
         let head_len = self.head.head_len;
-        let available = &self.inbuf[head_len..];
+        let available = &self.down.inbuf[head_len..];
         Ok(match self.head.body {
             RequestBody::None => RequestBodyState::Buffered { end: head_len },
             RequestBody::Length(length) if available.len() as u64 >= length => {
@@ -125,15 +125,15 @@ impl<S: super::ClientIo> ClientConnection<S> {
     ) -> Result<Option<usize>, Option<GatewayError>> {
         let head_len = self.head.head_len;
         if let BodyDecoder::Length(d) = decoder {
-            if (self.inbuf.len() - head_len) as u64 + d.remaining() > REPLAY_LIMIT as u64 {
+            if (self.down.inbuf.len() - head_len) as u64 + d.remaining() > REPLAY_LIMIT as u64 {
                 return Ok(None);
             }
         }
-        while self.inbuf.len() - head_len < REPLAY_LIMIT {
-            let before = self.inbuf.len();
+        while self.down.inbuf.len() - head_len < REPLAY_LIMIT {
+            let before = self.down.inbuf.len();
             if io::read_more(
-                &mut self.client,
-                &mut self.inbuf,
+                &mut self.down.stream,
+                &mut self.down.inbuf,
                 READ_CHUNK,
                 self.timer.arm_in(client_io),
             )
@@ -142,7 +142,7 @@ impl<S: super::ClientIo> ClientConnection<S> {
             {
                 return Err(None);
             }
-            let scan = decoder.scan(&self.inbuf[before..]).map_err(Some)?;
+            let scan = decoder.scan(&self.down.inbuf[before..]).map_err(Some)?;
             if scan.done {
                 return Ok(Some(before + scan.consumed));
             }
@@ -156,8 +156,8 @@ impl<S: super::ClientIo> ClientConnection<S> {
     pub(super) fn consume_request(&mut self, body: &RequestBodyState) -> bool {
         match body {
             RequestBodyState::Buffered { end } => {
-                let end = (*end).min(self.inbuf.len());
-                self.inbuf.drain(..end);
+                let end = (*end).min(self.down.inbuf.len());
+                self.down.inbuf.drain(..end);
                 true
             }
             // Streaming consumed the head and body from `inbuf` as it went.

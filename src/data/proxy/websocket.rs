@@ -73,7 +73,7 @@ impl<S: super::ClientIo> ClientConnection<S> {
         self.count_websocket(api_label, |c| c.upgraded.inc());
         let to_client = self.rbuf[self.resp.head_len..].to_vec();
         // What is left of `inbuf` after the handshake request is the client's first frames.
-        let to_upstream = self.inbuf.split_off(0);
+        let to_upstream = self.down.inbuf.split_off(0);
         self.tunnel = Some(Tunnel {
             upstream,
             to_client,
@@ -118,7 +118,7 @@ enum Ended {
 pub(crate) async fn run(connection: ClientConnection<ClientStream>) {
     let ClientConnection {
         ctx,
-        client,
+        down,
         peer,
         slot,
         head,
@@ -156,7 +156,7 @@ pub(crate) async fn run(connection: ClientConnection<ClientStream>) {
         })
     };
     counters(&|c| c.open.add(1));
-    let (mut client_read, mut client_write) = client.into_halves();
+    let (mut client_read, mut client_write) = down.stream.into_halves();
     let (mut upstream_read, mut upstream_write) = stream.into_halves();
     let (mut up_buf, mut down_buf) = (Vec::new(), Vec::new());
     ctx.buffers.fill(&mut up_buf);
