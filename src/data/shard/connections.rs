@@ -84,6 +84,9 @@ impl ClientConnections {
     /// Wakes the parked connections whose keep-alive time ran out by `now`: the shutdown
     /// makes their socket readable, and they see [`ClientSlot::unpark`] say so.
     pub(super) fn expire_parked(&self, now: Instant) {
+        if self.parked.get() == 0 {
+            return;
+        }
         for entry in self.slots.borrow_mut().iter_mut().flatten() {
             if entry.parked_until.is_some_and(|until| until <= now) {
                 entry.parked_until = None;
