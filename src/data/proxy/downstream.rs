@@ -48,8 +48,6 @@ pub(crate) struct Downstream<S> {
     idle_read: Vec<u8>,
     /// Cancels the idle read of a plain connection when it is time to park.
     canceller: Option<Canceller>,
-    /// The connection may be parked when idle (plain TCP, top level: see [`idle`]).
-    pub(super) may_park: bool,
     /// The idle wait ended because it is time to park, not because the keep-alive ran out.
     pub(super) park_due: bool,
     /// When the current wait for the next request began.
@@ -66,7 +64,6 @@ impl<S: ClientIo> Downstream<S> {
             inbuf: Vec::new(),
             idle_read: Vec::new(),
             canceller: None,
-            may_park: false,
             park_due: false,
             idle_since: None,
             woke_readable: false,
@@ -100,18 +97,31 @@ impl<S: ClientIo> Downstream<S> {
         if self.idle_read.capacity() == 0 {
             self.idle_read = Vec::with_capacity(IDLE_READ);
         }
-        let idle_since = *self.idle_since.get_or_insert_with(Instant::now);
-        let park_at = idle_since + idle::PARK_AFTER;
-        let read = if self.may_park && park_at < idle_since + keepalive {
-            self.read_until_parked(timer, park_at).await
-        } else {
-            io::read_more(
-                &mut self.stream,
-                &mut self.idle_read,
-                IDLE_READ,
-                timer.arm_in(keepalive),
-            )
-            .await
+        // Only a plain socket parks (its reads cancel cleanly), and only a plain one reads
+        // the clock for it; a keep-alive time under the park time never parks.
+        let read = match self.stream.plain_tcp() {
+            Some(tcp) if keepalive > idle::PARK_AFTER => {
+                let idle_since = *self.idle_since.get_or_insert_with(Instant::now);
+                let read = read_until_parked(
+                    tcp,
+                    &mut self.idle_read,
+                    &mut self.canceller,
+                    timer,
+                    idle_since + idle::PARK_AFTER,
+                )
+                .await;
+                self.park_due = read.is_none();
+                read.unwrap_or(Err(IoError::TimedOut))
+            }
+            _ => {
+                io::read_more(
+                    &mut self.stream,
+                    &mut self.idle_read,
+                    IDLE_READ,
+                    timer.arm_in(keepalive),
+                )
+                .await
+            }
         }?;
         self.idle_since = None;
         buffers.fill(&mut self.inbuf);
@@ -119,42 +129,38 @@ impl<S: ClientIo> Downstream<S> {
         self.idle_read.clear();
         Ok(read)
     }
+}
 
-    /// A read into the idle buffer that, if nothing arrived by `park_at`, is cancelled and
-    /// ends with `park_due`. A read that is merely dropped may take bytes with it; this one
-    /// is cancelled and then awaited, so bytes it completed with just before are kept.
-    async fn read_until_parked(
-        &mut self,
-        timer: &mut io::Timer,
-        park_at: Instant,
-    ) -> Result<usize, IoError> {
-        let Some(tcp) = self.stream.plain_tcp() else {
-            return Err(IoError::Closed);
-        };
-        let canceller = self.canceller.get_or_insert_with(Canceller::new);
-        let buf = std::mem::take(&mut self.idle_read);
-        let (result, slice) = {
-            let mut read = std::pin::pin!(
-                tcp.cancelable_read(buf.slice_mut(0..IDLE_READ), canceller.handle())
-            );
-            match io::select2(read.as_mut(), timer.arm_at(park_at)).await {
-                io::Either::Left(done) => done,
-                io::Either::Right(()) => {
-                    // A cancelled canceller stays cancelled: the next wait gets a new one.
-                    *canceller = std::mem::take(canceller).cancel();
-                    read.await
-                }
+/// A read into the idle buffer that, if nothing arrived by `park_at`, is cancelled: `None`
+/// when it was, the connection then parks. A read that is merely dropped may take bytes with
+/// it; this one is cancelled and then awaited, so bytes it completed with just before are
+/// kept.
+async fn read_until_parked(
+    tcp: &mut TcpStream,
+    idle_read: &mut Vec<u8>,
+    canceller: &mut Option<Canceller>,
+    timer: &mut io::Timer,
+    park_at: Instant,
+) -> Option<Result<usize, IoError>> {
+    let canceller = canceller.get_or_insert_with(Canceller::new);
+    let buf = std::mem::take(idle_read);
+    let (result, slice) = {
+        let mut read =
+            std::pin::pin!(tcp.cancelable_read(buf.slice_mut(0..IDLE_READ), canceller.handle()));
+        match io::select2(read.as_mut(), timer.arm_at(park_at)).await {
+            io::Either::Left(done) => done,
+            io::Either::Right(()) => {
+                // A cancelled canceller stays cancelled: the next wait gets a new one.
+                *canceller = std::mem::take(canceller).cancel();
+                read.await
             }
-        };
-        self.idle_read = slice.into_inner();
-        match result {
-            Ok(0) => Err(IoError::Closed),
-            Ok(n) => Ok(n),
-            Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => {
-                self.park_due = true;
-                Err(IoError::TimedOut)
-            }
-            Err(e) => Err(IoError::Io(e)),
         }
-    }
+    };
+    *idle_read = slice.into_inner();
+    Some(match result {
+        Ok(0) => Err(IoError::Closed),
+        Ok(n) => Ok(n),
+        Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => return None,
+        Err(e) => Err(IoError::Io(e)),
+    })
 }

@@ -83,14 +83,13 @@ async fn awake(ctx: Rc<ShardContext>, parked: Parked, peer: SocketAddr) -> Optio
         Some(parked.slot),
     );
     connection.awaiting_preface = h2c;
-    connection.down.may_park = true;
     connection.down.woke_readable = true;
     connection.down.idle_since = Some(parked.since);
     match connection.serve().await {
         Served::Parked => {
             let ClientConnection { down, slot, .. } = connection;
             let idle_since = down.idle_since;
-            // Only plain, registered connections park (`may_park` above).
+            // Only plain connections park, and this one is registered.
             let (TcpOrTls::Plain(tcp), Some(slot)) = (down.stream, slot) else {
                 return None;
             };
