@@ -1,6 +1,6 @@
 //! An upstream connection as the data path holds it: the (plain or TLS) stream, the
-//! circuit-breaker slot it occupies while open, pooled or not, and its place in the shard's
-//! count of open upstream connections.
+//! circuit-breaker slot it occupies while open, pooled or not, its place in the shard's
+//! count of open upstream connections, and the watch that keeps it honest while pooled.
 
 use std::cell::Cell;
 use std::net::SocketAddr;
@@ -10,6 +10,7 @@ use std::rc::Rc;
 use crate::ids::UpstreamId;
 use crate::tls::UpstreamStream;
 use crate::upstream::circuit::ConnectionSlot;
+use crate::upstream::idle_watch::{IdleWatch, Quiet};
 use crate::upstream::pool::Pooled;
 
 /// An open upstream connection; dropping it closes the socket and frees the slot.
@@ -22,6 +23,9 @@ pub struct UpstreamConnection {
     /// Counts against the group's `maxConnections` (uncounted when the group sets none).
     pub slot: ConnectionSlot,
     pub counted: OpenConnection,
+    /// Started the first time the connection goes idle; `None` before, or when it could
+    /// not be started (then reuse is peeked).
+    pub watch: Option<IdleWatch>,
 }
 
 /// The upstream connections one shard has open, in use or pooled. Each connection counts
@@ -60,6 +64,22 @@ impl AsRawFd for UpstreamConnection {
 impl Pooled for UpstreamConnection {
     fn upstream(&self) -> UpstreamId {
         self.upstream
+    }
+
+    fn went_idle(&mut self) {
+        // On the epoll fallback a readiness check is a syscall itself: peeking is cheaper.
+        if self.watch.is_none() && !monoio::utils::is_legacy() {
+            self.watch = IdleWatch::start(self.stream.as_raw_fd());
+        }
+        if let Some(watch) = &self.watch {
+            watch.went_idle();
+        }
+    }
+
+    fn quiet(&self) -> Quiet {
+        self.watch
+            .as_ref()
+            .map_or(Quiet::Unconfirmed, IdleWatch::quiet)
     }
 }
 

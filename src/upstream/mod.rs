@@ -6,6 +6,7 @@ pub mod circuit;
 pub mod connection;
 pub mod dns;
 pub mod health;
+pub mod idle_watch;
 pub mod local;
 pub mod pool;
 pub mod probe;

@@ -3,6 +3,9 @@
 //! server), bounded, with idle expiry and a liveness check before reuse. Shard-local: no
 //! locks, no atomics.
 //!
+//! The liveness check is the connection's own ([`Pooled::quiet`]: the idle watch of
+//! `idle_watch.rs` on the data path); where it cannot vouch, one non-blocking peek.
+//!
 //! Stacks are keyed by [`UpstreamId`], which means the same server for the life of the
 //! process, and every connection carries the id it was opened for: `put` files it under its
 //! own id, never under one the caller names, and `take` hands out only a connection whose id
@@ -14,10 +17,19 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 use crate::ids::UpstreamId;
+use crate::upstream::idle_watch::Quiet;
 
-/// A connection the pool can hold: it knows which upstream it is connected to.
+/// A connection the pool can hold: it knows which upstream it is connected to, and can say
+/// whether anything arrived on it while it was idle.
 pub trait Pooled: AsRawFd {
     fn upstream(&self) -> UpstreamId;
+
+    /// It goes (back) into the pool.
+    fn went_idle(&mut self);
+
+    /// Whether nothing arrived since [`went_idle`](Self::went_idle), as far as the
+    /// connection knows without a syscall.
+    fn quiet(&self) -> Quiet;
 }
 
 /// A pooled connection and when it went idle.
@@ -65,31 +77,46 @@ impl<C: Pooled> ConnectionPool<C> {
         }
     }
 
-    /// The warmest live connection to `upstream`, if any. Expired and dead connections met
-    /// on the way are dropped.
+    /// The warmest live connection to `upstream` whose quiet is vouched for, else the
+    /// warmest that passes a peek. Expired and stirred connections met on the way are
+    /// dropped.
     ///
     /// Every reuse is checked, however briefly the connection sat idle: bytes that arrived
     /// on an idle connection (a server's unsolicited 408, or a second response to a request
     /// it split in two) would otherwise be read as the next request's response, one client's
-    /// answer served to another. nginx and haproxy watch idle upstream connections with
-    /// epoll; here it is one non-blocking peek per reuse.
+    /// answer served to another. A connection that went idle in this very event-loop turn
+    /// cannot be vouched for yet; the one below it usually can, and is just as warm.
     pub fn take(&mut self, upstream: UpstreamId, now: Instant) -> Option<C> {
         let stack = self.stacks.get_mut(upstream.index())?;
-        while let Some(idle) = stack.pop_back() {
+        let mut index = stack.len();
+        while index > 0 {
+            index -= 1;
+            let idle = &stack[index];
             if idle.conn.upstream() != upstream {
                 // `put` files by the connection's own id, so this cannot happen; if it ever
                 // did, the connection is closed rather than lent to another endpoint.
                 debug_assert!(false, "a pooled connection under another upstream's id");
+                stack.remove(index);
                 continue;
             }
-            let idle_for = now.saturating_duration_since(idle.since);
-            if idle_for >= self.idle_timeout {
-                continue;
+            if now.saturating_duration_since(idle.since) >= self.idle_timeout {
+                // Everything below went idle earlier still.
+                stack.drain(..=index);
+                break;
             }
-            if !is_reusable(idle.conn.as_raw_fd()) {
-                continue;
+            match idle.conn.quiet() {
+                Quiet::Vouched => return stack.remove(index).map(|idle| idle.conn),
+                Quiet::Stirred => {
+                    stack.remove(index);
+                }
+                Quiet::Unconfirmed => {}
             }
-            return Some(idle.conn);
+        }
+        // None vouched for: all that is left is unconfirmed, and peeked, warmest first.
+        while let Some(idle) = stack.pop_back() {
+            if nothing_to_read(idle.conn.as_raw_fd()) {
+                return Some(idle.conn);
+            }
         }
         None
     }
@@ -109,20 +136,26 @@ impl<C: Pooled> ConnectionPool<C> {
         if stack.len() >= self.max_idle {
             stack.pop_front();
         }
+        let mut conn = conn;
+        conn.went_idle();
         stack.push_back(Idle { conn, since: now });
     }
 
-    /// Closes connections idle for longer than the timeout. The oldest are at the front.
+    /// Closes connections idle for longer than the timeout (the oldest are at the front)
+    /// and those on which something arrived: a server that closed its end is answered with
+    /// our close now, not when the connection would have been taken.
     pub fn evict_expired(&mut self, now: Instant) -> usize {
         let mut evicted = 0;
         for stack in &mut self.stacks {
+            let before = stack.len();
             while stack
                 .front()
                 .is_some_and(|idle| now.saturating_duration_since(idle.since) >= self.idle_timeout)
             {
                 stack.pop_front();
-                evicted += 1;
             }
+            stack.retain(|idle| idle.conn.quiet() != Quiet::Stirred);
+            evicted += before - stack.len();
         }
         evicted
     }
@@ -150,7 +183,7 @@ impl<C: Pooled> ConnectionPool<C> {
 /// Whether an idle connection can carry a new request: nothing to read (`EAGAIN`). A zero
 /// read means the server closed it; unexpected bytes mean it is out of sync. One
 /// non-blocking syscall, far cheaper than a failed request.
-fn is_reusable(fd: RawFd) -> bool {
+pub(crate) fn nothing_to_read(fd: RawFd) -> bool {
     let mut byte = 0u8;
     // SAFETY: `fd` is an open socket owned by the pooled connection for the duration of the
     // call; the buffer is one valid byte; MSG_PEEK leaves the socket's data untouched and
@@ -184,9 +217,16 @@ mod tests {
         }
     }
 
+    /// Without a watch: every reuse is peeked.
     impl Pooled for Conn {
         fn upstream(&self) -> UpstreamId {
             self.upstream
+        }
+
+        fn went_idle(&mut self) {}
+
+        fn quiet(&self) -> Quiet {
+            Quiet::Unconfirmed
         }
     }
 

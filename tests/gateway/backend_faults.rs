@@ -392,6 +392,30 @@ fn backend_sending_more_than_it_announced_is_never_pooled_or_served_to_the_next_
     assert_eq!(panics(&gateway), 0);
 }
 
+#[test]
+fn a_backend_closing_an_idle_pooled_connection_is_answered_with_a_close_at_once() {
+    // Answers, then closes its end and waits for the gateway to close its own: a pooled
+    // connection is watched while idle, so the gateway does not keep the half-closed
+    // socket until it would next be taken or expire (`upstream_idle_ms`, 60 s here).
+    let backend = ScriptedBackend::start(|peer| {
+        if peer.read_request().is_some() && peer.reply_ok(b"ok") {
+            let _ = peer.stream().shutdown(std::net::Shutdown::Write);
+            peer.wait_closed(Duration::from_secs(60));
+        }
+    });
+    let gateway = gateway_for(&backend, None, "");
+    let mut client = gateway.client();
+    assert_eq!(client.get("/svc/first").text(), "ok");
+    assert!(
+        eventually(Duration::from_secs(20), || backend.peer_closed() == 1),
+        "the gateway kept the connection the backend closed"
+    );
+    // The next request goes out on a new connection.
+    assert_eq!(client.get("/svc/second").text(), "ok");
+    assert_eq!(backend.connections(), 2);
+    assert_eq!(panics(&gateway), 0);
+}
+
 // ---------------------------------------------------------------- soak
 
 /// What the soak backend does for each path, and what the client must see.

@@ -4,7 +4,7 @@
 //! Connecting (TCP, then TLS for https endpoints) lives here too.
 
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::AsRawFd;
 use std::pin::pin;
 use std::time::{Duration, Instant};
 
@@ -123,8 +123,9 @@ impl<S: super::ClientIo> ClientConnection<S> {
         let client_io = Duration::from_millis(gateway.timeouts.client_io_ms);
         // A second handle on the upstream socket, to wait for its readability while the
         // stream itself is busy. A cancelled TLS write would leave the TLS stream unusable,
-        // so on https upstreams only the waits for the client are raced with it.
-        let watcher = readiness_handle(conn.stream.as_raw_fd());
+        // so on https upstreams only the waits for the client are raced with it. `None`
+        // if the descriptor cannot be duplicated: then no early answer is noticed.
+        let watcher = crate::upstream::idle_watch::duplicate(conn.stream.as_raw_fd());
         let race_writes = !conn.stream.is_tls();
         // One readiness wait for the whole body, polled by each step.
         let spoke = watcher.as_ref().map(|w| w.readable(false));
@@ -255,21 +256,6 @@ impl<S: super::ClientIo> ClientConnection<S> {
             }
         }
     }
-}
-
-/// A second handle (a duplicated descriptor) on a connected socket, to wait for readability
-/// while the stream is lent to another operation. `None` if the descriptor cannot be
-/// duplicated (then no early answer is noticed, as before).
-fn readiness_handle(fd: std::os::fd::RawFd) -> Option<TcpStream> {
-    // SAFETY: F_DUPFD_CLOEXEC on a descriptor owned by a live connection; the new
-    // descriptor is ours alone and is closed when the returned stream drops.
-    let duplicate = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
-    if duplicate < 0 {
-        return None;
-    }
-    // SAFETY: `duplicate` is an open socket descriptor nobody else owns.
-    let std = unsafe { std::net::TcpStream::from_raw_fd(duplicate) };
-    TcpStream::from_std(std).ok()
 }
 
 /// Connects to the first of `addrs` that accepts, TLS handshake included (a handshake

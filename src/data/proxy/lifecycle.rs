@@ -456,6 +456,7 @@ impl<S: super::ClientIo> ClientConnection<S> {
                         stream,
                         slot,
                         counted: self.ctx.upstream_open.opened(),
+                        watch: None,
                     },
                     None => return AttemptResult::Failed(UpstreamError::Connect),
                 }

@@ -1,0 +1,140 @@
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use monoio::io::AsyncReadRent;
+
+use super::*;
+
+/// Runs `test` on an io_uring runtime (the shards' driver) and on the epoll fallback.
+fn on_both_drivers<F: Future<Output = ()>>(test: impl Fn() -> F) {
+    monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+        .enable_timer()
+        .build()
+        .expect("an io_uring runtime")
+        .block_on(test());
+    monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+        .enable_timer()
+        .build()
+        .expect("an epoll runtime")
+        .block_on(test());
+}
+
+/// A connected pair: the monoio side the pool would hold, and the server's side.
+async fn pair() -> (TcpStream, std::net::TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (server, _) = listener.accept().unwrap();
+    (client, server)
+}
+
+/// Lets the event loop submit and complete what the watch armed: several turns, since
+/// the test asserts what the watch concluded, not how fast.
+async fn settle(watch: &IdleWatch) -> Quiet {
+    for _ in 0..200 {
+        monoio::time::sleep(Duration::from_millis(5)).await;
+        if watch.quiet() != Quiet::Unconfirmed {
+            break;
+        }
+    }
+    watch.quiet()
+}
+
+#[test]
+fn a_quiet_idle_connection_is_vouched_for_once_its_poll_was_submitted() {
+    on_both_drivers(|| async {
+        let (client, _server) = pair().await;
+        let watch = IdleWatch::start(client.as_raw_fd()).unwrap();
+        watch.went_idle();
+        // In the turn it went idle nothing was submitted yet: the pool must peek.
+        assert_eq!(watch.quiet(), Quiet::Unconfirmed);
+        assert_eq!(settle(&watch).await, Quiet::Vouched);
+    });
+}
+
+#[test]
+fn bytes_or_a_close_on_an_idle_connection_stir_it() {
+    on_both_drivers(|| async {
+        // Bytes after it went idle and was vouched for.
+        let (client, mut server) = pair().await;
+        let watch = IdleWatch::start(client.as_raw_fd()).unwrap();
+        watch.went_idle();
+        assert_eq!(settle(&watch).await, Quiet::Vouched);
+        server
+            .write_all(b"HTTP/1.1 408 Request Timeout\r\n\r\n")
+            .unwrap();
+        let mut stirred = Quiet::Vouched;
+        for _ in 0..200 {
+            monoio::time::sleep(Duration::from_millis(5)).await;
+            stirred = watch.quiet();
+            if stirred == Quiet::Stirred {
+                break;
+            }
+        }
+        assert_eq!(stirred, Quiet::Stirred);
+        // Still unread when the next idle period begins: level-triggered, stirred again.
+        watch.went_idle();
+        assert_eq!(settle(&watch).await, Quiet::Stirred);
+
+        // Bytes that were already there when it went idle (never vouched for).
+        let (client, mut server) = pair().await;
+        server.write_all(b"stale").unwrap();
+        let watch = IdleWatch::start(client.as_raw_fd()).unwrap();
+        watch.went_idle();
+        assert_eq!(settle(&watch).await, Quiet::Stirred);
+
+        // The server closed its end.
+        let (client, server) = pair().await;
+        drop(server);
+        let watch = IdleWatch::start(client.as_raw_fd()).unwrap();
+        watch.went_idle();
+        assert_eq!(settle(&watch).await, Quiet::Stirred);
+    });
+}
+
+#[test]
+fn the_response_to_a_lent_connection_does_not_stir_its_next_idle_period() {
+    on_both_drivers(|| async {
+        let (mut client, mut server) = pair().await;
+        let watch = IdleWatch::start(client.as_raw_fd()).unwrap();
+        for round in 0..20u8 {
+            watch.went_idle();
+            assert_eq!(settle(&watch).await, Quiet::Vouched, "round {round}");
+            // Lent: a response arrives (waking the armed poll) and is read, as the request
+            // path does, before the connection goes idle again.
+            server.write_all(&[round; 100]).unwrap();
+            let mut got = 0;
+            while got < 100 {
+                let (read, _) = client.read(vec![0u8; 100 - got]).await;
+                got += read.unwrap();
+            }
+            // Sometimes straight back, sometimes after the watch saw the response.
+            if round % 2 == 0 {
+                monoio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    });
+}
+
+#[test]
+fn ending_the_watch_closes_its_descriptor() {
+    on_both_drivers(|| async {
+        let (client, mut server) = pair().await;
+        let watch = IdleWatch::start(client.as_raw_fd()).unwrap();
+        watch.went_idle();
+        assert_eq!(settle(&watch).await, Quiet::Vouched);
+        drop(client);
+        drop(watch);
+        for _ in 0..10 {
+            monoio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Both descriptors closed: the server reads the end of the stream.
+        server
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        assert_eq!(server.read(&mut [0u8; 8]).unwrap(), 0);
+    });
+}
