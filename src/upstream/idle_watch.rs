@@ -10,10 +10,12 @@
 //! file, not on the descriptor number, so the two cannot be confused). For each idle period
 //! it arms a readability poll and, behind it in the same submission, a writability probe: an
 //! idle socket is writable, so the probe completes in that submission, and io_uring issues
-//! submissions in order, so a readability that was already there has completed by then.
+//! a submission's entries in order, so a readability that was already there has completed
+//! by then.
 //! After the probe the watch *vouches* for the period: quiet when the poll is still
 //! pending, *stirred* as soon as it completes. A connection taken before its watch could
-//! vouch (in the same event-loop turn as it went idle) is checked with the peek, as before.
+//! vouch (in the same event-loop turn as it went idle) waits for it to settle, within the
+//! next submission ([`IdleWatch::settled`]).
 //!
 //! The poll stays armed while the connection is lent: the response wakes it, which the
 //! watch recognises as belonging to a period that ended and ignores; the next idle period
@@ -53,13 +55,31 @@ struct State {
     vouched: Cell<u64>,
     stirred: Cell<u64>,
     closed: Cell<bool>,
+    /// The watch task, waiting for a new period or the end.
     task: Cell<Option<Waker>>,
+    /// A request waiting for this period to be vouched for or stirred.
+    waiter: Cell<Option<Waker>>,
 }
 
 impl State {
     fn wake(&self) {
         if let Some(waker) = self.task.take() {
             waker.wake();
+        }
+    }
+
+    /// The watch's conclusion about `period`, if it is still the current one.
+    fn conclude(&self, period: u64, stirred: bool) {
+        if self.period.get() != period {
+            return;
+        }
+        if stirred {
+            self.stirred.set(period);
+        } else {
+            self.vouched.set(period);
+        }
+        if let Some(waiter) = self.waiter.take() {
+            waiter.wake();
         }
     }
 
@@ -86,6 +106,7 @@ impl IdleWatch {
             stirred: Cell::new(0),
             closed: Cell::new(false),
             task: Cell::new(None),
+            waiter: Cell::new(None),
         });
         monoio::spawn(watch(handle, Rc::clone(&state)));
         Some(Self { state })
@@ -95,6 +116,18 @@ impl IdleWatch {
     pub fn went_idle(&self) {
         self.state.period.set(self.state.period.get() + 1);
         self.state.wake();
+    }
+
+    /// Resolves once the watch has vouched for the current period or seen it stirred: for
+    /// a connection taken in the very turn it went idle, within the next submission.
+    pub fn settled(&self) -> impl Future<Output = Quiet> + '_ {
+        poll_fn(|cx| match self.quiet() {
+            Quiet::Unconfirmed => {
+                self.state.waiter.set(Some(cx.waker().clone()));
+                Poll::Pending
+            }
+            settled => Poll::Ready(settled),
+        })
     }
 
     pub fn quiet(&self) -> Quiet {
@@ -139,9 +172,7 @@ async fn watch(handle: TcpStream, state: Rc<State>) {
                 probed = true;
                 // Checked above in this same poll: the poll was submitted before the probe
                 // and has not completed.
-                if state.period.get() == watched {
-                    state.vouched.set(watched);
-                }
+                state.conclude(watched, false);
             }
             // Closed, or a new period began before this one's poll completed (it was lent
             // and given back with nothing read, or the completion is not reaped yet): the
@@ -154,8 +185,8 @@ async fn watch(handle: TcpStream, state: Rc<State>) {
         .await;
         // A completion during a later period is that period's response (the connection
         // was lent meanwhile): ignored, the next period arms a fresh poll.
-        if stirred && state.period.get() == watched {
-            state.stirred.set(watched);
+        if stirred {
+            state.conclude(watched, true);
         }
     }
 }

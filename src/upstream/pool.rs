@@ -4,7 +4,7 @@
 //! locks, no atomics.
 //!
 //! The liveness check is the connection's own ([`Pooled::quiet`]: the idle watch of
-//! `idle_watch.rs` on the data path); where it cannot vouch, one non-blocking peek.
+//! `idle_watch.rs` on the data path, else one non-blocking peek).
 //!
 //! Stacks are keyed by [`UpstreamId`], which means the same server for the life of the
 //! process, and every connection carries the id it was opened for: `put` files it under its
@@ -78,7 +78,9 @@ impl<C: Pooled> ConnectionPool<C> {
     }
 
     /// The warmest live connection to `upstream` whose quiet is vouched for, else the
-    /// warmest that passes a peek. Expired and stirred connections met on the way are
+    /// warmest one not yet confirmed either way, which the caller must see settled
+    /// ([`IdleWatch::settled`](crate::upstream::idle_watch::IdleWatch::settled), or a
+    /// peek) before sending on it. Expired and stirred connections met on the way are
     /// dropped.
     ///
     /// Every reuse is checked, however briefly the connection sat idle: bytes that arrived
@@ -88,6 +90,7 @@ impl<C: Pooled> ConnectionPool<C> {
     /// cannot be vouched for yet; the one below it usually can, and is just as warm.
     pub fn take(&mut self, upstream: UpstreamId, now: Instant) -> Option<C> {
         let stack = self.stacks.get_mut(upstream.index())?;
+        let mut unconfirmed = None;
         let mut index = stack.len();
         while index > 0 {
             index -= 1;
@@ -97,28 +100,28 @@ impl<C: Pooled> ConnectionPool<C> {
                 // did, the connection is closed rather than lent to another endpoint.
                 debug_assert!(false, "a pooled connection under another upstream's id");
                 stack.remove(index);
+                unconfirmed = unconfirmed.map(|at: usize| at - 1);
                 continue;
             }
             if now.saturating_duration_since(idle.since) >= self.idle_timeout {
                 // Everything below went idle earlier still.
                 stack.drain(..=index);
+                // Only indices above `index` were recorded; they moved down with the drain.
+                unconfirmed = unconfirmed.map(|at: usize| at - (index + 1));
                 break;
             }
             match idle.conn.quiet() {
                 Quiet::Vouched => return stack.remove(index).map(|idle| idle.conn),
                 Quiet::Stirred => {
                     stack.remove(index);
+                    unconfirmed = unconfirmed.map(|at: usize| at - 1);
                 }
-                Quiet::Unconfirmed => {}
+                Quiet::Unconfirmed => {
+                    unconfirmed.get_or_insert(index);
+                }
             }
         }
-        // None vouched for: all that is left is unconfirmed, and peeked, warmest first.
-        while let Some(idle) = stack.pop_back() {
-            if nothing_to_read(idle.conn.as_raw_fd()) {
-                return Some(idle.conn);
-            }
-        }
-        None
+        stack.remove(unconfirmed?).map(|idle| idle.conn)
     }
 
     /// Returns a connection that finished a response cleanly, under the upstream it is
@@ -182,7 +185,8 @@ impl<C: Pooled> ConnectionPool<C> {
 
 /// Whether an idle connection can carry a new request: nothing to read (`EAGAIN`). A zero
 /// read means the server closed it; unexpected bytes mean it is out of sync. One
-/// non-blocking syscall, far cheaper than a failed request.
+/// non-blocking syscall, far cheaper than a failed request: for connections without a
+/// watch, or whose watch could not settle in time.
 pub(crate) fn nothing_to_read(fd: RawFd) -> bool {
     let mut byte = 0u8;
     // SAFETY: `fd` is an open socket owned by the pooled connection for the duration of the
@@ -217,7 +221,7 @@ mod tests {
         }
     }
 
-    /// Without a watch: every reuse is peeked.
+    /// Its quiet is a peek, as for a connection without a watch.
     impl Pooled for Conn {
         fn upstream(&self) -> UpstreamId {
             self.upstream
@@ -226,7 +230,11 @@ mod tests {
         fn went_idle(&mut self) {}
 
         fn quiet(&self) -> Quiet {
-            Quiet::Unconfirmed
+            if nothing_to_read(self.as_raw_fd()) {
+                Quiet::Vouched
+            } else {
+                Quiet::Stirred
+            }
         }
     }
 

@@ -12,9 +12,12 @@
 //!    status into the next step: a fresh connection, the next member, or the answer;
 //! 5. **respond**: relay the response (`relay.rs`) or render the gateway's error.
 
+use std::os::fd::AsRawFd;
+use std::pin::pin;
 use std::time::{Duration, Instant};
 
 use super::exchange::{connect, AttemptError};
+use super::io;
 use super::request_body::RequestBodyState;
 use super::ClientConnection;
 use crate::compile::config::gateway::GatewayConfig;
@@ -28,6 +31,8 @@ use crate::upstream::balancer::{AttemptPlan, MemberState};
 use crate::upstream::circuit::BreakerGuard;
 use crate::upstream::connection::UpstreamConnection;
 use crate::upstream::health::Pick;
+use crate::upstream::idle_watch::Quiet;
+use crate::upstream::pool::{nothing_to_read, Pooled};
 use crate::upstream::retry::{self, Decision, Facts, StatusFacts, UpstreamError};
 use crate::upstream::{Endpoint, Group, GroupMember};
 
@@ -89,6 +94,9 @@ struct Attempting<'a> {
     /// `timeouts.upstream_attempt_ms`.
     attempt_limit: Duration,
     idempotent: bool,
+    /// When the upstream phases began: the clock reading every decision up to the first
+    /// attempt's first wait uses (no time passes between them but the code's own).
+    started: Instant,
 }
 
 impl<S: super::ClientIo> ClientConnection<S> {
@@ -150,6 +158,7 @@ impl<S: super::ClientIo> ClientConnection<S> {
             deadline: started + Duration::from_millis(group.timeout_ms),
             attempt_limit: Duration::from_millis(gateway.timeouts.upstream_attempt_ms),
             idempotent: self.head.method.is_idempotent(),
+            started,
         };
         let exchange = self.exchange(&request, &mut body).await;
 
@@ -205,24 +214,31 @@ impl<S: super::ClientIo> ClientConnection<S> {
         let view = request.view;
         let breakers = &*view.snapshot.breakers;
         let mut plan = std::mem::take(&mut self.plan);
-        self.plan_members(request, &mut plan);
+        // Read again only after a wait: a failed attempt or a retry's backoff.
+        let mut now = request.started;
+        self.plan_members(request, &mut plan, now);
         let mut cursor = MemberCursor::default();
         // At most one retry slot (`maxRetries`) at a time: the one of the attempt under way.
         let mut _retry_slot: Option<BreakerGuard<'_>> = None;
         let mut status_retries = 0u8;
         let mut fresh = false;
-        let mut current = self.next_member(request, &plan, &mut cursor, body);
+        let mut current = self.next_member(request, &plan, &mut cursor, body, now);
         let outcome = loop {
             let Some(at) = current else {
                 // Every member is drained: nothing may be tried.
                 break Exchange::Failed(GatewayError::UpstreamUnavailable);
             };
             let endpoint_id = request.group.members[at.member].endpoint;
-            let result = self.attempt(request, at, &plan, body, fresh).await;
+            let result = self.attempt(request, at, &plan, body, fresh, now).await;
             fresh = false;
             match result {
                 AttemptResult::Response(conn) => {
                     self.ctx.endpoint_succeeded(view, endpoint_id);
+                    let retry = request.group.retry.as_ref();
+                    // Most answers are no retry target: no backoff to draw, no clock to read.
+                    if !retry.is_some_and(|retry| retry.retries_on(self.resp.status)) {
+                        break Exchange::Response(conn, endpoint_id);
+                    }
                     let backoff = self
                         .ctx
                         .jittered(RETRY_BACKOFF_BASE * (1u32 << status_retries.min(8)));
@@ -232,7 +248,6 @@ impl<S: super::ClientIo> ClientConnection<S> {
                         backoff_fits: Instant::now() + backoff < request.deadline,
                         retry_budget: true,
                     };
-                    let retry = request.group.retry.as_ref();
                     let mut slot = None;
                     if retry::after_status(self.resp.status, retry, facts) {
                         slot = breakers.try_acquire_retry(request.group_id).ok();
@@ -252,6 +267,7 @@ impl<S: super::ClientIo> ClientConnection<S> {
                     _retry_slot = slot;
                     status_retries += 1;
                     monoio::time::sleep(backoff).await;
+                    now = Instant::now();
                     current = Some(next_after_status(&plan, at));
                 }
                 AttemptResult::Client(error) => break Exchange::ClientFailed(error),
@@ -268,11 +284,12 @@ impl<S: super::ClientIo> ClientConnection<S> {
                             error.describe(),
                         );
                     }
+                    now = Instant::now();
                     let mut facts = Facts {
                         idempotent: request.idempotent,
                         replayable: body.is_replayable(),
                         member_left: cursor.has_more(&plan),
-                        time_left: Instant::now() < request.deadline,
+                        time_left: now < request.deadline,
                         retry_budget: true,
                     };
                     let mut slot = None;
@@ -284,7 +301,7 @@ impl<S: super::ClientIo> ClientConnection<S> {
                         Decision::FreshConnection => fresh = true,
                         Decision::NextMember => {
                             _retry_slot = slot;
-                            current = self.next_member(request, &plan, &mut cursor, body);
+                            current = self.next_member(request, &plan, &mut cursor, body, now);
                         }
                         Decision::Answer(answer) => {
                             log::debug!(
@@ -307,11 +324,10 @@ impl<S: super::ClientIo> ClientConnection<S> {
     /// Phase 2: the members in the order the group's policy gives. One load of each
     /// member's health word: suspended members come last, drained ones not at all, and this
     /// shard reconciles what it sees (drains its pool of a downed endpoint).
-    fn plan_members(&self, request: &Attempting<'_>, plan: &mut AttemptPlan) {
+    fn plan_members(&self, request: &Attempting<'_>, plan: &mut AttemptPlan, now: Instant) {
         let snapshot = &*request.view.snapshot;
         let health = &*snapshot.upstreams.health;
         let group = request.group;
-        let now = Instant::now();
         let local = self.ctx.upstreams.borrow();
         request.view.cursors.plan(
             request.group_id.index(),
@@ -343,6 +359,7 @@ impl<S: super::ClientIo> ClientConnection<S> {
         plan: &AttemptPlan,
         cursor: &mut MemberCursor,
         body: &RequestBodyState,
+        now: Instant,
     ) -> Option<Picked> {
         let snapshot = &*request.view.snapshot;
         let health = &*snapshot.upstreams.health;
@@ -352,7 +369,6 @@ impl<S: super::ClientIo> ClientConnection<S> {
             cursor.next += 1;
             let upstream =
                 snapshot.endpoints[request.group.members[member].endpoint.index()].upstream;
-            let now = Instant::now();
             if health.pick_state(upstream, now) == Pick::ProbeDue {
                 let elsewhere = cursor.has_more(plan);
                 // The claim lapses if this request never reports (its shard stalled, its
@@ -388,6 +404,7 @@ impl<S: super::ClientIo> ClientConnection<S> {
         plan: &AttemptPlan,
         body: &mut RequestBodyState,
         fresh: bool,
+        now: Instant,
     ) -> AttemptResult {
         let view = request.view;
         let snapshot = &*view.snapshot;
@@ -401,7 +418,6 @@ impl<S: super::ClientIo> ClientConnection<S> {
         self.prepare_upstream_request(request, member, endpoint, body);
         // The attempt's share: what is left of the route budget over the usable members
         // still to try, so that a frozen first member leaves time for the next.
-        let now = Instant::now();
         let eligible_left = plan.usable().saturating_sub(at.position).max(1) as u32;
         let share = request.deadline.saturating_duration_since(now) / eligible_left;
         let attempt_deadline = now + share.min(request.attempt_limit);
@@ -411,7 +427,7 @@ impl<S: super::ClientIo> ClientConnection<S> {
         let pooled = if fresh || request.group.http2 {
             None
         } else {
-            self.ctx.pool.borrow_mut().take(upstream, now)
+            self.take_pooled(upstream, now, attempt_deadline).await
         };
         let reused = pooled.is_some();
         let mut conn = match pooled {
@@ -494,6 +510,38 @@ impl<S: super::ClientIo> ClientConnection<S> {
     }
 
     /// Counts an attempt on the endpoint (every attempt after a request's first is a retry).
+    /// A pooled connection to `upstream` that nothing arrived on while it was idle. One
+    /// that went idle in this event-loop turn is waited for until its watch settles (the
+    /// next submission), rather than peeked with a syscall; without a watch, or if it does
+    /// not settle by `deadline`, it is peeked.
+    async fn take_pooled(
+        &mut self,
+        upstream: crate::ids::UpstreamId,
+        now: Instant,
+        deadline: Instant,
+    ) -> Option<UpstreamConnection> {
+        loop {
+            let conn = self.ctx.pool.borrow_mut().take(upstream, now)?;
+            let quiet = match (conn.quiet(), &conn.watch) {
+                (Quiet::Unconfirmed, Some(watch)) => {
+                    let settled = pin!(watch.settled());
+                    io::race(settled, self.timer.arm_at(deadline))
+                        .await
+                        .unwrap_or(Quiet::Unconfirmed)
+                }
+                (quiet, _) => quiet,
+            };
+            let reusable = match quiet {
+                Quiet::Vouched => true,
+                Quiet::Stirred => false,
+                Quiet::Unconfirmed => nothing_to_read(conn.as_raw_fd()),
+            };
+            if reusable {
+                return Some(conn);
+            }
+        }
+    }
+
     fn count_attempt(&mut self, label: u32, reused: bool) {
         self.record.attempts += 1;
         let retry = self.record.attempts > 1;

@@ -56,6 +56,27 @@ fn a_quiet_idle_connection_is_vouched_for_once_its_poll_was_submitted() {
 }
 
 #[test]
+fn a_connection_taken_in_the_turn_it_went_idle_settles_within_the_next_submission() {
+    on_both_drivers(|| async {
+        let (client, mut server) = pair().await;
+        let watch = IdleWatch::start(client.as_raw_fd()).unwrap();
+        watch.went_idle();
+        assert_eq!(watch.settled().await, Quiet::Vouched);
+        // Bytes that were there before the period began settle it as stirred.
+        server.write_all(b"stale").unwrap();
+        for _ in 0..10_000 {
+            if !crate::upstream::pool::nothing_to_read(client.as_raw_fd()) {
+                break;
+            }
+            monoio::time::sleep(Duration::from_millis(1)).await;
+        }
+        watch.went_idle();
+        assert_eq!(watch.quiet(), Quiet::Unconfirmed);
+        assert_eq!(watch.settled().await, Quiet::Stirred);
+    });
+}
+
+#[test]
 fn bytes_or_a_close_on_an_idle_connection_stir_it() {
     on_both_drivers(|| async {
         // Bytes after it went idle and was vouched for.
