@@ -118,13 +118,25 @@ static MEASURING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 #[test]
 fn small_keep_alive_requests_allocate_nothing_once_warm() {
+    small_keep_alive_requests_allocate_nothing("");
+}
+
+/// The same with idle upstream connections watched instead of peeked: the watch is started
+/// once per connection, and nothing per request.
+#[test]
+fn watched_upstream_connections_allocate_nothing_per_request() {
+    small_keep_alive_requests_allocate_nothing("upstream:\n  reuse_check: watch\n");
+}
+
+fn small_keep_alive_requests_allocate_nothing(gateway_yaml: &str) {
     let _one_at_a_time = MEASURING.lock().unwrap_or_else(|e| e.into_inner());
     let at_start = ALLOCATIONS.load(Ordering::Relaxed);
     let port = fixed_backend();
-    let gateway = Gateway::start(&open_api(
-        &[format!("http://127.0.0.1:{port}")],
-        "load_balance",
-    ));
+    let gateway = Gateway::start_with(
+        &open_api(&[format!("http://127.0.0.1:{port}")], "load_balance"),
+        gateway_yaml,
+        1,
+    );
     let mut stream = TcpStream::connect(gateway.addr).unwrap();
     stream.set_nodelay(true).unwrap();
     assert_eq!(run_requests(&mut stream, 2_000), 2_000, "warm-up");

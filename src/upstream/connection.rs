@@ -23,6 +23,9 @@ pub struct UpstreamConnection {
     /// Counts against the group's `maxConnections` (uncounted when the group sets none).
     pub slot: ConnectionSlot,
     pub counted: OpenConnection,
+    /// Whether to watch it while idle (`upstream.reuse_check: watch`) rather than peek it
+    /// when it is reused.
+    pub watch_when_idle: bool,
     /// Started the first time the connection goes idle; `None` before, or when it could
     /// not be started (then reuse is peeked).
     pub watch: Option<IdleWatch>,
@@ -68,7 +71,7 @@ impl Pooled for UpstreamConnection {
 
     fn went_idle(&mut self) {
         // On the epoll fallback a readiness check is a syscall itself: peeking is cheaper.
-        if self.watch.is_none() && !monoio::utils::is_legacy() {
+        if self.watch_when_idle && self.watch.is_none() && !monoio::utils::is_legacy() {
             self.watch = IdleWatch::start(self.stream.as_raw_fd());
         }
         if let Some(watch) = &self.watch {

@@ -1,5 +1,5 @@
-//! Watches a pooled upstream connection while it sits idle, so that reusing it needs no
-//! syscall. Bytes (a server's unsolicited 408, a second response to a request it split)
+//! Watches a pooled upstream connection while it sits idle (`upstream.reuse_check:
+//! watch`), so that reusing it needs no syscall. Bytes (a server's unsolicited 408, a second response to a request it split)
 //! or a close that arrive on an idle connection would otherwise be read as the next
 //! request's response; nginx and haproxy notice them through epoll, where an idle
 //! connection's readiness comes for free. Here it was one `MSG_PEEK` per reuse, a syscall
@@ -40,6 +40,9 @@ pub enum Quiet {
     Unconfirmed,
     /// Bytes, a close or an error arrived: never reusable.
     Stirred,
+    /// The connection has no watch (`reuse_check: peek`, the epoll driver): it must be
+    /// peeked, and no other answer will come.
+    Unwatched,
 }
 
 /// The connection's side of its watch; dropping it ends the watch task.

@@ -3,8 +3,8 @@
 //! server), bounded, with idle expiry and a liveness check before reuse. Shard-local: no
 //! locks, no atomics.
 //!
-//! The liveness check is the connection's own ([`Pooled::quiet`]: the idle watch of
-//! `idle_watch.rs` on the data path, else one non-blocking peek).
+//! The liveness check is the connection's own ([`Pooled::quiet`]: one non-blocking peek, or
+//! the idle watch of `idle_watch.rs` with `upstream.reuse_check: watch`).
 //!
 //! Stacks are keyed by [`UpstreamId`], which means the same server for the life of the
 //! process, and every connection carries the id it was opened for: `put` files it under its
@@ -77,11 +77,11 @@ impl<C: Pooled> ConnectionPool<C> {
         }
     }
 
-    /// The warmest live connection to `upstream` whose quiet is vouched for, else the
-    /// warmest one not yet confirmed either way, which the caller must see settled
-    /// ([`IdleWatch::settled`](crate::upstream::idle_watch::IdleWatch::settled), or a
-    /// peek) before sending on it. Expired and stirred connections met on the way are
-    /// dropped.
+    /// The warmest live connection to `upstream` that is vouched for or unwatched, else the
+    /// warmest one not yet confirmed either way. The caller must see an unwatched one peeked
+    /// and an unconfirmed one settled
+    /// ([`IdleWatch::settled`](crate::upstream::idle_watch::IdleWatch::settled)) before
+    /// sending on it. Expired and stirred connections met on the way are dropped.
     ///
     /// Every reuse is checked, however briefly the connection sat idle: bytes that arrived
     /// on an idle connection (a server's unsolicited 408, or a second response to a request
@@ -111,7 +111,10 @@ impl<C: Pooled> ConnectionPool<C> {
                 break;
             }
             match idle.conn.quiet() {
-                Quiet::Vouched => return stack.remove(index).map(|idle| idle.conn),
+                // Unwatched: nothing better will be known of the ones below either.
+                Quiet::Vouched | Quiet::Unwatched => {
+                    return stack.remove(index).map(|idle| idle.conn)
+                }
                 Quiet::Stirred => {
                     stack.remove(index);
                     unconfirmed = unconfirmed.map(|at: usize| at - 1);

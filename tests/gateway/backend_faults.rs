@@ -370,7 +370,19 @@ fn backend_sending_more_than_it_announced_is_never_pooled_or_served_to_the_next_
             }
         }
     });
-    let gateway = gateway_for(&backend, None, "");
+    // Both ways of checking a pooled connection before reuse.
+    for reuse_check in ["peek", "watch"] {
+        let yaml = format!("upstream:\n  reuse_check: {reuse_check}\n");
+        let gateway = gateway_for(&backend, None, &yaml);
+        desynchronised_connections_are_never_reused(&gateway, &backend, reuse_check);
+    }
+}
+
+fn desynchronised_connections_are_never_reused(
+    gateway: &Gateway,
+    backend: &ScriptedBackend,
+    reuse_check: &str,
+) {
     let mut client = gateway.client();
     for path in ["/svc/extra", "/svc/late"] {
         let connections = backend.connections();
@@ -381,29 +393,30 @@ fn backend_sending_more_than_it_announced_is_never_pooled_or_served_to_the_next_
             assert_eq!(
                 client.get(&format!("/svc{target}")).text(),
                 target,
-                "{path}"
+                "{reuse_check} {path}"
             );
         }
         assert!(
             backend.connections() > connections,
-            "{path}: the desynchronised connection was reused"
+            "{reuse_check} {path}: the desynchronised connection was reused"
         );
     }
-    assert_eq!(panics(&gateway), 0);
+    assert_eq!(panics(gateway), 0);
 }
 
 #[test]
 fn a_backend_closing_an_idle_pooled_connection_is_answered_with_a_close_at_once() {
     // Answers, then closes its end and waits for the gateway to close its own: a pooled
-    // connection is watched while idle, so the gateway does not keep the half-closed
-    // socket until it would next be taken or expire (`upstream_idle_ms`, 60 s here).
+    // connection is watched while idle (`reuse_check: watch`), so the gateway does not keep
+    // the half-closed socket until it would next be taken or expire (`upstream_idle_ms`,
+    // 60 s here).
     let backend = ScriptedBackend::start(|peer| {
         if peer.read_request().is_some() && peer.reply_ok(b"ok") {
             let _ = peer.stream().shutdown(std::net::Shutdown::Write);
             peer.wait_closed(Duration::from_secs(60));
         }
     });
-    let gateway = gateway_for(&backend, None, "");
+    let gateway = gateway_for(&backend, None, "upstream:\n  reuse_check: watch\n");
     let mut client = gateway.client();
     assert_eq!(client.get("/svc/first").text(), "ok");
     assert!(

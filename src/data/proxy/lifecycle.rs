@@ -20,7 +20,7 @@ use super::exchange::{connect, AttemptError};
 use super::io;
 use super::request_body::RequestBodyState;
 use super::ClientConnection;
-use crate::compile::config::gateway::GatewayConfig;
+use crate::compile::config::gateway::{GatewayConfig, ReuseCheck};
 use crate::data::shard::ShardView;
 use crate::error::GatewayError;
 use crate::http::{write_upstream_head, Method, UpstreamHead, Version};
@@ -472,6 +472,7 @@ impl<S: super::ClientIo> ClientConnection<S> {
                         stream,
                         slot,
                         counted: self.ctx.upstream_open.opened(),
+                        watch_when_idle: gateway.upstream.reuse_check == ReuseCheck::Watch,
                         watch: None,
                     },
                     None => return AttemptResult::Failed(UpstreamError::Connect),
@@ -510,10 +511,10 @@ impl<S: super::ClientIo> ClientConnection<S> {
     }
 
     /// Counts an attempt on the endpoint (every attempt after a request's first is a retry).
-    /// A pooled connection to `upstream` that nothing arrived on while it was idle. One
-    /// that went idle in this event-loop turn is waited for until its watch settles (the
-    /// next submission), rather than peeked with a syscall; without a watch, or if it does
-    /// not settle by `deadline`, it is peeked.
+    /// A pooled connection to `upstream` that nothing arrived on while it was idle: peeked
+    /// (`reuse_check: peek`), or vouched for by its watch. A watched one that went idle in
+    /// this event-loop turn is waited for until its watch settles (the next submission)
+    /// rather than peeked; if it does not settle by `deadline`, it is peeked.
     async fn take_pooled(
         &mut self,
         upstream: crate::ids::UpstreamId,
@@ -534,7 +535,7 @@ impl<S: super::ClientIo> ClientConnection<S> {
             let reusable = match quiet {
                 Quiet::Vouched => true,
                 Quiet::Stirred => false,
-                Quiet::Unconfirmed => nothing_to_read(conn.as_raw_fd()),
+                Quiet::Unconfirmed | Quiet::Unwatched => nothing_to_read(conn.as_raw_fd()),
             };
             if reusable {
                 return Some(conn);
