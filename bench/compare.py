@@ -35,7 +35,8 @@ operations.
 
 Usage: bench/compare.py [--rounds N] [--duration S] [--scenarios plain,https,h2,...]
                         [--bodies 64,4096,65536] [--conns N] [--out DIR] [--no-build]
-                        [--variant NAME=BINARY]... [--driver loadgen|wrk]
+                        [--variant NAME=BINARY]... [--upstream NAME=KEY:VALUE]...
+                        [--driver loadgen|wrk]
 --driver wrk drives the closed-loop measurements with wrk instead of loadgen (installed from
 Debian packages when missing); open-loop figures always come from loadgen.
 Only 127.0.0.1 is contacted. Every process started is killed by PID at the end.
@@ -354,6 +355,10 @@ def http_targets(targets):
     return {t: pids for t, pids in targets.items() if t not in L4_TARGETS}
 
 
+# Per target: extra `upstream:` settings (`--upstream NAME=KEY:VALUE`), to A/B a setting.
+UPSTREAM_SETTINGS = {}
+
+
 def write_shardgate(tmp, cert, key, name="shardgate"):
     apis = tmp / "sg-apis"
     apis.mkdir(exist_ok=True)
@@ -394,6 +399,7 @@ x-wso2-production-endpoints: {{urls: [{urls}], type: load_balance}}
 paths:
   /*: {{get: {{}}}}
 """)
+    upstream_extra = "".join(f"  {k}: {v}\n" for k, v in UPSTREAM_SETTINGS.get(name, []))
     conf = tmp / f"{name}.yaml"
     conf.write_text(f"""jwt:
   issuers: [{{issuer: {JWT_ISSUER}, certificate: {ROOT / 'config/dev-only/jwt-dev-only.cert.pem'}}}]
@@ -407,7 +413,7 @@ tls:
   certificates: [{{certificate_chain: {cert}, private_key: {key}}}]
 upstream:
   max_idle_per_endpoint: 1024
-suspension: {{initial_ms: 500, max_ms: 2000}}
+{upstream_extra}suspension: {{initial_ms: 500, max_ms: 2000}}
 health_check: {{interval_ms: 500, timeout_ms: 300, unhealthy_threshold: 1, healthy_threshold: 1}}
 """)
     return conf
@@ -997,6 +1003,9 @@ def main():
     p.add_argument("--no-install", action="store_true")
     p.add_argument("--variant", action="append", default=[], metavar="NAME=BINARY",
                    help="another shardgate build as an extra target (A/B of a change)")
+    p.add_argument("--upstream", action="append", default=[], metavar="NAME=KEY:VALUE",
+                   help="an `upstream:` setting of one shardgate target (e.g. "
+                        "watch=reuse_check:watch, with --variant watch=...): A/B of a setting")
     args = p.parse_args()
     global DRIVER
     DRIVER = args.driver
@@ -1007,6 +1016,13 @@ def main():
             sys.exit(f"compare.py: --variant wants a new NAME=BINARY, got {spec!r}")
         variants[name] = Path(binary).resolve()
         PORTS[name], TLS_PORTS[name] = 18093 + i, 18193 + i
+    for spec in args.upstream:
+        name, _, setting = spec.partition("=")
+        key, _, value = setting.partition(":")
+        if not value or (name != "shardgate" and name not in variants):
+            sys.exit(f"compare.py: --upstream wants NAME=KEY:VALUE for a shardgate target, "
+                     f"got {spec!r}")
+        UPSTREAM_SETTINGS.setdefault(name, []).append((key, value))
     args.bodies = [int(b) for b in args.bodies.split(",")]
     args.idle_connections = [int(c) for c in args.idle_connections.split(",")]
     scenarios = args.scenarios.split(",")
