@@ -82,7 +82,7 @@ impl Pooled for UpstreamConnection {
     fn quiet(&self) -> Quiet {
         self.watch
             .as_ref()
-            .map_or(Quiet::Unconfirmed, IdleWatch::quiet)
+            .map_or(Quiet::Unwatched, IdleWatch::quiet)
     }
 }
 

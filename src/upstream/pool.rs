@@ -216,6 +216,10 @@ mod tests {
     struct Conn {
         stream: TcpStream,
         upstream: UpstreamId,
+        /// What its watch says; `None`: a peek says it.
+        watch: Option<Quiet>,
+        /// How often the pool asked.
+        asked: std::cell::Cell<usize>,
     }
 
     impl AsRawFd for Conn {
@@ -233,6 +237,10 @@ mod tests {
         fn went_idle(&mut self) {}
 
         fn quiet(&self) -> Quiet {
+            self.asked.set(self.asked.get() + 1);
+            if let Some(watch) = self.watch {
+                return watch;
+            }
             if nothing_to_read(self.as_raw_fd()) {
                 Quiet::Vouched
             } else {
@@ -263,6 +271,8 @@ mod tests {
             Conn {
                 stream: client,
                 upstream,
+                watch: None,
+                asked: Default::default(),
             },
             server,
         )
@@ -428,5 +438,58 @@ mod tests {
         p.retain(E0, |c| c.local_addr().unwrap().port() == keep);
         assert_eq!(p.idle(E0), 1);
         assert_eq!(p.take(E0, now).unwrap().local_addr().unwrap().port(), keep);
+    }
+
+    #[test]
+    fn a_vouched_or_unwatched_connection_is_handed_out_without_looking_further() {
+        for top in [Quiet::Vouched, Quiet::Unwatched] {
+            let mut p = pool(8);
+            let now = Instant::now();
+            let mut servers = Vec::new();
+            for _ in 0..4 {
+                let (mut conn, server) = pair();
+                conn.watch = Some(top);
+                servers.push(server);
+                p.put(conn, now);
+            }
+            let taken = p.take(E0, now).unwrap();
+            assert_eq!(taken.asked.get(), 1, "{top:?}");
+            assert_eq!(p.idle(E0), 3);
+        }
+    }
+
+    #[test]
+    fn the_warmest_vouched_connection_is_preferred_to_unconfirmed_ones_above_it() {
+        let mut p = pool(8);
+        let now = Instant::now();
+        let mut ports = Vec::new();
+        let mut servers = Vec::new();
+        for quiet in [
+            Quiet::Vouched,
+            Quiet::Vouched,
+            Quiet::Stirred,
+            Quiet::Unconfirmed,
+        ] {
+            let (mut conn, server) = pair();
+            conn.watch = Some(quiet);
+            ports.push(conn.local_addr().unwrap().port());
+            servers.push(server);
+            p.put(conn, now);
+        }
+        // The unconfirmed top is passed over, the stirred one closed, the warmer vouched
+        // one taken.
+        let taken = p.take(E0, now).unwrap();
+        assert_eq!(taken.local_addr().unwrap().port(), ports[1]);
+        assert_eq!(p.idle(E0), 2);
+        // Then the other vouched one, then the unconfirmed one, for the caller to settle.
+        assert_eq!(
+            p.take(E0, now).unwrap().local_addr().unwrap().port(),
+            ports[0]
+        );
+        assert_eq!(
+            p.take(E0, now).unwrap().local_addr().unwrap().port(),
+            ports[3]
+        );
+        assert!(p.take(E0, now).is_none());
     }
 }

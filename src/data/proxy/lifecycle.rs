@@ -510,7 +510,6 @@ impl<S: super::ClientIo> ClientConnection<S> {
         }
     }
 
-    /// Counts an attempt on the endpoint (every attempt after a request's first is a retry).
     /// A pooled connection to `upstream` that nothing arrived on while it was idle: peeked
     /// (`reuse_check: peek`), or vouched for by its watch. A watched one that went idle in
     /// this event-loop turn is waited for until its watch settles (the next submission)
@@ -543,6 +542,7 @@ impl<S: super::ClientIo> ClientConnection<S> {
         }
     }
 
+    /// Counts an attempt on the endpoint (every attempt after a request's first is a retry).
     fn count_attempt(&mut self, label: u32, reused: bool) {
         self.record.attempts += 1;
         let retry = self.record.attempts > 1;
