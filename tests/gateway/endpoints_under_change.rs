@@ -91,17 +91,26 @@ const NO_CHECKS: &str = "health_check: {enabled: false}\n";
 
 #[test]
 fn a_reload_that_renumbers_endpoints_sends_idle_keepalive_clients_to_the_right_backend() {
-    renumbering_reload_with_idle_clients(Duration::ZERO);
+    renumbering_reload_with_idle_clients(Duration::ZERO, NO_CHECKS);
+}
+
+/// The same with pooled upstream connections watched while idle (`reuse_check: watch`):
+/// the watches end with their connections, and no watched connection is lent to another
+/// endpoint after the renumbering.
+#[test]
+fn a_reload_that_renumbers_endpoints_keeps_watched_pooled_connections_to_their_own_backend() {
+    let config = format!("{NO_CHECKS}upstream:\n  reuse_check: watch\n");
+    renumbering_reload_with_idle_clients(Duration::ZERO, &config);
 }
 
 /// The same with the clients parked (silent for over a second, src/data/proxy/idle.rs) when
 /// the reload lands: a parked connection's next request is routed on the new snapshot too.
 #[test]
 fn a_reload_that_renumbers_endpoints_sends_parked_keepalive_clients_to_the_right_backend() {
-    renumbering_reload_with_idle_clients(Duration::from_millis(1_500));
+    renumbering_reload_with_idle_clients(Duration::from_millis(1_500), NO_CHECKS);
 }
 
-fn renumbering_reload_with_idle_clients(silent_for: Duration) {
+fn renumbering_reload_with_idle_clients(silent_for: Duration, config: &str) {
     let a = Backend::echo("a");
     let b = Backend::echo("b");
     let dir = tempfile::tempdir().unwrap();
@@ -111,7 +120,7 @@ fn renumbering_reload_with_idle_clients(silent_for: Duration) {
         api("m", "/m", &[b.url("/m")], "load_balance", Some("bee")),
     )
     .unwrap();
-    let gateway = start_dir(dir.path(), NO_CHECKS, "2");
+    let gateway = start_dir(dir.path(), config, "2");
     // Keep-alive clients, one request each, then idle: their pooled upstream connections
     // are B's.
     let mut clients: Vec<Client> = (0..8).map(|_| gateway.client()).collect();
