@@ -170,6 +170,8 @@ pub struct ShardMetrics {
     pub tls_plain_http: Counter,
     pub panics: Counter,
     pub access_log_dropped: Counter,
+    /// Response body bytes moved by `splice(2)` rather than copied (`upstream.body_relay`).
+    pub spliced_body_bytes: Counter,
     /// HTTP/2 client connections (h2 and h2c) past their handshake.
     pub http2_connections: Counter,
     /// HTTP/2 connections closed with `GOAWAY ENHANCE_YOUR_CALM` (a frame budget, rapid
@@ -205,6 +207,7 @@ impl ShardMetrics {
             tls_plain_http: Counter::default(),
             panics: Counter::default(),
             access_log_dropped: Counter::default(),
+            spliced_body_bytes: Counter::default(),
             http2_connections: Counter::default(),
             http2_budget_exceeded: Counter::default(),
             rejections: Default::default(),
@@ -260,6 +263,7 @@ impl ShardMetrics {
             (&self.tls_plain_http, &grown.tls_plain_http),
             (&self.panics, &grown.panics),
             (&self.access_log_dropped, &grown.access_log_dropped),
+            (&self.spliced_body_bytes, &grown.spliced_body_bytes),
             (&self.http2_connections, &grown.http2_connections),
             (&self.http2_budget_exceeded, &grown.http2_budget_exceeded),
         ] {

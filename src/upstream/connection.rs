@@ -29,6 +29,8 @@ pub struct UpstreamConnection {
     /// Started the first time the connection goes idle; `None` before, or when it could
     /// not be started (then reuse is peeked).
     pub watch: Option<IdleWatch>,
+    /// Its socket was made non-blocking for a spliced body (once per connection).
+    pub nonblocking: bool,
 }
 
 /// The upstream connections one shard has open, in use or pooled. Each connection counts

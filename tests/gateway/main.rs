@@ -27,6 +27,7 @@ mod rate_limits;
 mod rate_limits_redis;
 mod security;
 mod smuggling;
+mod spliced_bodies;
 mod streaming_memory;
 mod tls;
 mod websocket;

@@ -124,6 +124,8 @@ pub struct Upstream {
     pub max_idle_per_endpoint: usize,
     /// How a pooled connection is known to be clean before it is reused.
     pub reuse_check: ReuseCheck,
+    /// How a large response body goes from a plain upstream to a plain client.
+    pub body_relay: BodyRelay,
     pub tls: UpstreamTls,
     /// How often endpoint host names are resolved again, off the data path; 0 resolves them
     /// once, at the load that first names them.
@@ -138,6 +140,7 @@ impl Default for Upstream {
         Self {
             max_idle_per_endpoint: 64,
             reuse_check: ReuseCheck::default(),
+            body_relay: BodyRelay::default(),
             tls: UpstreamTls::default(),
             dns_refresh_ms: 30_000,
             hosts_file: None,
@@ -158,6 +161,20 @@ pub enum ReuseCheck {
     /// and a backend's close of an idle connection is answered at once; about 6 % more CPU
     /// per small request than `peek` on the benchmark machine. The epoll driver peeks.
     Watch,
+}
+
+/// How the body of a large response moves from the upstream socket to the client's
+/// (docs/design-notes.md, measured in bench/RESULTS.md).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum BodyRelay {
+    /// Read into a pooled buffer and written from it: two copies through user space.
+    Copy,
+    /// `splice(2)` through a pipe where both sides are plain TCP and the body is framed by
+    /// its length or the upstream's close: page references move, no byte is copied by the
+    /// gateway. Chunked bodies, TLS on either side and HTTP/2 streams are copied.
+    #[default]
+    Splice,
 }
 
 /// TLS towards `https://` endpoints.

@@ -218,7 +218,7 @@ pub fn render(shared: &Shared) -> String {
     drop(labels);
     shared.render_health_metrics(&mut out);
 
-    let scalars: [ShardSeries; 10] = [
+    let scalars: [ShardSeries; 11] = [
         (
             "shardgate_client_connections_open",
             "gauge",
@@ -278,6 +278,12 @@ pub fn render(shared: &Shared) -> String {
             "counter",
             "Access log lines dropped because the writer fell behind.",
             |m| m.access_log_dropped.get() as i64,
+        ),
+        (
+            "shardgate_response_body_bytes_spliced_total",
+            "counter",
+            "Response body bytes moved from upstream to client sockets by splice(2) instead of being copied (upstream.body_relay: splice).",
+            |m| m.spliced_body_bytes.get() as i64,
         ),
     ];
     for (name, kind, help, get) in scalars {

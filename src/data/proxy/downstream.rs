@@ -55,6 +55,8 @@ pub(crate) struct Downstream<S> {
     /// Set by [`idle`] when it hands over a connection that is readable: the first idle wait
     /// reads at once.
     pub(super) woke_readable: bool,
+    /// Its socket was made non-blocking for a spliced body (once per connection).
+    pub(super) nonblocking: bool,
 }
 
 impl<S: ClientIo> Downstream<S> {
@@ -67,6 +69,7 @@ impl<S: ClientIo> Downstream<S> {
             park_due: false,
             idle_since: None,
             woke_readable: false,
+            nonblocking: false,
         }
     }
 

@@ -13,14 +13,14 @@ use monoio::net::TcpStream;
 use super::io::{self, Either};
 use super::request_body::{BodyDecoder, RequestBodyState};
 use super::{ClientConnection, READ_CHUNK};
-use crate::compile::config::gateway::GatewayConfig;
+use crate::compile::config::gateway::{BodyRelay, GatewayConfig};
 use crate::compile::config::url::Scheme;
 use crate::error::GatewayError;
 use crate::http::{
     parse_response, write_client_head, ClientHead, HeadLimits, Method, Parsed, Version,
 };
 use crate::ids::UpstreamId;
-use crate::tls::{UpstreamStream, UpstreamTls};
+use crate::tls::{TcpOrTls, UpstreamStream, UpstreamTls};
 use crate::upstream::connection::UpstreamConnection;
 use crate::upstream::retry::UpstreamError;
 use crate::upstream::Endpoint;
@@ -198,6 +198,16 @@ impl<S: super::ClientIo> ClientConnection<S> {
         let was_head = self.head.method == Method::Head;
         self.resp.upgrade_requested = self.head.upgrade_websocket;
         let mut received_any = !self.rbuf.is_empty();
+        // Where a large body may be spliced, the head's reads leave the body in the socket
+        // beyond what one ordinary read would take (relay.rs).
+        let head_read_limit = if gateway.upstream.body_relay == BodyRelay::Splice
+            && matches!(conn, TcpOrTls::Plain(_))
+            && self.down.stream.plain_tcp().is_some()
+        {
+            READ_CHUNK
+        } else {
+            usize::MAX
+        };
         let upstream = |error| Err(AttemptError::Upstream(error));
         loop {
             if !self.rbuf.is_empty() {
@@ -233,7 +243,12 @@ impl<S: super::ClientIo> ClientConnection<S> {
                 }
             }
             let read = {
-                let read = pin!(io::read_more_untimed(conn, &mut self.rbuf, READ_CHUNK));
+                let read = pin!(io::read_more_untimed(
+                    conn,
+                    &mut self.rbuf,
+                    READ_CHUNK,
+                    head_read_limit
+                ));
                 let timed = pin!(io::race(read, self.timer.arm_at(deadline)));
                 match watch.filter(|_| !received_any) {
                     Some((id, since)) => {

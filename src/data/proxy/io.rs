@@ -137,17 +137,20 @@ pub async fn read_more<S: AsyncReadRent>(
     }
 }
 
-/// Like [`read_more`] without a timer, for callers already under a deadline.
+/// Like [`read_more`] without a timer, for callers already under a deadline, and reading
+/// at most `at_most` bytes.
 pub async fn read_more_untimed<S: AsyncReadRent>(
     stream: &mut S,
     buf: &mut Vec<u8>,
     min_spare: usize,
+    at_most: usize,
 ) -> Result<usize, IoError> {
     if buf.capacity() - buf.len() < min_spare {
         buf.reserve(min_spare);
     }
     let (len, cap) = (buf.len(), buf.capacity());
-    let (result, slice) = stream.read(std::mem::take(buf).slice_mut(len..cap)).await;
+    let end = cap.min(len.saturating_add(at_most));
+    let (result, slice) = stream.read(std::mem::take(buf).slice_mut(len..end)).await;
     *buf = slice.into_inner();
     match result {
         Ok(0) => Err(IoError::Closed),

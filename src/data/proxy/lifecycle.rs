@@ -474,6 +474,7 @@ impl<S: super::ClientIo> ClientConnection<S> {
                         counted: self.ctx.upstream_open.opened(),
                         watch_when_idle: gateway.upstream.reuse_check == ReuseCheck::Watch,
                         watch: None,
+                        nonblocking: false,
                     },
                     None => return AttemptResult::Failed(UpstreamError::Connect),
                 }

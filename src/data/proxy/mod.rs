@@ -11,6 +11,7 @@ mod io;
 mod lifecycle;
 mod relay;
 mod request_body;
+mod splice;
 mod websocket;
 
 use std::net::SocketAddr;
@@ -42,6 +43,7 @@ use crate::upstream::balancer::AttemptPlan;
 pub(crate) use downstream::ClientIo;
 use downstream::Downstream;
 use io::IoError;
+pub(crate) use splice::PipePool;
 
 /// Free space ensured before each read from a client or an upstream.
 const READ_CHUNK: usize = buffers::BUFFER_SIZE;

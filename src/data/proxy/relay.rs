@@ -5,13 +5,15 @@
 use std::time::{Duration, Instant};
 
 use super::io::{self, IoError};
+use super::splice::{self, SpliceEnd, SpliceEnds};
 use super::{ClientConnection, READ_CHUNK};
-use crate::compile::config::gateway::GatewayConfig;
+use crate::compile::config::gateway::{BodyRelay, GatewayConfig};
 use crate::error::GatewayError;
 use crate::http::{
     write_client_head, ChunkError, ChunkLimits, ChunkedDecoder, ClientHead, LengthDecoder,
     ResponseBody, Scan, TrailerGate, Version,
 };
+use crate::tls::TcpOrTls;
 use crate::upstream::connection::UpstreamConnection;
 
 /// Space for each read of a body that did not fit the first read. A body this long is relayed
@@ -97,6 +99,36 @@ impl<S: super::ClientIo> ClientConnection<S> {
         if self.send_out(client_io).await.is_err() {
             return false;
         }
+        if !done && gateway.upstream.body_relay == BodyRelay::Splice {
+            let left = match &decoder {
+                Some(ResponseDecoder::Length(d)) if d.remaining() >= splice::SPLICE_MIN => {
+                    Some(Some(d.remaining()))
+                }
+                Some(ResponseDecoder::UntilClose) => Some(None),
+                _ => None,
+            };
+            if let Some(length) = left {
+                match self
+                    .splice_body(&mut conn, length, upstream_idle, client_io)
+                    .await
+                {
+                    // Not spliceable after all (TLS, HTTP/2, no pipe): copied below.
+                    None => {}
+                    Some(Ok(())) => {
+                        done = true;
+                        stray = false;
+                    }
+                    Some(Err(end)) => {
+                        // A body delimited by the close ends this way; any other end is
+                        // mid-body, and closing the client connection is the honest signal.
+                        if !(length.is_none() && matches!(end, SpliceEnd::UpstreamClosed)) {
+                            log::debug!("spliced response body broke off: {end}");
+                        }
+                        return false;
+                    }
+                }
+            }
+        }
         while !done {
             let Some(decoder) = &mut decoder else { break };
             self.rbuf.clear();
@@ -148,6 +180,44 @@ impl<S: super::ClientIo> ClientConnection<S> {
             self.ctx.pool.borrow_mut().put(conn, Instant::now());
         }
         keep_client
+    }
+
+    /// Splices the rest of the body (`length` bytes, or until the upstream closes) when
+    /// both sockets are plain TCP. `None` when it cannot be spliced; nothing was read then.
+    async fn splice_body(
+        &mut self,
+        conn: &mut UpstreamConnection,
+        length: Option<u64>,
+        upstream_idle: Duration,
+        client_io: Duration,
+    ) -> Option<Result<(), SpliceEnd>> {
+        let TcpOrTls::Plain(upstream) = &conn.stream else {
+            return None;
+        };
+        let client = self.down.stream.plain_tcp()?;
+        if !conn.nonblocking {
+            splice::make_nonblocking(upstream).ok()?;
+            conn.nonblocking = true;
+        }
+        if !self.down.nonblocking {
+            splice::make_nonblocking(client).ok()?;
+            self.down.nonblocking = true;
+        }
+        let mut pipe = self.ctx.pipes.take()?;
+        let ends = SpliceEnds {
+            upstream,
+            client,
+            upstream_idle,
+            client_io,
+        };
+        let (record, ctx) = (&mut self.record, &self.ctx);
+        let result = splice::relay(&ends, &mut pipe, length, &mut self.timer, |sent| {
+            record.bytes += sent;
+            ctx.with_metrics(|m| m.spliced_body_bytes.add(sent));
+        })
+        .await;
+        self.ctx.pipes.give_back(pipe);
+        Some(result)
     }
 }
 

@@ -88,6 +88,8 @@ pub struct ShardContext {
     pub(super) draining: Cell<bool>,
     /// Full-size I/O buffers of connections between requests.
     pub buffers: BufferPool,
+    /// Empty pipes for spliced response bodies.
+    pub(crate) pipes: crate::data::proxy::PipePool,
     /// This shard's token allowances of the throttling tiers.
     pub rate_limits: crate::ratelimit::ShardRateLimits,
 }

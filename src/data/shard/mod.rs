@@ -174,6 +174,7 @@ async fn shard_main(config: ShardConfig, started: Started, driver: &'static str)
         access_log: RefCell::new(access_log),
         draining: Cell::new(false),
         buffers: BufferPool::default(),
+        pipes: Default::default(),
         upstream_open: OpenConnections::default(),
         rate_limits,
     });
@@ -218,6 +219,7 @@ async fn shard_main(config: ShardConfig, started: Started, driver: &'static str)
                 // The shard's own spare buffers go now (cheap, shard-local); walking the
                 // allocator's arenas (milliseconds) is the control plane's job.
                 ctx.buffers.release_all();
+                ctx.pipes.release_all();
                 memory.request(format!(
                     "shard {index}: {awake} client connections awake after a peak of {peak}: \
                      spare buffers released"

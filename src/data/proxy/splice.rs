@@ -1,0 +1,229 @@
+//! Zero-copy relay of a response body (`upstream.body_relay: splice`): from the upstream
+//! socket into a pipe and from the pipe to the client's socket with `splice(2)`, so the
+//! kernel moves page references instead of the gateway copying every byte out of one socket
+//! and into the other. Only where both sides are plain TCP and the body is framed by its
+//! length or by the upstream's close: a chunked body's framing must be read to be checked,
+//! and TLS needs the bytes in user space.
+//!
+//! The calls are made directly, not through the ring: io_uring issues every splice from an
+//! io-wq worker thread (docs/design-notes.md), two thread hand-offs per step. A direct
+//! call must never block the shard, and `SPLICE_F_NONBLOCK` covers only the pipe's side, so
+//! both sockets are switched to `O_NONBLOCK` the first time they are spliced (the ring's own
+//! socket operations wait by polling either way). A call that would block waits for
+//! readiness through a ring poll, raced with the step's timer, as a read or a write would.
+//!
+//! The pipe is emptied before it is filled again: a would-block on the way in then always
+//! means the upstream has sent nothing yet, and on the way out that the client's socket is
+//! full.
+
+use std::cell::RefCell;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::pin::pin;
+use std::time::Duration;
+
+use monoio::net::TcpStream;
+
+use super::io::{race, Timer};
+
+/// Bodies shorter than this (after what came with the head) are copied: two calls and a
+/// pipe cost more than copying a few KiB.
+pub(super) const SPLICE_MIN: u64 = 16 * 1024;
+
+/// What a pipe is asked to hold (more per call for large bodies). A pipe counts its space
+/// in pages, one per piece of a socket buffer, so it may hold fewer bytes than this.
+const PIPE_SIZE: libc::c_int = 256 * 1024;
+
+/// Empty pipes a shard keeps for the next spliced body (two descriptors each).
+const MAX_POOLED_PIPES: usize = 64;
+
+/// A pipe, both ends non-blocking, and how many bytes it holds now.
+pub(super) struct Pipe {
+    read: OwnedFd,
+    write: OwnedFd,
+    capacity: usize,
+    held: usize,
+}
+
+impl Pipe {
+    fn open() -> io::Result<Pipe> {
+        let mut fds = [0; 2];
+        // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: both descriptors were just opened and belong to nobody else.
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        // Refused (a user's pipe page limit), the pipe keeps its default size.
+        // SAFETY: fcntl on a pipe descriptor we own.
+        let sized = unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) };
+        let capacity = if sized > 0 {
+            sized
+        } else {
+            // SAFETY: as above.
+            unsafe { libc::fcntl(write.as_raw_fd(), libc::F_GETPIPE_SZ) }
+        };
+        Ok(Pipe {
+            read,
+            write,
+            capacity: usize::try_from(capacity).unwrap_or(0).max(4096),
+            held: 0,
+        })
+    }
+}
+
+/// A shard's empty pipes. A pipe still holding bytes of a relay that broke off is closed
+/// instead: its bytes belong to no one.
+#[derive(Default)]
+pub(crate) struct PipePool {
+    free: RefCell<Vec<Pipe>>,
+}
+
+impl PipePool {
+    pub(super) fn take(&self) -> Option<Pipe> {
+        let pooled = self.free.borrow_mut().pop();
+        pooled.or_else(|| match Pipe::open() {
+            Ok(pipe) => Some(pipe),
+            Err(e) => {
+                log::debug!("cannot open a pipe to splice a body ({e}); copying it");
+                None
+            }
+        })
+    }
+
+    pub(super) fn give_back(&self, pipe: Pipe) {
+        let mut free = self.free.borrow_mut();
+        if pipe.held == 0 && free.len() < MAX_POOLED_PIPES {
+            free.push(pipe);
+        }
+    }
+
+    /// Closes every spare pipe (a connection storm has ended).
+    pub(crate) fn release_all(&self) {
+        self.free.borrow_mut().clear();
+    }
+
+    #[cfg(test)]
+    fn pooled(&self) -> usize {
+        self.free.borrow().len()
+    }
+}
+
+/// Why a spliced body did not arrive whole.
+#[derive(Debug)]
+pub(super) enum SpliceEnd {
+    /// The upstream closed the connection: the end of a body delimited by the close, a
+    /// truncated body otherwise.
+    UpstreamClosed,
+    UpstreamTimedOut,
+    ClientTimedOut,
+    Upstream(io::Error),
+    Client(io::Error),
+}
+
+impl std::fmt::Display for SpliceEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SpliceEnd::UpstreamClosed => f.write_str("the upstream closed the connection"),
+            SpliceEnd::UpstreamTimedOut => f.write_str("the upstream went quiet"),
+            SpliceEnd::ClientTimedOut => f.write_str("the client stopped reading"),
+            SpliceEnd::Upstream(e) => write!(f, "upstream socket: {e}"),
+            SpliceEnd::Client(e) => write!(f, "client socket: {e}"),
+        }
+    }
+}
+
+/// The two sockets of a spliced body and the timeouts of their steps.
+pub(super) struct SpliceEnds<'a> {
+    pub upstream: &'a TcpStream,
+    pub client: &'a TcpStream,
+    pub upstream_idle: Duration,
+    pub client_io: Duration,
+}
+
+/// Moves `length` bytes (`None`: until the upstream closes) from the upstream to the client
+/// through `pipe`, telling `sent` each time the client's socket took some.
+pub(super) async fn relay(
+    ends: &SpliceEnds<'_>,
+    pipe: &mut Pipe,
+    mut length: Option<u64>,
+    timer: &mut Timer,
+    mut sent: impl FnMut(u64),
+) -> Result<(), SpliceEnd> {
+    let from = ends.upstream.as_raw_fd();
+    let to = ends.client.as_raw_fd();
+    while length != Some(0) {
+        let want = length.map_or(pipe.capacity, |left| {
+            usize::try_from(left).map_or(pipe.capacity, |left| left.min(pipe.capacity))
+        });
+        let moved = match splice(from, pipe.write.as_raw_fd(), want) {
+            Ok(0) => return Err(SpliceEnd::UpstreamClosed),
+            Ok(moved) => moved,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let readable = pin!(ends.upstream.readable(false));
+                match race(readable, timer.arm_in(ends.upstream_idle)).await {
+                    None => return Err(SpliceEnd::UpstreamTimedOut),
+                    Some(Err(e)) => return Err(SpliceEnd::Upstream(e)),
+                    Some(Ok(())) => continue,
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(SpliceEnd::Upstream(e)),
+        };
+        pipe.held += moved;
+        if let Some(left) = &mut length {
+            *left -= moved as u64;
+        }
+        while pipe.held > 0 {
+            match splice(pipe.read.as_raw_fd(), to, pipe.held) {
+                Ok(0) => return Err(SpliceEnd::Client(io::ErrorKind::WriteZero.into())),
+                Ok(taken) => {
+                    pipe.held -= taken;
+                    sent(taken as u64);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let writable = pin!(ends.client.writable(false));
+                    match race(writable, timer.arm_in(ends.client_io)).await {
+                        None => return Err(SpliceEnd::ClientTimedOut),
+                        Some(Err(e)) => return Err(SpliceEnd::Client(e)),
+                        Some(Ok(())) => {}
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(SpliceEnd::Client(e)),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
+    // SAFETY: both descriptors are open for the duration of the call (owned by live streams
+    // and the pipe); null offsets are the only form a socket or a pipe accepts.
+    let moved = unsafe {
+        libc::splice(
+            from,
+            std::ptr::null_mut(),
+            to,
+            std::ptr::null_mut(),
+            len,
+            libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+        )
+    };
+    usize::try_from(moved).map_err(|_| io::Error::last_os_error())
+}
+
+/// Makes `stream`'s socket non-blocking, so that a direct splice on it cannot block the
+/// shard. The ring's operations on it are unaffected: they wait by polling either way.
+pub(super) fn make_nonblocking(stream: &TcpStream) -> io::Result<()> {
+    let fd = stream.as_raw_fd();
+    // SAFETY: F_GETFL and F_SETFL on a socket owned by a live stream.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,231 @@
+use std::future::Future;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+
+use super::*;
+
+/// Runs `test` on an io_uring runtime (the shards' driver) and on the epoll fallback.
+fn on_both_drivers<F: Future<Output = ()>>(test: impl Fn() -> F) {
+    monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+        .enable_timer()
+        .build()
+        .expect("an io_uring runtime")
+        .block_on(test());
+    monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+        .enable_timer()
+        .build()
+        .expect("an epoll runtime")
+        .block_on(test());
+}
+
+/// A connected pair: the gateway's monoio side and the peer's blocking side.
+async fn pair() -> (TcpStream, std::net::TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let ours = TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (peer, _) = listener.accept().unwrap();
+    (ours, peer)
+}
+
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i % 251) as u8 ^ (i >> 13) as u8)
+        .collect()
+}
+
+/// An upstream that writes `bytes` and then closes (or not), from its own thread.
+fn serve(mut peer: std::net::TcpStream, bytes: Vec<u8>, close: bool) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        // The gateway side may give up first (the test's point): errors are expected then.
+        let _ = peer.write_all(&bytes);
+        if !close {
+            thread::sleep(Duration::from_secs(3600));
+        }
+    })
+}
+
+/// A client that reads `len` bytes, after `start` says so (or at once when `None`).
+fn read(
+    mut peer: std::net::TcpStream,
+    len: usize,
+    start: Option<mpsc::Receiver<()>>,
+) -> thread::JoinHandle<(bool, Vec<u8>, std::net::TcpStream)> {
+    thread::spawn(move || {
+        // Bounded generously: the test fails on `false`, never hangs.
+        let signalled = start.is_none_or(|s| s.recv_timeout(Duration::from_secs(60)).is_ok());
+        let mut got = vec![0; len];
+        peer.read_exact(&mut got).unwrap();
+        (signalled, got, peer)
+    })
+}
+
+fn ends<'a>(upstream: &'a TcpStream, client: &'a TcpStream, client_io: Duration) -> SpliceEnds<'a> {
+    make_nonblocking(upstream).unwrap();
+    make_nonblocking(client).unwrap();
+    SpliceEnds {
+        upstream,
+        client,
+        upstream_idle: Duration::from_secs(60),
+        client_io,
+    }
+}
+
+#[test]
+fn relays_exactly_the_length_and_leaves_the_next_response_in_the_socket() {
+    on_both_drivers(|| async {
+        let (mut upstream, upstream_peer) = pair().await;
+        let (mut client, client_peer) = pair().await;
+        let body = pattern(700 * 1024 + 13);
+        let mut sent = body.clone();
+        sent.extend_from_slice(b"NEXT");
+        let _server = serve(upstream_peer, sent, false);
+        let reader = read(client_peer, body.len() + 4, None);
+        let pipes = PipePool::default();
+        let mut pipe = pipes.take().unwrap();
+        let mut timer = Timer::default();
+        let mut relayed = 0;
+        let ends = ends(&upstream, &client, Duration::from_secs(60));
+        relay(&ends, &mut pipe, Some(body.len() as u64), &mut timer, |n| {
+            relayed += n
+        })
+        .await
+        .unwrap();
+        assert_eq!(relayed, body.len() as u64);
+        pipes.give_back(pipe);
+        assert_eq!(
+            pipes.pooled(),
+            1,
+            "an emptied pipe is kept for the next body"
+        );
+        // The ring's own operations still work on the now non-blocking sockets: the next
+        // response is read, and more bytes go to the client, each waiting as it must.
+        let (n, next) = upstream.read(Vec::with_capacity(16)).await;
+        assert_eq!((n.unwrap(), &next[..]), (4, &b"NEXT"[..]));
+        let (written, _) = client.write_all(b"tail").await;
+        written.unwrap();
+        let (_, got, _) = reader.join().unwrap();
+        assert!(
+            got[..body.len()] == body[..],
+            "the spliced bytes arrive as sent"
+        );
+        assert_eq!(&got[body.len()..], b"tail");
+    });
+}
+
+#[test]
+fn a_body_delimited_by_the_close_ends_with_the_upstream_close() {
+    on_both_drivers(|| async {
+        let (upstream, upstream_peer) = pair().await;
+        let (client, client_peer) = pair().await;
+        let body = pattern(300 * 1024);
+        let server = serve(upstream_peer, body.clone(), true);
+        let reader = read(client_peer, body.len(), None);
+        let mut pipe = PipePool::default().take().unwrap();
+        let mut relayed = 0;
+        let ends = ends(&upstream, &client, Duration::from_secs(60));
+        let end = relay(&ends, &mut pipe, None, &mut Timer::default(), |n| {
+            relayed += n
+        })
+        .await;
+        assert!(matches!(end, Err(SpliceEnd::UpstreamClosed)), "{end:?}");
+        assert_eq!(relayed, body.len() as u64);
+        server.join().unwrap();
+        assert!(reader.join().unwrap().1 == body);
+    });
+}
+
+#[test]
+fn a_truncated_body_ends_with_the_upstream_close_after_what_arrived() {
+    on_both_drivers(|| async {
+        let (upstream, upstream_peer) = pair().await;
+        let (client, client_peer) = pair().await;
+        let _server = serve(upstream_peer, pattern(50_000), true);
+        let reader = read(client_peer, 50_000, None);
+        let mut pipe = PipePool::default().take().unwrap();
+        let mut relayed = 0;
+        let ends = ends(&upstream, &client, Duration::from_secs(60));
+        let end = relay(
+            &ends,
+            &mut pipe,
+            Some(100_000),
+            &mut Timer::default(),
+            |n| relayed += n,
+        )
+        .await;
+        assert!(matches!(end, Err(SpliceEnd::UpstreamClosed)), "{end:?}");
+        assert_eq!(relayed, 50_000);
+        reader.join().unwrap();
+    });
+}
+
+#[test]
+fn a_client_that_stops_reading_leaves_the_shard_running() {
+    on_both_drivers(|| async {
+        let (upstream, upstream_peer) = pair().await;
+        let (client, client_peer) = pair().await;
+        // Far more than the sockets buffer: the relay must wait for the client.
+        let body = pattern(24 << 20);
+        let _server = serve(upstream_peer, body.clone(), false);
+        let (start, started) = mpsc::channel();
+        let reader = read(client_peer, body.len(), Some(started));
+        // Another task of the same thread: it only runs if the relay waits instead of
+        // blocking the thread in a call. It lets the client read once it has run a while.
+        let ticker = monoio::spawn(async move {
+            for _ in 0..20 {
+                monoio::time::sleep(Duration::from_millis(2)).await;
+            }
+            start.send(()).unwrap();
+        });
+        let mut pipe = PipePool::default().take().unwrap();
+        let mut relayed = 0;
+        let ends = ends(&upstream, &client, Duration::from_secs(60));
+        relay(
+            &ends,
+            &mut pipe,
+            Some(body.len() as u64),
+            &mut Timer::default(),
+            |n| relayed += n,
+        )
+        .await
+        .unwrap();
+        ticker.await;
+        let (signalled, got, _) = reader.join().unwrap();
+        assert!(
+            signalled,
+            "the client's signal came from the shard's other task"
+        );
+        assert!(got == body);
+    });
+}
+
+#[test]
+fn a_pipe_left_holding_bytes_is_closed_not_pooled() {
+    on_both_drivers(|| async {
+        let (upstream, upstream_peer) = pair().await;
+        let (client, _client_peer) = pair().await;
+        let _server = serve(upstream_peer, pattern(24 << 20), false);
+        let pipes = PipePool::default();
+        let mut pipe = pipes.take().unwrap();
+        let mut relayed = 0;
+        // The client never reads: its write step times out with bytes still in the pipe.
+        let ends = ends(&upstream, &client, Duration::from_millis(200));
+        let end = relay(
+            &ends,
+            &mut pipe,
+            Some(24 << 20),
+            &mut Timer::default(),
+            |n| relayed += n,
+        )
+        .await;
+        assert!(matches!(end, Err(SpliceEnd::ClientTimedOut)), "{end:?}");
+        assert!(pipe.held > 0);
+        pipes.give_back(pipe);
+        assert_eq!(pipes.pooled(), 0);
+    });
+}

@@ -1,0 +1,184 @@
+//! Response bodies relayed by `splice(2)` (`upstream.body_relay: splice`, the default) and
+//! by copying: the same bytes either way, at every size around the thresholds, with the
+//! upstream connection reused after a spliced body; a body cut short or delimited by the
+//! close ends the client connection; a client that stops reading stalls no one else on its
+//! shard.
+
+use crate::support;
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::io::Write;
+use std::time::Duration;
+
+use support::hostile::ScriptedBackend;
+use support::{open_api, Action, Backend, Client, Gateway};
+
+fn pattern(size: usize) -> Vec<u8> {
+    (0..size)
+        .map(|i| (i % 253) as u8 ^ (i >> 11) as u8)
+        .collect()
+}
+
+fn digest(bytes: &[u8]) -> u64 {
+    let mut h = DefaultHasher::new();
+    bytes.hash(&mut h);
+    h.finish()
+}
+
+fn spliced_bytes(gateway: &Gateway) -> u64 {
+    gateway
+        .server()
+        .shared()
+        .metrics
+        .shard_metrics()
+        .iter()
+        .map(|m| m.spliced_body_bytes.get())
+        .sum()
+}
+
+/// Below, at and above the first read (16 KiB) and the splice minimum, up to several MiB.
+const SIZES: [usize; 9] = [
+    0,
+    1,
+    16 * 1024 - 200,
+    16 * 1024 + 100,
+    32 * 1024,
+    32 * 1024 + 200,
+    64 * 1024,
+    300_001,
+    3 << 20,
+];
+
+#[test]
+fn bodies_of_every_size_arrive_intact_in_either_relay_over_one_reused_upstream_connection() {
+    for relay in ["copy", "splice"] {
+        let backend = Backend::start("sizes", |r| {
+            let size: usize = r.target.trim_start_matches("/size/").parse().unwrap_or(0);
+            Action::ok(pattern(size))
+        });
+        let gateway = Gateway::start_with(
+            &open_api(&[backend.url("")], "load_balance"),
+            &format!("upstream:\n  body_relay: {relay}\n"),
+            1,
+        );
+        let mut client = gateway.client();
+        let mut total = 0;
+        for round in 0..2 {
+            for size in SIZES {
+                let response = client.get(&format!("/svc/size/{size}"));
+                assert_eq!(response.status, 200, "{relay}, {size} B");
+                assert_eq!(
+                    response.body.len(),
+                    size,
+                    "{relay}, {size} B, round {round}"
+                );
+                assert!(
+                    digest(&response.body) == digest(&pattern(size)),
+                    "{relay}: a {size} B body arrived altered"
+                );
+                total += size as u64;
+            }
+        }
+        assert_eq!(
+            backend.connections(),
+            1,
+            "{relay}: every response ended cleanly, so one upstream connection served all"
+        );
+        let spliced = spliced_bytes(&gateway);
+        if relay == "copy" {
+            assert_eq!(spliced, 0);
+        } else {
+            assert!(
+                spliced > 0 && spliced < total,
+                "the large bodies' tails were spliced ({spliced} of {total} B)"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_backend_closing_mid_body_closes_the_client_connection_after_what_arrived() {
+    const SENT: usize = 200 * 1024;
+    let backend = ScriptedBackend::start(|peer| {
+        let Some(request) = peer.read_request() else {
+            return;
+        };
+        if request.target.ends_with("/again") {
+            peer.reply_ok(b"again");
+        } else {
+            let mut response = b"HTTP/1.1 200 OK\r\nContent-Length: 1048576\r\n\r\n".to_vec();
+            response.extend_from_slice(&pattern(SENT));
+            peer.write(&response);
+        }
+    });
+    let gateway = Gateway::start_with(&open_api(&[backend.url("")], "load_balance"), "", 1);
+    let mut client = gateway.client();
+    client.send(b"GET /svc/cut HTTP/1.1\r\nHost: h\r\n\r\n");
+    let received = client.read_to_close();
+    let head_end = received
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("the head was relayed")
+        + 4;
+    assert!(received.starts_with(b"HTTP/1.1 200"));
+    assert!(
+        received[head_end..] == pattern(SENT)[..],
+        "every byte that arrived was relayed, and then the connection closed"
+    );
+    assert!(spliced_bytes(&gateway) > 0, "the tail went by splice");
+    assert_eq!(gateway.client().get("/svc/again").status, 200);
+}
+
+#[test]
+fn a_body_delimited_by_the_close_is_spliced_to_its_end() {
+    const SIZE: usize = 2 << 20;
+    let backend = ScriptedBackend::start(|peer| {
+        if peer.read_request().is_some() {
+            let mut response = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n".to_vec();
+            response.extend_from_slice(&pattern(SIZE));
+            peer.write(&response);
+        }
+    });
+    let gateway = Gateway::start_with(&open_api(&[backend.url("")], "load_balance"), "", 1);
+    let mut client = gateway.client();
+    client.send(b"GET /svc/until-close HTTP/1.1\r\nHost: h\r\n\r\n");
+    let received = client.read_to_close();
+    let head_end = received.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let head = String::from_utf8_lossy(&received[..head_end]).to_ascii_lowercase();
+    assert!(head.contains("connection: close"), "{head}");
+    assert!(received[head_end..] == pattern(SIZE)[..]);
+    assert!(spliced_bytes(&gateway) > 0);
+}
+
+#[test]
+fn a_client_that_stops_reading_a_spliced_body_stalls_no_one_else_on_its_shard() {
+    const BIG: usize = 48 << 20;
+    let big = pattern(BIG);
+    let backend = Backend::start("big", move |r| {
+        if r.target.ends_with("/big") {
+            Action::ok(big.clone())
+        } else {
+            Action::ok("small")
+        }
+    });
+    // One shard: a call that blocked it would stall every client.
+    let gateway = Gateway::start_with(&open_api(&[backend.url("")], "load_balance"), "", 1);
+    let mut stalled = gateway.client();
+    stalled
+        .stream
+        .write_all(b"GET /svc/big HTTP/1.1\r\nHost: h\r\n\r\n")
+        .unwrap();
+    // Wait until the relay is under way and has filled the stalled client's socket.
+    assert!(support::eventually(Duration::from_secs(30), || {
+        spliced_bytes(&gateway) > 0 && backend.request_count() == 1
+    }));
+    for _ in 0..5 {
+        let mut other = Client::connect(gateway.addr);
+        let response = other.get("/svc/small");
+        assert_eq!(response.status, 200);
+        assert_eq!(response.body, b"small");
+    }
+    let response = stalled.read_response(false).unwrap();
+    assert_eq!(response.body.len(), BIG);
+    assert!(digest(&response.body) == digest(&pattern(BIG)));
+}
