@@ -7,9 +7,11 @@ logging off. Targets are interleaved over rounds so that machine drift hits all 
 equally. Figures that mean something on a shared 2-core box are ratios within one run.
 
 Scenarios (all by default):
-  plain     closed loop (max requests/s, proxy CPU time per request) and open loop at a fixed
-            rate (half of nginx's maximum: p50/p99/p99.9 from the intended send time) for
-            bodies of 64 B, 4 KiB and 64 KiB
+  plain     closed loop (max requests/s, proxy CPU time per request, and the whole machine's
+            busy CPU time per request: proxy, origin and load generator, which shows work a
+            proxy hands to the others) and open loop at a fixed rate (half of nginx's
+            maximum: p50/p99/p99.9 from the intended send time) for bodies of 64 B, 4 KiB,
+            64 KiB and 1 MiB
   https     TLS termination with the same certificate (ECDSA P-256), body 64 B
   jwt       shardgate only: the same small GET through a JWT-secured API (one repeated token)
             and an unsecured one, interleaved: the cost of security per request
@@ -177,6 +179,13 @@ def cpu_seconds(pids):
         user += int(fields[11])
         system += int(fields[12])
     return user / TICK, system / TICK
+
+
+def box_busy_seconds():
+    """CPU seconds every core of the machine spent busy (not idle, not waiting for I/O)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]
+    user, nice, system, idle, iowait, irq, softirq = map(int, fields)
+    return (user + nice + system + irq + softirq) / TICK
 
 
 def rss_kb(pids):
@@ -486,6 +495,7 @@ def wrk(url, duration, conns, extra=()):
 
 def measure(target, pids, url, duration, conns, out_json, rate=None, extra=(), svg=None):
     user_before, system_before = cpu_seconds(pids)
+    box_before = box_busy_seconds()
     t0 = time.time()
     if DRIVER == "wrk" and rate is None:
         result = wrk(url, duration, conns, extra)
@@ -493,6 +503,7 @@ def measure(target, pids, url, duration, conns, out_json, rate=None, extra=(), s
         result = loadgen(url, duration, conns, out_json, rate, extra, svg)
     elapsed = time.time() - t0
     user_after, system_after = cpu_seconds(pids)
+    box = box_busy_seconds() - box_before
     user, system = user_after - user_before, system_after - system_before
     cpu = user + system
     requests = result["requests"]
@@ -508,6 +519,10 @@ def measure(target, pids, url, duration, conns, out_json, rate=None, extra=(), s
         "p50_us": pct["p50"] * 1e6, "p99_us": pct["p99"] * 1e6, "p999_us": pct["p99.9"] * 1e6,
         "max_us": pct["p100"] * 1e6,
         "cpu_us_per_req": cpu * measured_share * 1e6 / completed if completed else float("nan"),
+        # Everything the machine did for the requests: proxy, origin and load generator. A
+        # proxy can lower its own CPU by handing work to the others (splice holds the origin's
+        # socket pages, so the origin writes into cold ones): this column shows it.
+        "box_us_per_req": box * measured_share * 1e6 / completed if completed else float("nan"),
         "user_share": user / cpu if cpu else float("nan"),
         "keptUp": not result["honesty"]["couldNotKeepUp"],
     }
@@ -531,7 +546,7 @@ def plain(targets, args, tmp, results):
                 url = f"http://127.0.0.1:{PORTS[t]}{path}"
                 m = measure(t, targets[t], url, args.duration, args.conns, tmp / f"c-{t}.json")
                 closed[t].append(m)
-                log(f"  closed body={body} round={r + 1} {t:10} {m['rps']:9.0f} rps {m['cpu_us_per_req']:6.2f} us/req errors {m['errors']}")
+                log(f"  closed body={body} round={r + 1} {t:10} {m['rps']:9.0f} rps {m['cpu_us_per_req']:6.2f} us/req box {m['box_us_per_req']:6.1f} us/req errors {m['errors']}")
         rate = 0.5 * median([m["rps"] for m in closed["nginx"]])
         opened = {t: [] for t in targets}
         for r in range(args.rounds):
@@ -903,9 +918,10 @@ def report(results, targets, machine):
         if scenario in ("plain", "https"):
             title = f"{scenario} body={body} B" if scenario == "plain" else "https body=64 B (TLS termination)"
             add(f"\n### {title}")
-            add("| target | rps (median) | proxy CPU us/req | user share | CPU vs nginx | CPU vs L4 floor | rps vs nginx | errors |"
+            add("| target | rps (median) | proxy CPU us/req | user share | CPU vs nginx | CPU vs L4 floor | box CPU us/req | box vs nginx | rps vs nginx | errors |"
                 + (" p50 us | p99 us | p99.9 us |" if b else ""))
-            add("|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|---:|" if b else ""))
+            add("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|---:|" if b else ""))
+            ng_box = median([m.get("box_us_per_req", float("nan")) for m in a["nginx"]])
             ng_cpu = median([m["cpu_us_per_req"] for m in a["nginx"]])
             ng_rps = median([m["rps"] for m in a["nginx"]])
             floor = median([m["cpu_us_per_req"] for m in a["haproxy-tcp"]]) if "haproxy-tcp" in a else float("nan")
@@ -916,8 +932,9 @@ def report(results, targets, machine):
                 user_share = median([m["user_share"] for m in a[t]])
                 # The floor forwards TLS bytes without terminating them: no HTTPS figure.
                 vs_floor = "–" if floor != floor else f"{cpu / floor:.2f}"
+                box = median([m.get("box_us_per_req", float("nan")) for m in a[t]])
                 row = (f"| {t} | {rps:.0f} | {cpu:.2f} | {user_share:.0%} | {cpu / ng_cpu:.2f} | "
-                       f"{vs_floor} | {rps / ng_rps:.2f} | {errors} |")
+                       f"{vs_floor} | {box:.1f} | {box / ng_box:.2f} | {rps / ng_rps:.2f} | {errors} |")
                 if b:
                     p = [median([m[k] for m in b[t]]) for k in ("p50_us", "p99_us", "p999_us")]
                     row += f" {p[0]:.0f} | {p[1]:.0f} | {p[2]:.0f} |"

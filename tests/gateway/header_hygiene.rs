@@ -195,32 +195,42 @@ fn the_token_header_is_a_forbidden_trailer_too() {
 
 #[test]
 fn forbidden_response_trailers_never_reach_the_client() {
-    let response = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
-5\r\nhello\r\n0\r\nX-Sum: 1\r\nContent-Length: 99\r\nTransfer-Encoding: gzip\r\n\
-Host: x\r\nCache-Control: no-store\r\nX-After: 2\r\n\r\n";
-    let backend = ScriptedBackend::start(move |peer| {
-        while peer.read_request().is_some() {
-            if !peer.write(response) {
-                return;
+    // A small body is copied behind the head; one of 6,000 bytes goes out from the read
+    // buffer in one writev, its trailers filtered in place there: both must filter alike.
+    for data in [b"hello".to_vec(), vec![b'z'; 6000]] {
+        let chunk = [format!("{:x}\r\n", data.len()).as_bytes(), &data, b"\r\n"].concat();
+        let response = [
+            &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
+            &chunk,
+            b"0\r\nX-Sum: 1\r\nContent-Length: 99\r\nTransfer-Encoding: gzip\r\n\
+Host: x\r\nCache-Control: no-store\r\nX-After: 2\r\n\r\n",
+        ]
+        .concat();
+        let backend = ScriptedBackend::start(move |peer| {
+            while peer.read_request().is_some() {
+                if !peer.write(&response) {
+                    return;
+                }
             }
+        });
+        let gateway = Gateway::start(&open_api(&[backend.url("")], "load_balance"));
+        let mut client = gateway.client();
+        client.send(b"GET /svc/r HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
+        let raw = client.read_to_close();
+        let body_start = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        assert_eq!(
+            show(&raw[body_start..]),
+            show(&[&chunk[..], b"0\r\nX-Sum: 1\r\nX-After: 2\r\n\r\n"].concat())
+        );
+        // Keep-alive: the next response on the same connection is intact after the filtered
+        // one.
+        let mut client = gateway.client();
+        for _ in 0..2 {
+            client.send(b"GET /svc/r HTTP/1.1\r\nHost: h\r\n\r\n");
+            let response = client.read_response(false).unwrap();
+            assert_eq!(response.status, 200);
+            assert!(response.body == data, "{} bytes", data.len());
         }
-    });
-    let gateway = Gateway::start(&open_api(&[backend.url("")], "load_balance"));
-    let mut client = gateway.client();
-    client.send(b"GET /svc/r HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
-    let raw = client.read_to_close();
-    let body_start = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-    assert_eq!(
-        show(&raw[body_start..]),
-        show(b"5\r\nhello\r\n0\r\nX-Sum: 1\r\nX-After: 2\r\n\r\n")
-    );
-    // Keep-alive: the next response on the same connection is intact after the filtered one.
-    let mut client = gateway.client();
-    for _ in 0..2 {
-        client.send(b"GET /svc/r HTTP/1.1\r\nHost: h\r\n\r\n");
-        let response = client.read_response(false).unwrap();
-        assert_eq!(response.status, 200);
-        assert_eq!(response.body, b"hello");
     }
 }
 

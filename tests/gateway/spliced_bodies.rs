@@ -1,4 +1,4 @@
-//! Response bodies relayed by `splice(2)` (`upstream.body_relay: splice`, the default) and
+//! Response bodies relayed by `splice(2)` (`upstream.body_relay: splice`) and
 //! by copying: the same bytes either way, at every size around the thresholds, with the
 //! upstream connection reused after a spliced body; a body cut short or delimited by the
 //! close ends the client connection; a client that stops reading stalls no one else on its
@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use support::hostile::ScriptedBackend;
 use support::{open_api, Action, Backend, Client, Gateway};
+
+const SPLICE: &str = "upstream:\n  body_relay: splice\n";
 
 fn pattern(size: usize) -> Vec<u8> {
     (0..size)
@@ -111,7 +113,7 @@ fn a_backend_closing_mid_body_closes_the_client_connection_after_what_arrived() 
             peer.write(&response);
         }
     });
-    let gateway = Gateway::start_with(&open_api(&[backend.url("")], "load_balance"), "", 1);
+    let gateway = Gateway::start_with(&open_api(&[backend.url("")], "load_balance"), SPLICE, 1);
     let mut client = gateway.client();
     client.send(b"GET /svc/cut HTTP/1.1\r\nHost: h\r\n\r\n");
     let received = client.read_to_close();
@@ -139,7 +141,7 @@ fn a_body_delimited_by_the_close_is_spliced_to_its_end() {
             peer.write(&response);
         }
     });
-    let gateway = Gateway::start_with(&open_api(&[backend.url("")], "load_balance"), "", 1);
+    let gateway = Gateway::start_with(&open_api(&[backend.url("")], "load_balance"), SPLICE, 1);
     let mut client = gateway.client();
     client.send(b"GET /svc/until-close HTTP/1.1\r\nHost: h\r\n\r\n");
     let received = client.read_to_close();
@@ -162,7 +164,7 @@ fn a_client_that_stops_reading_a_spliced_body_stalls_no_one_else_on_its_shard() 
         }
     });
     // One shard: a call that blocked it would stall every client.
-    let gateway = Gateway::start_with(&open_api(&[backend.url("")], "load_balance"), "", 1);
+    let gateway = Gateway::start_with(&open_api(&[backend.url("")], "load_balance"), SPLICE, 1);
     let mut stalled = gateway.client();
     stalled
         .stream

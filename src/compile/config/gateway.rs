@@ -168,12 +168,17 @@ pub enum ReuseCheck {
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum BodyRelay {
-    /// Read into a pooled buffer and written from it: two copies through user space.
+    /// Read into a pooled buffer and written from it: the kernel copies each byte in and out.
+    /// The default: the upstream's socket pages are freed as soon as they are read, so the
+    /// sender reuses them while they are hot in its cache.
+    #[default]
     Copy,
     /// `splice(2)` through a pipe where both sides are plain TCP and the body is framed by
     /// its length or the upstream's close: page references move, no byte is copied by the
-    /// gateway. Chunked bodies, TLS on either side and HTTP/2 streams are copied.
-    #[default]
+    /// gateway. Chunked bodies, TLS on either side and HTTP/2 streams are copied. Halves the
+    /// gateway's own CPU for large bodies, but the pages stay referenced until the client
+    /// has read them: a sender on the same machine writes into cold pages instead and pays
+    /// back about what the gateway saved.
     Splice,
 }
 

@@ -6,6 +6,7 @@
 pub(crate) mod buffers;
 mod downstream;
 mod exchange;
+mod gather;
 pub(crate) mod idle;
 mod io;
 mod lifecycle;
@@ -284,6 +285,9 @@ pub(crate) struct ClientConnection<S> {
     record: RequestRecord,
     /// Bounds whichever step is timed right now (one at a time).
     timer: io::Timer,
+    /// For writing a response head and the body bytes that came with it in one `writev`;
+    /// allocated at the first such write.
+    iov: Option<gather::IoVecPair>,
 }
 
 impl<S: ClientIo> ClientConnection<S> {
@@ -320,6 +324,7 @@ impl<S: ClientIo> ClientConnection<S> {
             log_target: Vec::new(),
             target: Vec::new(),
             rbuf: Vec::new(),
+            iov: None,
             resp: ResponseHead::with_header_capacity(INITIAL_HEADERS.min(limits.max_headers)),
             tunnel: None,
             request_sent: false,

@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::gather;
 use super::io::{self, IoError};
 use super::splice::{self, SpliceEnd, SpliceEnds};
 use super::{ClientConnection, READ_CHUNK};
@@ -64,22 +65,43 @@ impl<S: super::ClientIo> ClientConnection<S> {
             )),
             ResponseBody::UntilClose => Some(ResponseDecoder::UntilClose),
         };
-        // The body's first bytes go out with the head, in one write.
+        // The body's first bytes go out with the head, in one write: from where they are
+        // (`rbuf[head_len..body_end]`, one `writev`) to a plain client when they pass as they
+        // are and are many, copied behind the head otherwise (TLS and HTTP/2 streams copy
+        // them anyway).
+        let gather = self.rbuf.len() - head_len >= gather::GATHER_MIN
+            && decoder.as_ref().is_some_and(|d| !d.dechunks())
+            && self.down.stream.plain_tcp().is_some();
+        let mut body_end = head_len;
         let mut done = decoder.is_none();
         let mut stray;
         if let Some(decoder) = &mut decoder {
-            match decoder.relay(&self.rbuf[head_len..], &mut self.out) {
+            let scanned = if gather {
+                decoder.relay_in_place(&mut self.rbuf[head_len..], &mut self.out)
+            } else {
+                decoder.relay(&self.rbuf[head_len..], &mut self.out)
+            };
+            match scanned {
                 Ok(scan) => {
                     done = scan.done;
                     stray = scan.done && head_len + scan.consumed < self.rbuf.len();
-                    let end = self.out.len();
                     self.trailers.restart();
-                    decoder.pass_trailers(
-                        &mut self.trailers,
-                        &mut self.out,
-                        end - scan.consumed,
-                        end,
-                    );
+                    if gather {
+                        body_end = decoder.pass_trailers(
+                            &mut self.trailers,
+                            &mut self.rbuf,
+                            head_len,
+                            head_len + scan.consumed,
+                        );
+                    } else {
+                        let end = self.out.len();
+                        decoder.pass_trailers(
+                            &mut self.trailers,
+                            &mut self.out,
+                            end - scan.consumed,
+                            end,
+                        );
+                    }
                 }
                 Err(_) => {
                     // Nothing was sent yet: the upstream broke its own framing.
@@ -95,8 +117,22 @@ impl<S: super::ClientIo> ClientConnection<S> {
         } else {
             stray = head_len < self.rbuf.len();
         }
-        self.record.bytes += self.out.len() as u64;
-        if self.send_out(client_io).await.is_err() {
+        self.record.bytes += (self.out.len() + body_end - head_len) as u64;
+        let sent = match self.down.stream.plain_tcp() {
+            Some(client) if body_end > head_len => {
+                gather::write_head_and_body(
+                    client,
+                    &mut self.out,
+                    &mut self.rbuf,
+                    head_len..body_end,
+                    &mut self.iov,
+                    self.timer.arm_in(client_io),
+                )
+                .await
+            }
+            _ => self.send_out(client_io).await,
+        };
+        if sent.is_err() {
             return false;
         }
         if !done && gateway.upstream.body_relay == BodyRelay::Splice {
