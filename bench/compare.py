@@ -140,7 +140,7 @@ def stop_all():
     STARTED.clear()
 
 
-def wait_port(port, timeout=10.0, tls=False):
+def wait_port(port, timeout=10.0, tls=False, stderr_file=None):
     end = time.time() + timeout
     while time.time() < end:
         try:
@@ -148,7 +148,10 @@ def wait_port(port, timeout=10.0, tls=False):
                 return
         except OSError:
             time.sleep(0.05)
-    sys.exit(f"compare.py: nothing listening on {port}")
+    said = ""
+    if stderr_file is not None and stderr_file.exists():
+        said = "; it said:\n" + "\n".join(stderr_file.read_text(errors="replace").splitlines()[-20:])
+    sys.exit(f"compare.py: nothing listening on {port}{said}")
 
 
 def group_pids(proc):
@@ -1080,7 +1083,7 @@ def main():
                                 PROXY_CPU, stderr=open(tmp / f"{name}.err", "w"))
         for t, port in PORTS.items():
             if t in procs:
-                wait_port(port)
+                wait_port(port, stderr_file=tmp / f"{t}.err")
         time.sleep(0.5)
         targets = {t: group_pids(proc) for t, proc in procs.items()}
         log(f"# pids: {targets}")
