@@ -16,5 +16,7 @@ pub mod metrics;
 pub(crate) mod ratelimit;
 pub(crate) mod render;
 pub mod route;
+#[cfg(test)]
+pub(crate) mod testing;
 pub(crate) mod tls;
 pub(crate) mod upstream;

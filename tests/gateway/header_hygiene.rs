@@ -19,14 +19,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 }
 
 fn rejections(gateway: &Gateway, reason: Rejection) -> u64 {
-    gateway
-        .server()
-        .shared()
-        .metrics
-        .shard_metrics()
-        .iter()
-        .map(|m| m.rejections(reason))
-        .sum()
+    gateway.shard_sum(|m| m.rejections(reason))
 }
 
 /// One request sent raw; the backend's raw view of it.

@@ -124,14 +124,7 @@ fn assert_bad_request(rig: &Rig, target: &str, token: Option<&str>) {
 }
 
 fn path_rejections(gateway: &Gateway) -> u64 {
-    gateway
-        .server()
-        .shared()
-        .metrics
-        .shard_metrics()
-        .iter()
-        .map(|m| m.rejections(Rejection::Path))
-        .sum()
+    gateway.shard_sum(|m| m.rejections(Rejection::Path))
 }
 
 #[test]

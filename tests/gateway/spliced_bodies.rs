@@ -28,14 +28,7 @@ fn digest(bytes: &[u8]) -> u64 {
 }
 
 fn spliced_bytes(gateway: &Gateway) -> u64 {
-    gateway
-        .server()
-        .shared()
-        .metrics
-        .shard_metrics()
-        .iter()
-        .map(|m| m.spliced_body_bytes.get())
-        .sum()
+    gateway.shard_sum(|m| m.spliced_body_bytes.get())
 }
 
 /// Below, at and above the first read (16 KiB) and the splice minimum, up to several MiB.

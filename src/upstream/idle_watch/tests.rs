@@ -1,35 +1,11 @@
 use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use monoio::io::AsyncReadRent;
 
 use super::*;
-
-/// Runs `test` on an io_uring runtime (the shards' driver) and on the epoll fallback.
-fn on_both_drivers<F: Future<Output = ()>>(test: impl Fn() -> F) {
-    monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-        .enable_timer()
-        .build()
-        .expect("an io_uring runtime")
-        .block_on(test());
-    monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
-        .enable_timer()
-        .build()
-        .expect("an epoll runtime")
-        .block_on(test());
-}
-
-/// A connected pair: the monoio side the pool would hold, and the server's side.
-async fn pair() -> (TcpStream, std::net::TcpStream) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let client = TcpStream::connect(listener.local_addr().unwrap())
-        .await
-        .unwrap();
-    let (server, _) = listener.accept().unwrap();
-    (client, server)
-}
+use crate::testing::{on_both_drivers, tcp_pair};
 
 /// Lets the event loop submit and complete what the watch armed: several turns, since
 /// the test asserts what the watch concluded, not how fast.
@@ -46,7 +22,7 @@ async fn settle(watch: &IdleWatch) -> Quiet {
 #[test]
 fn a_quiet_idle_connection_is_vouched_for_once_its_poll_was_submitted() {
     on_both_drivers(|| async {
-        let (client, _server) = pair().await;
+        let (client, _server) = tcp_pair().await;
         let watch = IdleWatch::start(client.as_raw_fd()).unwrap();
         watch.went_idle();
         // In the turn it went idle nothing was submitted yet: the pool must peek.
@@ -58,7 +34,7 @@ fn a_quiet_idle_connection_is_vouched_for_once_its_poll_was_submitted() {
 #[test]
 fn a_connection_taken_in_the_turn_it_went_idle_settles_within_the_next_submission() {
     on_both_drivers(|| async {
-        let (client, mut server) = pair().await;
+        let (client, mut server) = tcp_pair().await;
         let watch = IdleWatch::start(client.as_raw_fd()).unwrap();
         watch.went_idle();
         assert_eq!(watch.settled().await, Quiet::Vouched);
@@ -80,7 +56,7 @@ fn a_connection_taken_in_the_turn_it_went_idle_settles_within_the_next_submissio
 fn bytes_or_a_close_on_an_idle_connection_stir_it() {
     on_both_drivers(|| async {
         // Bytes after it went idle and was vouched for.
-        let (client, mut server) = pair().await;
+        let (client, mut server) = tcp_pair().await;
         let watch = IdleWatch::start(client.as_raw_fd()).unwrap();
         watch.went_idle();
         assert_eq!(settle(&watch).await, Quiet::Vouched);
@@ -101,14 +77,14 @@ fn bytes_or_a_close_on_an_idle_connection_stir_it() {
         assert_eq!(settle(&watch).await, Quiet::Stirred);
 
         // Bytes that were already there when it went idle (never vouched for).
-        let (client, mut server) = pair().await;
+        let (client, mut server) = tcp_pair().await;
         server.write_all(b"stale").unwrap();
         let watch = IdleWatch::start(client.as_raw_fd()).unwrap();
         watch.went_idle();
         assert_eq!(settle(&watch).await, Quiet::Stirred);
 
         // The server closed its end.
-        let (client, server) = pair().await;
+        let (client, server) = tcp_pair().await;
         drop(server);
         let watch = IdleWatch::start(client.as_raw_fd()).unwrap();
         watch.went_idle();
@@ -119,7 +95,7 @@ fn bytes_or_a_close_on_an_idle_connection_stir_it() {
 #[test]
 fn the_response_to_a_lent_connection_does_not_stir_its_next_idle_period() {
     on_both_drivers(|| async {
-        let (mut client, mut server) = pair().await;
+        let (mut client, mut server) = tcp_pair().await;
         let watch = IdleWatch::start(client.as_raw_fd()).unwrap();
         for round in 0..20u8 {
             watch.went_idle();
@@ -143,7 +119,7 @@ fn the_response_to_a_lent_connection_does_not_stir_its_next_idle_period() {
 #[test]
 fn ending_the_watch_closes_its_descriptor() {
     on_both_drivers(|| async {
-        let (client, mut server) = pair().await;
+        let (client, mut server) = tcp_pair().await;
         let watch = IdleWatch::start(client.as_raw_fd()).unwrap();
         watch.went_idle();
         assert_eq!(settle(&watch).await, Quiet::Vouched);

@@ -115,6 +115,12 @@ impl Gateway {
         self.server.as_ref().unwrap()
     }
 
+    /// One counter summed over the shards, e.g. `gateway.shard_sum(|m| m.panics.get())`.
+    pub fn shard_sum(&self, counter: impl Fn(&shardgate::metrics::ShardMetrics) -> u64) -> u64 {
+        let metrics = self.server().shared().metrics.shard_metrics();
+        metrics.iter().map(|m| counter(m)).sum()
+    }
+
     /// Begins the drain and waits for the shards to exit.
     pub fn stop(mut self) {
         if let Some(server) = self.server.take() {

@@ -665,12 +665,5 @@ pub fn percentile(samples: &mut [Duration], p: f64) -> Duration {
 
 /// Connection tasks of an in-process gateway that panicked (caught by the shard).
 pub fn panics(gateway: &super::Gateway) -> u64 {
-    gateway
-        .server()
-        .shared()
-        .metrics
-        .shard_metrics()
-        .iter()
-        .map(|m| m.panics.get())
-        .sum()
+    gateway.shard_sum(|m| m.panics.get())
 }

@@ -1,35 +1,11 @@
-use std::future::Future;
 use std::io::Read;
-use std::net::TcpListener;
 use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
 use super::*;
 use crate::data::proxy::io::Timer;
-
-/// Runs `test` on an io_uring runtime (the shards' driver) and on the epoll fallback.
-fn on_both_drivers<F: Future<Output = ()>>(test: impl Fn() -> F) {
-    monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-        .enable_timer()
-        .build()
-        .expect("an io_uring runtime")
-        .block_on(test());
-    monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
-        .enable_timer()
-        .build()
-        .expect("an epoll runtime")
-        .block_on(test());
-}
-
-async fn pair() -> (TcpStream, std::net::TcpStream) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let ours = TcpStream::connect(listener.local_addr().unwrap())
-        .await
-        .unwrap();
-    let (peer, _) = listener.accept().unwrap();
-    (ours, peer)
-}
+use crate::testing::{on_both_drivers, tcp_pair};
 
 fn pattern(len: usize, salt: u8) -> Vec<u8> {
     (0..len).map(|i| (i % 251) as u8 ^ salt).collect()
@@ -54,7 +30,7 @@ fn head_and_body_range_arrive_in_order_and_the_buffers_come_back() {
     on_both_drivers(|| async {
         let mut iov = None;
         for (head_len, body_len) in [(0, 10), (120, 0), (120, 1), (300, 70_000)] {
-            let (mut ours, peer) = pair().await;
+            let (mut ours, peer) = tcp_pair().await;
             let mut head = pattern(head_len, 1);
             // The range leaves bytes before and after it that must not be sent.
             let mut body = pattern(body_len + 20, 2);
@@ -88,7 +64,7 @@ fn head_and_body_range_arrive_in_order_and_the_buffers_come_back() {
 #[test]
 fn a_write_larger_than_the_socket_takes_at_once_is_resumed_where_it_stopped() {
     on_both_drivers(|| async {
-        let (mut ours, peer) = pair().await;
+        let (mut ours, peer) = tcp_pair().await;
         // Far more than the socket buffers hold: writes come back short, so the loop resumes
         // inside the head and inside the body; a missing or repeated byte shows.
         let mut head = pattern(3 * 1024 * 1024 + 17, 3);
@@ -130,7 +106,7 @@ fn a_write_larger_than_the_socket_takes_at_once_is_resumed_where_it_stopped() {
 #[test]
 fn a_reader_that_never_reads_ends_the_write_at_the_timer() {
     on_both_drivers(|| async {
-        let (mut ours, _peer) = pair().await;
+        let (mut ours, _peer) = tcp_pair().await;
         let mut head = pattern(100, 5);
         let mut body = pattern(32 * 1024 * 1024, 6);
         let len = body.len();

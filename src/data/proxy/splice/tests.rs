@@ -1,6 +1,4 @@
-use std::future::Future;
 use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
@@ -8,30 +6,7 @@ use std::time::Duration;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 
 use super::*;
-
-/// Runs `test` on an io_uring runtime (the shards' driver) and on the epoll fallback.
-fn on_both_drivers<F: Future<Output = ()>>(test: impl Fn() -> F) {
-    monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-        .enable_timer()
-        .build()
-        .expect("an io_uring runtime")
-        .block_on(test());
-    monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
-        .enable_timer()
-        .build()
-        .expect("an epoll runtime")
-        .block_on(test());
-}
-
-/// A connected pair: the gateway's monoio side and the peer's blocking side.
-async fn pair() -> (TcpStream, std::net::TcpStream) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let ours = TcpStream::connect(listener.local_addr().unwrap())
-        .await
-        .unwrap();
-    let (peer, _) = listener.accept().unwrap();
-    (ours, peer)
-}
+use crate::testing::{on_both_drivers, tcp_pair};
 
 fn pattern(len: usize) -> Vec<u8> {
     (0..len)
@@ -79,8 +54,8 @@ fn ends<'a>(upstream: &'a TcpStream, client: &'a TcpStream, client_io: Duration)
 #[test]
 fn relays_exactly_the_length_and_leaves_the_next_response_in_the_socket() {
     on_both_drivers(|| async {
-        let (mut upstream, upstream_peer) = pair().await;
-        let (mut client, client_peer) = pair().await;
+        let (mut upstream, upstream_peer) = tcp_pair().await;
+        let (mut client, client_peer) = tcp_pair().await;
         let body = pattern(700 * 1024 + 13);
         let mut sent = body.clone();
         sent.extend_from_slice(b"NEXT");
@@ -121,8 +96,8 @@ fn relays_exactly_the_length_and_leaves_the_next_response_in_the_socket() {
 #[test]
 fn a_body_delimited_by_the_close_ends_with_the_upstream_close() {
     on_both_drivers(|| async {
-        let (upstream, upstream_peer) = pair().await;
-        let (client, client_peer) = pair().await;
+        let (upstream, upstream_peer) = tcp_pair().await;
+        let (client, client_peer) = tcp_pair().await;
         let body = pattern(300 * 1024);
         let server = serve(upstream_peer, body.clone(), true);
         let reader = read(client_peer, body.len(), None);
@@ -143,8 +118,8 @@ fn a_body_delimited_by_the_close_ends_with_the_upstream_close() {
 #[test]
 fn a_truncated_body_ends_with_the_upstream_close_after_what_arrived() {
     on_both_drivers(|| async {
-        let (upstream, upstream_peer) = pair().await;
-        let (client, client_peer) = pair().await;
+        let (upstream, upstream_peer) = tcp_pair().await;
+        let (client, client_peer) = tcp_pair().await;
         let _server = serve(upstream_peer, pattern(50_000), true);
         let reader = read(client_peer, 50_000, None);
         let mut pipe = PipePool::default().take().unwrap();
@@ -167,8 +142,8 @@ fn a_truncated_body_ends_with_the_upstream_close_after_what_arrived() {
 #[test]
 fn a_client_that_stops_reading_leaves_the_shard_running() {
     on_both_drivers(|| async {
-        let (upstream, upstream_peer) = pair().await;
-        let (client, client_peer) = pair().await;
+        let (upstream, upstream_peer) = tcp_pair().await;
+        let (client, client_peer) = tcp_pair().await;
         // Far more than the sockets buffer: the relay must wait for the client.
         let body = pattern(24 << 20);
         let _server = serve(upstream_peer, body.clone(), false);
@@ -207,8 +182,8 @@ fn a_client_that_stops_reading_leaves_the_shard_running() {
 #[test]
 fn a_pipe_left_holding_bytes_is_closed_not_pooled() {
     on_both_drivers(|| async {
-        let (upstream, upstream_peer) = pair().await;
-        let (client, _client_peer) = pair().await;
+        let (upstream, upstream_peer) = tcp_pair().await;
+        let (client, _client_peer) = tcp_pair().await;
         let _server = serve(upstream_peer, pattern(24 << 20), false);
         let pipes = PipePool::default();
         let mut pipe = pipes.take().unwrap();
