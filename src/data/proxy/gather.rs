@@ -88,6 +88,14 @@ pub(super) async fn write_head_and_body(
             let mut written = match result {
                 Ok(0) => return (Err(IoError::Closed), gathered),
                 Ok(n) => n,
+                // A socket made non-blocking for splicing: io_uring's `writev` (unlike its
+                // `send`) may hand the `EAGAIN` back instead of waiting, kernel by kernel.
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if let Err(e) = stream.writable(false).await {
+                        return (Err(IoError::Io(e)), gathered);
+                    }
+                    continue;
+                }
                 Err(e) => return (Err(IoError::Io(e)), gathered),
             };
             let from_head = written.min(gathered.head.len() - head_from);

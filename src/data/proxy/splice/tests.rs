@@ -140,6 +140,32 @@ fn a_truncated_body_ends_with_the_upstream_close_after_what_arrived() {
 }
 
 #[test]
+fn an_upstream_that_freezes_mid_body_ends_at_the_idle_timeout_after_what_arrived() {
+    on_both_drivers(|| async {
+        let (upstream, upstream_peer) = tcp_pair().await;
+        let (client, client_peer) = tcp_pair().await;
+        // Half the body, then the upstream neither sends nor closes.
+        let _server = serve(upstream_peer, pattern(50_000), false);
+        let reader = read(client_peer, 50_000, None);
+        let mut pipe = PipePool::default().take().unwrap();
+        let mut relayed = 0;
+        let mut ends = ends(&upstream, &client, Duration::from_secs(60));
+        ends.upstream_idle = Duration::from_millis(300);
+        let end = relay(
+            &ends,
+            &mut pipe,
+            Some(100_000),
+            &mut Timer::default(),
+            |n| relayed += n,
+        )
+        .await;
+        assert!(matches!(end, Err(SpliceEnd::UpstreamTimedOut)), "{end:?}");
+        assert_eq!(relayed, 50_000, "what arrived was passed on");
+        reader.join().unwrap();
+    });
+}
+
+#[test]
 fn a_client_that_stops_reading_leaves_the_shard_running() {
     on_both_drivers(|| async {
         let (upstream, upstream_peer) = tcp_pair().await;
