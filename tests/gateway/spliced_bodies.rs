@@ -10,8 +10,9 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::Write;
 use std::time::Duration;
 
+use shardgate::compile::snapshot::{LoadOptions, Snapshot};
 use support::hostile::ScriptedBackend;
-use support::{open_api, Action, Backend, Client, Gateway};
+use support::{eventually, open_api, Action, Backend, Client, Gateway};
 
 const SPLICE: &str = "upstream:\n  body_relay: splice\n";
 
@@ -176,4 +177,159 @@ fn a_client_that_stops_reading_a_spliced_body_stalls_no_one_else_on_its_shard() 
     let response = stalled.read_response(false).unwrap();
     assert_eq!(response.body.len(), BIG);
     assert!(digest(&response.body) == digest(&pattern(BIG)));
+}
+
+/// Backend B serves `/b/...` with B's body, A `/a/...` with A's (another pattern): a body
+/// from the wrong backend, or altered, shows in its digest.
+/// `/…/pending` is large enough (32 MiB) not to fit the sockets' buffers: its relay is still
+/// running when the reload lands.
+fn body_of(name: &str, path: &str) -> Vec<u8> {
+    let size = if path.ends_with("/pending") {
+        32 << 20
+    } else {
+        1 << 20
+    };
+    let mut body = pattern(size + 1);
+    body.drain(..usize::from(name == "a"));
+    body
+}
+
+fn own_backend(name: &'static str) -> Backend {
+    Backend::start(name, move |r| {
+        if r.target.starts_with(&format!("/{name}/")) {
+            Action::ok(body_of(name, &r.target))
+        } else {
+            Action::status(500, format!("{name} got {}", r.target))
+        }
+    })
+}
+
+fn fetch_whole(client: &mut Client, path: &str, from: &str) {
+    client.send(format!("GET {path} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes());
+    let response = client.read_response(false).expect("a response");
+    assert_eq!(
+        response.status,
+        200,
+        "{path}: {}",
+        String::from_utf8_lossy(&response.body[..response.body.len().min(300)])
+    );
+    assert!(
+        digest(&response.body) == digest(&body_of(from, path)),
+        "{path}: {} B, not {from}'s body whole",
+        response.body.len()
+    );
+}
+
+/// Keep-alive clients whose sockets (and pooled upstream connections) were made non-blocking
+/// by spliced bodies, and one spliced body in flight, across a reload that renumbers the
+/// endpoints (a definition that sorts first takes B's dense id) and turns splicing off: the
+/// body in flight finishes whole on the old snapshot, every later body is copied (through
+/// the writev path, on those non-blocking sockets) and comes from its own backend.
+#[test]
+fn a_reload_that_renumbers_endpoints_and_stops_splicing_mid_body_keeps_every_body_whole() {
+    let a = own_backend("a");
+    let b = own_backend("b");
+    let gateway = Gateway::start_with(&open_api(&[b.url("/b")], "load_balance"), SPLICE, 1);
+    let mut clients: Vec<Client> = (0..4).map(|_| gateway.client()).collect();
+    for client in &mut clients {
+        fetch_whole(client, "/svc/x", "b");
+    }
+    assert!(spliced_bytes(&gateway) > 0, "the first bodies were spliced");
+    // In flight: the client reads nothing, so the relay waits on its full socket.
+    let mut in_flight = gateway.client();
+    in_flight.send(b"GET /svc/pending HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert!(eventually(Duration::from_secs(30), || b.request_count() == 5));
+
+    let dir = gateway.dir.path();
+    std::fs::write(
+        dir.join("apis/0-first.yaml"),
+        open_api(&[a.url("/a")], "load_balance")
+            .replace("title: svc", "title: other")
+            .replace("/svc", "/other"),
+    )
+    .unwrap();
+    let config = std::fs::read_to_string(gateway.config_path()).unwrap();
+    std::fs::write(
+        gateway.config_path(),
+        config.replace("body_relay: splice", "body_relay: copy"),
+    )
+    .unwrap();
+    // As the gateway's reload does: the next snapshot interns its upstreams in the same
+    // registry as the current one.
+    let (current, _) = gateway.server().shared().snapshot();
+    let options = LoadOptions {
+        config: Some(gateway.config_path()),
+        apis: vec![],
+        resolve_hosts: true,
+    };
+    let snapshot = Snapshot::load_next(&options, &current).unwrap();
+    gateway.server().publish(snapshot);
+    let mut probe = gateway.client();
+    assert!(
+        eventually(Duration::from_secs(30), || probe.get("/other/probe").status
+            != 404),
+        "the new snapshot is served"
+    );
+    let response = in_flight.read_response(false).expect("the body in flight");
+    assert!(
+        digest(&response.body) == digest(&body_of("b", "/svc/pending")),
+        "the body in flight finished whole ({} B)",
+        response.body.len()
+    );
+    let spliced = spliced_bytes(&gateway);
+    for round in 0..3 {
+        for client in &mut clients {
+            fetch_whole(client, &format!("/svc/{round}"), "b");
+            fetch_whole(client, &format!("/other/{round}"), "a");
+        }
+    }
+    assert_eq!(
+        spliced_bytes(&gateway),
+        spliced,
+        "nothing spliced after the reload"
+    );
+    assert!(a.received().iter().all(|r| r.target.starts_with("/a/")));
+    assert!(b.received().iter().all(|r| r.target.starts_with("/b/")));
+}
+
+/// A backend that sends part of a spliced body and then neither sends nor closes: the client
+/// gets what arrived, then the close, at `timeouts.upstream_idle_ms`; the shard serves on.
+#[test]
+fn a_backend_frozen_mid_body_closes_the_client_connection_at_the_idle_timeout() {
+    const SENT: usize = 200 * 1024;
+    let backend = ScriptedBackend::start(|peer| {
+        let Some(request) = peer.read_request() else {
+            return;
+        };
+        if request.target.ends_with("/again") {
+            peer.reply_ok(b"again");
+            return;
+        }
+        let mut response = b"HTTP/1.1 200 OK\r\nContent-Length: 1048576\r\n\r\n".to_vec();
+        response.extend_from_slice(&pattern(SENT));
+        peer.write(&response);
+        // Frozen: waits for a request that never comes, until the gateway gives up.
+        let _ = peer.read_request();
+    });
+    let gateway = Gateway::start_with(
+        &open_api(&[backend.url("")], "load_balance"),
+        &format!("{SPLICE}timeouts:\n  upstream_idle_ms: 400\n"),
+        1,
+    );
+    let mut client = gateway.client();
+    client.send(b"GET /svc/frozen HTTP/1.1\r\nHost: h\r\n\r\n");
+    let received = client.read_to_close();
+    let head_end = received
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("the head was relayed")
+        + 4;
+    assert!(received.starts_with(b"HTTP/1.1 200"));
+    assert!(
+        received[head_end..] == pattern(SENT)[..],
+        "what arrived was relayed ({} B), then the connection closed",
+        received.len() - head_end
+    );
+    assert!(spliced_bytes(&gateway) > 0, "the tail went by splice");
+    assert_eq!(gateway.client().get("/svc/again").status, 200);
 }
