@@ -341,7 +341,12 @@ fn reloader(shared: Arc<Shared>, args: RunArgs) -> Reloader {
                     snapshot.routes.len(),
                     snapshot.endpoints.len()
                 );
-                shared.publish(snapshot);
+                if let Err(refused) = shared.publish(snapshot) {
+                    log::error!(
+                        "reload not published: {refused}; the previous configuration keeps serving"
+                    );
+                    return Err(refused.to_string());
+                }
                 log::info!("reload: {summary}; generation {}", shared.generation());
                 Ok(summary)
             }

@@ -90,6 +90,10 @@ pub struct Snapshot {
     pub rate_limits: Arc<RateLimits>,
     /// Things worth logging that did not stop the load.
     pub warnings: Vec<ConfigWarning>,
+    /// 0 for a first load; one more than the snapshot a reload was built from. Publishing
+    /// checks it, so that a snapshot built from an older one (whose carried state is stale)
+    /// never replaces a newer one.
+    pub revision: u64,
 }
 
 /// TLS configurations built from the gateway file: one per process, cloned into shards, so
@@ -100,6 +104,32 @@ pub struct TlsContexts {
     pub server: ServerTls,
     pub upstream: UpstreamTls,
 }
+
+/// Why a snapshot was not published.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PublishRefused {
+    /// Built by `Snapshot::load`, with an upstream table of its own.
+    ForeignUpstreams,
+    /// Built by `Snapshot::load_next` from another snapshot than the one serving.
+    NotBuiltFromCurrent { built_from: u64, current: u64 },
+}
+
+impl std::fmt::Display for PublishRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::ForeignUpstreams => f.write_str(
+                "the snapshot has an upstream table of its own (build it with Snapshot::load_next \
+                 from the serving one)",
+            ),
+            Self::NotBuiltFromCurrent { built_from, current } => write!(
+                f,
+                "the snapshot was built from revision {built_from}, but revision {current} is serving"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for PublishRefused {}
 
 /// What to load.
 #[derive(Clone, Debug, Default)]
@@ -125,6 +155,7 @@ impl Snapshot {
     pub fn load_next(options: &LoadOptions, current: &Snapshot) -> Result<Snapshot, ConfigErrors> {
         let mut next = Self::load_into(options, Arc::clone(&current.upstreams))?;
         next.carry_state_from(current);
+        next.revision = current.revision + 1;
         Ok(next)
     }
 
@@ -294,7 +325,26 @@ impl Snapshot {
             rate_limits,
             tls: Arc::new(tls),
             warnings,
+            revision: 0,
         })
+    }
+
+    /// Whether this snapshot may replace `current`: it must have been built by
+    /// [`load_next`](Self::load_next) from `current` itself. A snapshot from a fresh
+    /// [`load`](Self::load) interned its upstreams into a table of its own, so its ids name
+    /// other servers than the running shards' pools and health words do: publishing it would
+    /// send requests to the wrong backends.
+    pub fn may_replace(&self, current: &Snapshot) -> Result<(), PublishRefused> {
+        if !Arc::ptr_eq(&self.upstreams, &current.upstreams) {
+            return Err(PublishRefused::ForeignUpstreams);
+        }
+        if self.revision != current.revision + 1 {
+            return Err(PublishRefused::NotBuiltFromCurrent {
+                built_from: self.revision.wrapping_sub(1),
+                current: current.revision,
+            });
+        }
+        Ok(())
     }
 
     /// Carries what must survive a reload over from the snapshot being replaced: the circuit

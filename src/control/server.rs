@@ -12,7 +12,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::access_log::AccessLogWriter;
 use crate::cli::Driver;
-use crate::compile::snapshot::Snapshot;
+use crate::compile::snapshot::{PublishRefused, Snapshot};
 use crate::control::dns_refresh::{DnsRefresher, RefreshPlan};
 use crate::control::memory::MemoryReleaser;
 use crate::data::shard::{self, ShardConfig};
@@ -193,8 +193,8 @@ impl Server {
     }
 
     /// Makes `snapshot` the one new requests use (see `Shared::publish`).
-    pub fn publish(&self, snapshot: Snapshot) {
-        self.shared.publish(snapshot);
+    pub fn publish(&self, snapshot: Snapshot) -> Result<(), PublishRefused> {
+        self.shared.publish(snapshot)
     }
 
     /// Stops accepting; shards finish in-flight requests (bounded by `timeouts.drain_ms`)

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::compile::snapshot::Snapshot;
+use crate::compile::snapshot::{PublishRefused, Snapshot};
 use crate::metrics::MetricsHub;
 
 /// Which protocol a listener speaks.
@@ -55,11 +55,14 @@ impl Shared {
     }
 
     /// Makes `snapshot` the one new requests use; in-flight requests finish on the old one.
-    /// Shards pick it up within their control interval.
-    pub fn publish(&self, snapshot: Snapshot) {
+    /// Shards pick it up within their control interval. Refused, leaving the serving one in
+    /// place, unless `snapshot` was built from the serving one (see `Snapshot::may_replace`).
+    pub fn publish(&self, snapshot: Snapshot) -> Result<(), PublishRefused> {
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        snapshot.may_replace(&current)?;
         *current = Arc::new(snapshot);
         self.generation.fetch_add(1, Ordering::AcqRel);
+        Ok(())
     }
 
     /// The health of endpoint `id` of the current snapshot, for `/endpoints`.

@@ -687,3 +687,73 @@ fn after_switching_an_api_to_new_backends_no_new_request_reaches_the_old_ones() 
         == a.connections()
         && b.closed_connections() == b.connections()));
 }
+
+/// A snapshot from a fresh `Snapshot::load` interns its upstreams into a table of its own:
+/// with a definition that sorts first, A gets the upstream id B's pooled connections and
+/// health word carry in the serving table. Publishing it once sent every A request to B.
+/// It is refused, as is a second reload built from the snapshot the first one replaced; the
+/// serving configuration is untouched by both, and a proper reload then routes each API to
+/// its own backend.
+#[test]
+fn a_snapshot_not_built_from_the_serving_one_is_refused_and_routing_stays_true() {
+    use shardgate::compile::snapshot::{PublishRefused, Snapshot};
+    let a = Backend::echo("a");
+    let b = Backend::echo("b");
+    let gateway = support::Gateway::start_apis(
+        &[&api("m", "/m", &[b.url("/m")], "load_balance", None)],
+        "",
+        2,
+    );
+    let mut clients: Vec<Client> = (0..4).map(|_| gateway.client()).collect();
+    for client in &mut clients {
+        assert_eq!(backend_of(client, "/m/x"), "b");
+    }
+    std::fs::write(
+        gateway.dir.path().join("apis/0-first.yaml"),
+        api("a", "/a", &[a.url("/a")], "load_balance", None),
+    )
+    .unwrap();
+    let generation = gateway.server().shared().generation();
+
+    let foreign = Snapshot::load(&gateway.load_options()).unwrap();
+    assert_eq!(
+        gateway.server().publish(foreign),
+        Err(PublishRefused::ForeignUpstreams)
+    );
+    let (serving, _) = gateway.server().shared().snapshot();
+    let first = Snapshot::load_next(&gateway.load_options(), &serving).unwrap();
+    let stale = Snapshot::load_next(&gateway.load_options(), &serving).unwrap();
+    drop(serving);
+    assert_eq!(gateway.server().shared().generation(), generation);
+    // Nothing was published: the new API is unknown, the old one still goes to B.
+    std::thread::sleep(Duration::from_millis(300));
+    for client in &mut clients {
+        assert_eq!(client.get("/a/x").status, 404);
+        assert_eq!(backend_of(client, "/m/x"), "b");
+    }
+
+    gateway
+        .server()
+        .publish(first)
+        .expect("built from the serving one");
+    assert_eq!(
+        gateway.server().publish(stale),
+        Err(PublishRefused::NotBuiltFromCurrent {
+            built_from: 0,
+            current: 1
+        })
+    );
+    assert_eq!(gateway.server().shared().generation(), generation + 1);
+    assert!(eventually(Duration::from_secs(30), || clients[0]
+        .get("/a/probe")
+        .status
+        == 200));
+    for round in 0..3 {
+        for client in &mut clients {
+            assert_eq!(backend_of(client, "/a/x"), "a", "round {round}");
+            assert_eq!(backend_of(client, "/m/x"), "b", "round {round}");
+        }
+    }
+    assert_only_own_requests(&a, "/a", None);
+    assert_only_own_requests(&b, "/m", None);
+}

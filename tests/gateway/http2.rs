@@ -556,14 +556,7 @@ fn a_reload_sends_goaway_after_serving_the_next_stream() {
     let first: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
     assert_eq!(first["goaway_before"], false, "{first}");
     // Reload: the same configuration, published again (a new generation).
-    let snapshot =
-        shardgate::compile::snapshot::Snapshot::load(&shardgate::compile::snapshot::LoadOptions {
-            config: Some(gateway.config_path()),
-            apis: vec![],
-            resolve_hosts: true,
-        })
-        .unwrap();
-    gateway.server().publish(snapshot);
+    gateway.reload();
     // Shards take a new snapshot on their control tick (every 50 ms): wait generously.
     std::thread::sleep(Duration::from_secs(2));
     use std::io::Write;

@@ -10,7 +10,6 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::Write;
 use std::time::Duration;
 
-use shardgate::compile::snapshot::{LoadOptions, Snapshot};
 use support::hostile::ScriptedBackend;
 use support::{eventually, open_api, Action, Backend, Client, Gateway};
 
@@ -254,16 +253,7 @@ fn a_reload_that_renumbers_endpoints_and_stops_splicing_mid_body_keeps_every_bod
         config.replace("body_relay: splice", "body_relay: copy"),
     )
     .unwrap();
-    // As the gateway's reload does: the next snapshot interns its upstreams in the same
-    // registry as the current one.
-    let (current, _) = gateway.server().shared().snapshot();
-    let options = LoadOptions {
-        config: Some(gateway.config_path()),
-        apis: vec![],
-        resolve_hosts: true,
-    };
-    let snapshot = Snapshot::load_next(&options, &current).unwrap();
-    gateway.server().publish(snapshot);
+    gateway.reload();
     let mut probe = gateway.client();
     assert!(
         eventually(Duration::from_secs(30), || probe.get("/other/probe").status

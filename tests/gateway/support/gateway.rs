@@ -115,6 +115,23 @@ impl Gateway {
         self.server.as_ref().unwrap()
     }
 
+    /// As the gateway's reload does: reads the files again into a snapshot built from the
+    /// serving one (same upstream table), and publishes it.
+    pub fn reload(&self) {
+        let (current, _) = self.server().shared().snapshot();
+        let next = Snapshot::load_next(&self.load_options(), &current)
+            .unwrap_or_else(|e| panic!("reloaded configuration is invalid:\n{e}"));
+        self.server().publish(next).expect("publish the reload");
+    }
+
+    pub fn load_options(&self) -> LoadOptions {
+        LoadOptions {
+            config: Some(self.config_path()),
+            apis: vec![],
+            resolve_hosts: true,
+        }
+    }
+
     /// One counter summed over the shards, e.g. `gateway.shard_sum(|m| m.panics.get())`.
     pub fn shard_sum(&self, counter: impl Fn(&shardgate::metrics::ShardMetrics) -> u64) -> u64 {
         let metrics = self.server().shared().metrics.shard_metrics();
