@@ -43,6 +43,11 @@ const RESPONSE: &[u8] =
 /// A keep-alive backend that answers each request head with a fixed response, using only a
 /// stack buffer.
 fn fixed_backend() -> u16 {
+    backend_answering(RESPONSE)
+}
+
+/// Like [`fixed_backend`], answering with `response`.
+fn backend_answering(response: &'static [u8]) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
@@ -59,7 +64,7 @@ fn fixed_backend() -> u16 {
                     }
                     // Answer every complete head in the buffer.
                     while let Some(end) = buf[..filled].windows(4).position(|w| w == b"\r\n\r\n") {
-                        if stream.write_all(RESPONSE).is_err() {
+                        if stream.write_all(response).is_err() {
                             return;
                         }
                         buf.copy_within(end + 4..filled, 0);
@@ -108,6 +113,45 @@ fn send_requests(stream: &mut TcpStream, request: &[u8], count: usize) -> usize 
                     break;
                 }
             }
+        }
+    }
+    ok
+}
+
+/// Sends `count` requests on one connection, reading each response (of any length) through
+/// a stack buffer. Returns the number of whole 200 responses.
+fn fetch_bodies(stream: &mut TcpStream, count: usize) -> usize {
+    const REQUEST: &[u8] = b"GET /svc/large HTTP/1.1\r\nHost: gateway.test\r\n\r\n";
+    let mut ok = 0;
+    let mut buf = [0u8; 16384];
+    for _ in 0..count {
+        stream.write_all(REQUEST).unwrap();
+        let mut filled = 0;
+        let (end, length) = loop {
+            filled += stream.read(&mut buf[filled..]).unwrap();
+            if let Some(end) = buf[..filled].windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = std::str::from_utf8(&buf[..end]).unwrap();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length: "))
+                    .or_else(|| {
+                        head.lines()
+                            .find_map(|l| l.strip_prefix("Content-Length: "))
+                    })
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                if head.starts_with("HTTP/1.1 200") {
+                    ok += 1;
+                }
+                break (end + 4, length);
+            }
+        };
+        let mut left = end + length - filled;
+        while left > 0 {
+            let n = stream.read(&mut buf[..left.min(16384)]).unwrap();
+            assert_ne!(n, 0, "the response ended {left} bytes early");
+            left -= n;
         }
     }
     ok
@@ -224,4 +268,39 @@ fn rate_limited_requests_allocate_nothing_once_warm() {
         allocations, 0,
         "{allocations} allocations over {requests} rate-limited requests on the warm path"
     );
+}
+
+/// Large bodies on keep-alive connections: a 64 KiB body with its head (one read, one
+/// gathered write), one a little longer than the body read buffer, and one that takes
+/// several reads. The body read buffer, grown for the first large body, circulates through
+/// the shard's pool at that size: nothing is allocated per request.
+#[test]
+fn large_bodies_allocate_nothing_once_warm() {
+    let _one_at_a_time = MEASURING.lock().unwrap_or_else(|e| e.into_inner());
+    for body in [64 * 1024, 68 * 1024 + 100, 200 * 1024] {
+        let mut response = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {body}\r\n\r\n"
+        )
+        .into_bytes();
+        response.resize(response.len() + body, b'x');
+        let port = backend_answering(Vec::leak(response));
+        let gateway = Gateway::start_with(
+            &open_api(&[format!("http://127.0.0.1:{port}")], "load_balance"),
+            "",
+            1,
+        );
+        let mut stream = TcpStream::connect(gateway.addr).unwrap();
+        stream.set_nodelay(true).unwrap();
+        assert_eq!(fetch_bodies(&mut stream, 500), 500, "warm-up");
+
+        let before = ALLOCATIONS.load(Ordering::Relaxed);
+        let requests = 3_000;
+        assert_eq!(fetch_bodies(&mut stream, requests), requests);
+        let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
+        eprintln!("{allocations} allocations in {requests} requests with {body}-byte bodies");
+        assert_eq!(
+            allocations, 0,
+            "{allocations} allocations over {requests} requests with {body}-byte bodies"
+        );
+    }
 }

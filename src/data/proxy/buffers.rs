@@ -16,8 +16,9 @@ use std::cell::{Cell, RefCell};
 pub const BUFFER_SIZE: usize = 16 * 1024;
 
 /// Buffers that grew past this (a replayable request body, a large head) are freed rather
-/// than pooled: the pool would otherwise pin the rare large request's memory.
-const MAX_POOLED_CAPACITY: usize = 4 * BUFFER_SIZE;
+/// than pooled: the pool would otherwise pin the rare large request's memory. A response
+/// body's read buffer (`BODY_READ`) is the largest that is pooled.
+const MAX_POOLED_CAPACITY: usize = super::relay::BODY_READ;
 
 /// Most buffers a shard keeps (16 MiB). Beyond that, a returned buffer is freed.
 const MAX_POOLED: usize = 1024;

@@ -19,9 +19,15 @@ use crate::upstream::connection::UpstreamConnection;
 
 /// Space for each read of a body that did not fit the first read. A body this long is relayed
 /// in a quarter of the round trips a `READ_CHUNK` read per step would take (nginx's default
-/// proxy buffers add up to the same 64 KiB). The buffer goes back to the shard's pool at that
-/// size and is reused as it is.
-const BODY_READ: usize = 4 * READ_CHUNK;
+/// proxy buffers add up to the same 64 KiB), plus room for a response head: a 64 KiB body
+/// with its head then fits one read and one write, where 64 KiB even took a second read and
+/// write for the head's few hundred bytes. The buffer goes back to the shard's pool at that
+/// size and is reused as it is, for the next response's head read too.
+pub(super) const BODY_READ: usize = 4 * READ_CHUNK + HEAD_ROOM;
+
+/// Room for a typical response head (most are well under 1 KiB; cookies and CSP headers
+/// make some longer).
+const HEAD_ROOM: usize = 4 * 1024;
 
 impl<S: super::ClientIo> ClientConnection<S> {
     /// Sends the response head and body to the client; pools the upstream connection when
