@@ -4,6 +4,7 @@
 pub(crate) mod access_log;
 pub mod auth;
 pub mod cli;
+pub mod clock;
 pub mod compile;
 pub mod control;
 pub(crate) mod cors_policy;

@@ -172,6 +172,9 @@ pub struct ShardMetrics {
     pub access_log_dropped: Counter,
     /// Response body bytes moved by `splice(2)` rather than copied (`upstream.body_relay`).
     pub spliced_body_bytes: Counter,
+    /// Monotonic clock reads made through `crate::clock` on the shard's thread (set every
+    /// control tick): per request, what one reading per task poll leaves.
+    pub clock_reads: Gauge,
     /// HTTP/2 client connections (h2 and h2c) past their handshake.
     pub http2_connections: Counter,
     /// HTTP/2 connections closed with `GOAWAY ENHANCE_YOUR_CALM` (a frame budget, rapid
@@ -208,6 +211,7 @@ impl ShardMetrics {
             panics: Counter::default(),
             access_log_dropped: Counter::default(),
             spliced_body_bytes: Counter::default(),
+            clock_reads: Gauge::default(),
             http2_connections: Counter::default(),
             http2_budget_exceeded: Counter::default(),
             rejections: Default::default(),

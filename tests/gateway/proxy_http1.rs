@@ -7,7 +7,7 @@ use crate::support;
 use std::io::Write;
 use std::time::Duration;
 
-use support::{open_api, Action, Backend, Client, Gateway};
+use support::{eventually, open_api, Action, Backend, Client, Gateway};
 
 fn backend_of(response: &support::Response) -> String {
     response.json()["backend"].as_str().unwrap().to_owned()
@@ -700,5 +700,42 @@ fn partial_writes_from_a_slow_client_still_parse() {
     assert_eq!(
         client.read_response(false).unwrap().json()["target"],
         "/trickle"
+    );
+}
+
+/// The request path reads the clock once per connection-task poll (`src/clock.rs`), not
+/// once per deadline, timer and latency: about nine reads per keep-alive request before.
+/// Counts, not times: a keep-alive request takes a handful of polls whatever the machine.
+#[test]
+fn a_keep_alive_request_reads_the_clock_once_per_poll_not_per_deadline() {
+    let backend = Backend::echo("a");
+    let gateway = Gateway::start(&open_api(&[backend.url("")], "load_balance"));
+    let mut client = gateway.client();
+    let reads = |gateway: &Gateway| gateway.shard_sum(|m| m.clock_reads.get() as u64);
+    let settled = |gateway: &Gateway| {
+        // The shard publishes the count about once a second: settled is two equal samples
+        // further apart than that, after the requests' count has appeared.
+        let mut last = reads(gateway);
+        assert!(eventually(Duration::from_secs(30), || {
+            std::thread::sleep(Duration::from_millis(1_200));
+            let now = reads(gateway);
+            std::mem::replace(&mut last, now) == now
+        }));
+        last
+    };
+    for _ in 0..100 {
+        assert_eq!(client.get("/svc/warm").status, 200);
+    }
+    assert!(eventually(Duration::from_secs(30), || reads(&gateway) > 0));
+    let before = settled(&gateway);
+    let requests = 2_000;
+    for _ in 0..requests {
+        assert_eq!(client.get("/svc/x").status, 200);
+    }
+    let per_request = (settled(&gateway) - before) as f64 / requests as f64;
+    eprintln!("{per_request:.2} clock reads per request");
+    assert!(
+        (1.0..=4.5).contains(&per_request),
+        "{per_request:.2} clock reads per keep-alive request"
     );
 }

@@ -218,7 +218,7 @@ pub fn render(shared: &Shared) -> String {
     drop(labels);
     shared.render_health_metrics(&mut out);
 
-    let scalars: [ShardSeries; 11] = [
+    let scalars: [ShardSeries; 12] = [
         (
             "shardgate_client_connections_open",
             "gauge",
@@ -284,6 +284,12 @@ pub fn render(shared: &Shared) -> String {
             "counter",
             "Response body bytes moved from upstream to client sockets by splice(2) instead of being copied (upstream.body_relay: splice).",
             |m| m.spliced_body_bytes.get() as i64,
+        ),
+        (
+            "shardgate_clock_reads_total",
+            "counter",
+            "Monotonic clock reads on the request path (one per connection-task poll at most), updated every control tick.",
+            |m| m.clock_reads.get(),
         ),
     ];
     for (name, kind, help, get) in scalars {

@@ -89,7 +89,7 @@ impl<S: super::ClientIo> ClientConnection<S> {
                     self.request_sent = true;
                     // The upstream's time to answer starts when the body is complete: a slow
                     // client's upload is not the endpoint's delay.
-                    head_deadline = (Instant::now() + times.limit).min(times.route_deadline);
+                    head_deadline = (crate::clock::now() + times.limit).min(times.route_deadline);
                 }
                 BodySent::UpstreamSpoke => {}
                 BodySent::UpstreamBroke => {

@@ -55,7 +55,7 @@ pub struct Timer {
 impl Timer {
     /// Arms the timer to fire `after` from now.
     pub fn arm_in(&mut self, after: Duration) -> Pin<&mut Sleep> {
-        self.arm_at(Instant::now() + after)
+        self.arm_at(crate::clock::now() + after)
     }
 
     /// Arms the timer to fire at `deadline`.

@@ -148,7 +148,7 @@ impl<S: super::ClientIo> ClientConnection<S> {
         }
 
         // Phases 2 to 4: plan, attempts, decisions.
-        let started = Instant::now();
+        let started = crate::clock::now();
         let request = Attempting {
             view,
             group_id,
@@ -174,7 +174,11 @@ impl<S: super::ClientIo> ClientConnection<S> {
         };
         match exchange {
             Exchange::Response(conn, endpoint_id) => {
-                self.record.upstream_micros = Some(started.elapsed().as_micros() as u64);
+                self.record.upstream_micros = Some(
+                    crate::clock::now()
+                        .saturating_duration_since(started)
+                        .as_micros() as u64,
+                );
                 self.record.status = self.resp.status;
                 let label = view.labels.endpoint[endpoint_id.index()];
                 if self.resp.is_switching_protocols() {

@@ -177,7 +177,9 @@ pub(crate) fn account(
         .api
         .map_or(crate::metrics::NO_API, |api| view.labels.api[api.index()]);
     ctx.with_metrics(|m| m.request(api_label, request.method as usize, status));
-    let total_micros = record.started.map_or(0, |s| s.elapsed().as_micros() as u64);
+    let total_micros = record.started.map_or(0, |s| {
+        crate::clock::now().saturating_duration_since(s).as_micros() as u64
+    });
     let mut latency = ctx.latency.borrow_mut();
     if record.started.is_some() {
         latency.total.saturating_record(total_micros.max(1));
@@ -349,7 +351,7 @@ impl<S: ClientIo> ClientConnection<S> {
                     self.ctx.buffers.fill(&mut self.out);
                     self.ctx.buffers.fill(&mut self.rbuf);
                     self.record = RequestRecord {
-                        started: Some(Instant::now()),
+                        started: Some(crate::clock::now()),
                         ..RequestRecord::default()
                     };
                     if self.ctx.access_log.borrow().is_some() {
@@ -401,7 +403,7 @@ impl<S: ClientIo> ClientConnection<S> {
                     // The head timeout runs from its first bytes (no clock read when a head
                     // arrives whole).
                     Ok(None) => {
-                        head_deadline.get_or_insert_with(|| Instant::now() + head_timeout);
+                        head_deadline.get_or_insert_with(|| crate::clock::now() + head_timeout);
                     }
                     Err(e) => return reject(e),
                 }

@@ -2,7 +2,7 @@
 //! framing checked (length, chunked, until close; de-chunked for HTTP/1.0 clients), and the
 //! upstream connection pooled only when the response ended cleanly.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::gather;
 use super::io::{self, IoError};
@@ -219,7 +219,7 @@ impl<S: super::ClientIo> ClientConnection<S> {
             }
         }
         if self.resp.keep_alive && !stray && self.request_sent {
-            self.ctx.pool.borrow_mut().put(conn, Instant::now());
+            self.ctx.pool.borrow_mut().put(conn, crate::clock::now());
         }
         keep_client
     }

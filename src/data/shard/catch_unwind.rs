@@ -23,6 +23,9 @@ impl<F: Future<Output = ()>> Future for CatchUnwind<F> {
         let this = unsafe { self.get_unchecked_mut() };
         let ctx = &this.ctx;
         let inner = unsafe { Pin::new_unchecked(&mut this.inner) };
+        // Every connection task is polled through here: the request path's clock readings
+        // are shared within the poll (`crate::clock`).
+        let _clock = crate::clock::PollScope::enter();
         match std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
             Ok(poll) => poll,
             Err(panic) => {

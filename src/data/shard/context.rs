@@ -141,6 +141,7 @@ impl ShardContext {
             metrics
                 .client_connections_open
                 .set(self.connections.open() as i64);
+            metrics.clock_reads.set(crate::clock::reads() as i64);
         });
         let latency = self.latency.borrow();
         self.shared
