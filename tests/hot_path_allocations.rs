@@ -157,6 +157,19 @@ fn fetch_bodies(stream: &mut TcpStream, count: usize) -> usize {
     ok
 }
 
+/// Runs `serve` for `requests` requests (it returns how many were answered 200) and asserts
+/// that the process allocated nothing meanwhile.
+fn assert_allocates_nothing(requests: usize, what: &str, serve: impl FnOnce(usize) -> usize) {
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    assert_eq!(serve(requests), requests);
+    let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    eprintln!("{allocations} allocations in {requests} {what}");
+    assert_eq!(
+        allocations, 0,
+        "{allocations} allocations over {requests} {what} on the warm path"
+    );
+}
+
 /// The allocation counter is process-wide: one measuring test at a time.
 static MEASURING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -189,15 +202,9 @@ fn small_keep_alive_requests_allocate_nothing(gateway_yaml: &str) {
         "the counting allocator is not counting"
     );
 
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
-    let requests = 20_000;
-    assert_eq!(run_requests(&mut stream, requests), requests);
-    let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
-    eprintln!("{allocations} allocations in {requests} proxied requests");
-    assert_eq!(
-        allocations, 0,
-        "{allocations} allocations over {requests} requests on the warm path"
-    );
+    assert_allocates_nothing(20_000, "proxied requests", |requests| {
+        run_requests(&mut stream, requests)
+    });
 }
 
 /// A secured route with scopes, behind an API-key alternative that is tried first: once the
@@ -230,15 +237,9 @@ fn secured_requests_with_scopes_allocate_nothing_once_the_token_is_cached() {
         "warm-up"
     );
 
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
-    let requests = 20_000;
-    assert_eq!(send_requests(&mut stream, &request, requests), requests);
-    let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
-    eprintln!("{allocations} allocations in {requests} secured requests");
-    assert_eq!(
-        allocations, 0,
-        "{allocations} allocations over {requests} secured requests on the warm path"
-    );
+    assert_allocates_nothing(20_000, "secured requests", |requests| {
+        send_requests(&mut stream, &request, requests)
+    });
 }
 
 /// A route with a throttling tier: the allowance check (a local decrement, a batch from the
@@ -259,15 +260,9 @@ fn rate_limited_requests_allocate_nothing_once_warm() {
     stream.set_nodelay(true).unwrap();
     assert_eq!(run_requests(&mut stream, 2_000), 2_000, "warm-up");
 
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
-    let requests = 20_000;
-    assert_eq!(run_requests(&mut stream, requests), requests);
-    let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
-    eprintln!("{allocations} allocations in {requests} rate-limited requests");
-    assert_eq!(
-        allocations, 0,
-        "{allocations} allocations over {requests} rate-limited requests on the warm path"
-    );
+    assert_allocates_nothing(20_000, "rate-limited requests", |requests| {
+        run_requests(&mut stream, requests)
+    });
 }
 
 /// Large bodies on keep-alive connections: a 64 KiB body with its head (one read, one
@@ -293,14 +288,10 @@ fn large_bodies_allocate_nothing_once_warm() {
         stream.set_nodelay(true).unwrap();
         assert_eq!(fetch_bodies(&mut stream, 500), 500, "warm-up");
 
-        let before = ALLOCATIONS.load(Ordering::Relaxed);
-        let requests = 3_000;
-        assert_eq!(fetch_bodies(&mut stream, requests), requests);
-        let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
-        eprintln!("{allocations} allocations in {requests} requests with {body}-byte bodies");
-        assert_eq!(
-            allocations, 0,
-            "{allocations} allocations over {requests} requests with {body}-byte bodies"
+        assert_allocates_nothing(
+            3_000,
+            &format!("requests with {body}-byte bodies"),
+            |requests| fetch_bodies(&mut stream, requests),
         );
     }
 }
