@@ -27,6 +27,17 @@ fn digest(bytes: &[u8]) -> u64 {
     h.finish()
 }
 
+/// The body of a 200 response read up to the connection's close.
+fn body_of_200(received: &[u8]) -> &[u8] {
+    let head_end = received
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("the head was relayed")
+        + 4;
+    assert!(received.starts_with(b"HTTP/1.1 200"));
+    &received[head_end..]
+}
+
 fn spliced_bytes(gateway: &Gateway) -> u64 {
     gateway.shard_sum(|m| m.spliced_body_bytes.get())
 }
@@ -110,14 +121,9 @@ fn a_backend_closing_mid_body_closes_the_client_connection_after_what_arrived() 
     let mut client = gateway.client();
     client.send(b"GET /svc/cut HTTP/1.1\r\nHost: h\r\n\r\n");
     let received = client.read_to_close();
-    let head_end = received
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("the head was relayed")
-        + 4;
-    assert!(received.starts_with(b"HTTP/1.1 200"));
+    let body = body_of_200(&received);
     assert!(
-        received[head_end..] == pattern(SENT)[..],
+        body == &pattern(SENT)[..],
         "every byte that arrived was relayed, and then the connection closed"
     );
     assert!(spliced_bytes(&gateway) > 0, "the tail went by splice");
@@ -309,16 +315,11 @@ fn a_backend_frozen_mid_body_closes_the_client_connection_at_the_idle_timeout() 
     let mut client = gateway.client();
     client.send(b"GET /svc/frozen HTTP/1.1\r\nHost: h\r\n\r\n");
     let received = client.read_to_close();
-    let head_end = received
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("the head was relayed")
-        + 4;
-    assert!(received.starts_with(b"HTTP/1.1 200"));
+    let body = body_of_200(&received);
     assert!(
-        received[head_end..] == pattern(SENT)[..],
+        body == &pattern(SENT)[..],
         "what arrived was relayed ({} B), then the connection closed",
-        received.len() - head_end
+        body.len()
     );
     assert!(spliced_bytes(&gateway) > 0, "the tail went by splice");
     assert_eq!(gateway.client().get("/svc/again").status, 200);
