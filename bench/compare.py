@@ -371,7 +371,9 @@ def http_targets(targets):
 UPSTREAM_SETTINGS = {}
 
 
-def write_shardgate(tmp, cert, key, name="shardgate"):
+def write_shardgate_apis(tmp):
+    """The API definitions every shardgate target serves, written once before any starts:
+    rewriting them while an earlier target loads would hand it a truncated file."""
     apis = tmp / "sg-apis"
     apis.mkdir(exist_ok=True)
     urls = ", ".join(f"'http://127.0.0.1:{p}'" for p in ORIGIN_PORTS)
@@ -411,6 +413,9 @@ x-wso2-production-endpoints: {{urls: [{urls}], type: load_balance}}
 paths:
   /*: {{get: {{}}}}
 """)
+
+
+def write_shardgate(tmp, cert, key, name="shardgate"):
     upstream_extra = "".join(f"  {k}: {v}\n" for k, v in UPSTREAM_SETTINGS.get(name, []))
     conf = tmp / f"{name}.yaml"
     conf.write_text(f"""jwt:
@@ -1077,6 +1082,7 @@ def main():
             "haproxy-tcp": start("haproxy-tcp", ["haproxy", "-f", str(write_haproxy_tcp(tmp))], PROXY_CPU),
         }
         binaries = {"shardgate": ROOT / "target/release/shardgate"} | variants
+        write_shardgate_apis(tmp)
         for name, binary in binaries.items():
             procs[name] = start(name, [str(binary), "run", "--config",
                                        str(write_shardgate(tmp, cert, key, name)), "--log-level", "error"],
