@@ -42,10 +42,13 @@ fn spliced_bytes(gateway: &Gateway) -> u64 {
     gateway.shard_sum(|m| m.spliced_body_bytes.get())
 }
 
-/// Below, at and above the first read (16 KiB) and the splice minimum, up to several MiB.
-const SIZES: [usize; 9] = [
+/// Below, at and above a spliced body's head read (4 KiB), the splice minimum (16 KiB after
+/// what came with the head) and the copying relay's read, up to several MiB.
+const SIZES: [usize; 11] = [
     0,
     1,
+    4 * 1024 - 300,
+    4 * 1024 + 100,
     16 * 1024 - 200,
     16 * 1024 + 100,
     32 * 1024,
@@ -100,6 +103,57 @@ fn bodies_of_every_size_arrive_intact_in_either_relay_over_one_reused_upstream_c
             );
         }
     }
+}
+
+/// Where a body may be spliced, the head is read a page at a time, so that at most a page of
+/// the body is copied; a head longer than that takes several reads and loses nothing.
+#[test]
+fn a_head_longer_than_one_read_arrives_whole_and_at_most_a_page_of_the_body_is_copied() {
+    const BODY: usize = 64 * 1024;
+    const PAGE: u64 = 4096;
+    let long_value = "v".repeat(2000);
+    let backend = Backend::start("long-head", move |r| {
+        let headers = match r.target.as_str() {
+            "/long" => (0..5)
+                .map(|i| (format!("X-Long-{i}"), long_value.clone()))
+                .collect(),
+            _ => vec![],
+        };
+        Action::Reply {
+            status: 200,
+            headers,
+            body: pattern(BODY),
+        }
+    });
+    let gateway = Gateway::start_with(&open_api(&[backend.url("")], "load_balance"), SPLICE, 1);
+    let mut client = gateway.client();
+    let mut before = 0;
+    for (path, long) in [
+        ("/svc/short", false),
+        ("/svc/long", true),
+        ("/svc/short", false),
+    ] {
+        let response = client.get(path);
+        assert_eq!(response.status, 200, "{path}");
+        assert_eq!(
+            (0..5)
+                .filter(|i| response.header(&format!("x-long-{i}")).is_some())
+                .count(),
+            if long { 5 } else { 0 },
+            "{path}: the long head arrived whole"
+        );
+        assert!(
+            response.body == pattern(BODY),
+            "{path}: the body arrived altered"
+        );
+        let spliced = spliced_bytes(&gateway) - before;
+        before += spliced;
+        assert!(
+            spliced >= BODY as u64 - PAGE && spliced <= BODY as u64,
+            "{path}: {spliced} of {BODY} B spliced; at most one page went with the head"
+        );
+    }
+    assert_eq!(backend.connections(), 1, "every response ended cleanly");
 }
 
 #[test]

@@ -12,6 +12,7 @@ use monoio::net::TcpStream;
 
 use super::io::{self, Either};
 use super::request_body::{BodyDecoder, RequestBodyState};
+use super::splice;
 use super::{ClientConnection, READ_CHUNK};
 use crate::compile::config::gateway::{BodyRelay, GatewayConfig};
 use crate::compile::config::url::Scheme;
@@ -199,12 +200,12 @@ impl<S: super::ClientIo> ClientConnection<S> {
         self.resp.upgrade_requested = self.head.upgrade_websocket;
         let mut received_any = !self.rbuf.is_empty();
         // Where a large body may be spliced, the head's reads leave the body in the socket
-        // beyond what one ordinary read would take (relay.rs).
+        // (relay.rs).
         let head_read_limit = if gateway.upstream.body_relay == BodyRelay::Splice
             && matches!(conn, TcpOrTls::Plain(_))
             && self.down.stream.plain_tcp().is_some()
         {
-            READ_CHUNK
+            splice::HEAD_READ
         } else {
             usize::MAX
         };
