@@ -42,8 +42,8 @@ fn spliced_bytes(gateway: &Gateway) -> u64 {
     gateway.shard_sum(|m| m.spliced_body_bytes.get())
 }
 
-/// Below, at and above a spliced body's head read (4 KiB), the splice minimum (16 KiB after
-/// what came with the head) and the copying relay's read, up to several MiB.
+/// Below, at and above a page, a spliced body's head read (16 KiB), the splice minimum
+/// (16 KiB after what came with the head) and the copying relay's read, up to several MiB.
 const SIZES: [usize; 11] = [
     0,
     1,
@@ -105,16 +105,16 @@ fn bodies_of_every_size_arrive_intact_in_either_relay_over_one_reused_upstream_c
     }
 }
 
-/// Where a body may be spliced, the head is read a page at a time, so that at most a page of
-/// the body is copied; a head longer than that takes several reads and loses nothing.
+/// Where a body may be spliced, the head is read 16 KiB at a time, so that at most that much
+/// of the body is copied; a head longer than one read takes several and loses nothing.
 #[test]
-fn a_head_longer_than_one_read_arrives_whole_and_at_most_a_page_of_the_body_is_copied() {
-    const BODY: usize = 64 * 1024;
-    const PAGE: u64 = 4096;
-    let long_value = "v".repeat(2000);
+fn a_head_longer_than_one_read_arrives_whole_and_at_most_one_read_of_the_body_is_copied() {
+    const BODY: usize = 96 * 1024;
+    const HEAD_READ: u64 = 16 * 1024;
+    let long_value = "v".repeat(4000);
     let backend = Backend::start("long-head", move |r| {
         let headers = match r.target.as_str() {
-            "/long" => (0..5)
+            "/long" => (0..10)
                 .map(|i| (format!("X-Long-{i}"), long_value.clone()))
                 .collect(),
             _ => vec![],
@@ -136,11 +136,11 @@ fn a_head_longer_than_one_read_arrives_whole_and_at_most_a_page_of_the_body_is_c
         let response = client.get(path);
         assert_eq!(response.status, 200, "{path}");
         assert_eq!(
-            (0..5)
+            (0..10)
                 .filter(|i| response.header(&format!("x-long-{i}")).is_some())
                 .count(),
-            if long { 5 } else { 0 },
-            "{path}: the long head arrived whole"
+            if long { 10 } else { 0 },
+            "{path}: the 40 KiB head arrived whole"
         );
         assert!(
             response.body == pattern(BODY),
@@ -149,8 +149,8 @@ fn a_head_longer_than_one_read_arrives_whole_and_at_most_a_page_of_the_body_is_c
         let spliced = spliced_bytes(&gateway) - before;
         before += spliced;
         assert!(
-            spliced >= BODY as u64 - PAGE && spliced <= BODY as u64,
-            "{path}: {spliced} of {BODY} B spliced; at most one page went with the head"
+            spliced >= BODY as u64 - HEAD_READ && spliced <= BODY as u64,
+            "{path}: {spliced} of {BODY} B spliced; at most one read's worth went with the head"
         );
     }
     assert_eq!(backend.connections(), 1, "every response ended cleanly");

@@ -25,17 +25,19 @@ use std::time::Duration;
 use monoio::net::TcpStream;
 
 use super::io::{race, Timer};
+use super::READ_CHUNK;
 
 /// Bodies shorter than this (after what came with the head) are copied: two calls and a
 /// pipe cost more than copying a few KiB.
 pub(super) const SPLICE_MIN: u64 = 16 * 1024;
 
-/// How much of a response a head read takes where the body may be spliced. The body bytes
+/// How much of a response a head read takes where the body may be spliced: the body bytes
 /// that come with the head are copied through user space, the rest stays in the socket to
-/// be spliced; a page holds nearly every response head, and a longer one takes more reads.
-/// (At 16 KiB, a 64 KiB body was a quarter copied: 5 % more of the gateway's CPU per
-/// request at a fixed rate, bench/RESULTS.md.)
-pub(super) const HEAD_READ: usize = 4 * 1024;
+/// be spliced, and a longer head takes more reads. One ordinary read: a smaller one
+/// (4 KiB was measured) copies less of a 64 KiB body (5 % less CPU per request) but makes
+/// every response of 4 to 20 KiB take a second read and write (15 % more CPU per 4 KiB
+/// request, bench/RESULTS.md).
+pub(super) const HEAD_READ: usize = READ_CHUNK;
 
 /// What a pipe is asked to hold (more per call for large bodies). A pipe counts its space
 /// in pages, one per piece of a socket buffer, so it may hold fewer bytes than this.
