@@ -115,53 +115,48 @@ fn a_body_delimited_by_the_close_ends_with_the_upstream_close() {
     });
 }
 
+/// Relays a 100,000-byte body of which the upstream sends only the first 50,000 bytes and
+/// then closes (`close`) or goes quiet; returns how the relay ended and how much it passed on.
+async fn relay_cut_short(close: bool, upstream_idle: Duration) -> (Result<(), SpliceEnd>, u64) {
+    let (upstream, upstream_peer) = tcp_pair().await;
+    let (client, client_peer) = tcp_pair().await;
+    let _server = serve(upstream_peer, pattern(50_000), close);
+    let reader = read(client_peer, 50_000, None);
+    let mut pipe = PipePool::default().take().unwrap();
+    let mut relayed = 0;
+    let mut ends = ends(&upstream, &client, Duration::from_secs(60));
+    ends.upstream_idle = upstream_idle;
+    let end = relay(
+        &ends,
+        &mut pipe,
+        Some(100_000),
+        &mut Timer::default(),
+        |n| relayed += n,
+    )
+    .await;
+    let (_, got, _) = reader.join().unwrap();
+    assert!(
+        got == pattern(50_000),
+        "what arrived was passed on as it was"
+    );
+    (end, relayed)
+}
+
 #[test]
 fn a_truncated_body_ends_with_the_upstream_close_after_what_arrived() {
     on_both_drivers(|| async {
-        let (upstream, upstream_peer) = tcp_pair().await;
-        let (client, client_peer) = tcp_pair().await;
-        let _server = serve(upstream_peer, pattern(50_000), true);
-        let reader = read(client_peer, 50_000, None);
-        let mut pipe = PipePool::default().take().unwrap();
-        let mut relayed = 0;
-        let ends = ends(&upstream, &client, Duration::from_secs(60));
-        let end = relay(
-            &ends,
-            &mut pipe,
-            Some(100_000),
-            &mut Timer::default(),
-            |n| relayed += n,
-        )
-        .await;
+        let (end, relayed) = relay_cut_short(true, Duration::from_secs(60)).await;
         assert!(matches!(end, Err(SpliceEnd::UpstreamClosed)), "{end:?}");
         assert_eq!(relayed, 50_000);
-        reader.join().unwrap();
     });
 }
 
 #[test]
 fn an_upstream_that_freezes_mid_body_ends_at_the_idle_timeout_after_what_arrived() {
     on_both_drivers(|| async {
-        let (upstream, upstream_peer) = tcp_pair().await;
-        let (client, client_peer) = tcp_pair().await;
-        // Half the body, then the upstream neither sends nor closes.
-        let _server = serve(upstream_peer, pattern(50_000), false);
-        let reader = read(client_peer, 50_000, None);
-        let mut pipe = PipePool::default().take().unwrap();
-        let mut relayed = 0;
-        let mut ends = ends(&upstream, &client, Duration::from_secs(60));
-        ends.upstream_idle = Duration::from_millis(300);
-        let end = relay(
-            &ends,
-            &mut pipe,
-            Some(100_000),
-            &mut Timer::default(),
-            |n| relayed += n,
-        )
-        .await;
+        let (end, relayed) = relay_cut_short(false, Duration::from_millis(300)).await;
         assert!(matches!(end, Err(SpliceEnd::UpstreamTimedOut)), "{end:?}");
         assert_eq!(relayed, 50_000, "what arrived was passed on");
-        reader.join().unwrap();
     });
 }
 
