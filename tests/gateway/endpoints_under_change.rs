@@ -12,7 +12,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use support::{admin_request, echo_action, eventually, Action, Backend, Client, GatewayProcess};
+use support::{
+    admin_request, dead_url, echo_action, eventually, Action, Backend, Client, GatewayProcess,
+};
 
 /// An open API at `base` over one group of `urls`, with optional basic-auth credentials.
 fn api(title: &str, base: &str, urls: &[String], kind: &str, user: Option<&str>) -> String {
@@ -255,12 +257,6 @@ fn a_reload_that_swaps_two_apis_backends_under_load_misroutes_nothing() {
         &format!("/for-{}", b.port()),
         Some(&format!("u{}", b.port())),
     );
-}
-
-/// A port nothing listens on.
-fn dead_url() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port())
 }
 
 fn endpoint_state(gateway: &GatewayProcess, url: &str) -> String {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::{
-    admin_request, eventually, open_api, Action, Backend, Client, Gateway, GatewayProcess,
+    admin_request, dead_url, eventually, open_api, Action, Backend, Client, Gateway, GatewayProcess,
 };
 
 fn backend_of(response: &support::Response) -> String {
@@ -19,14 +19,6 @@ fn backend_of(response: &support::Response) -> String {
         .as_str()
         .unwrap_or("?")
         .to_owned()
-}
-
-/// A port with nothing listening.
-fn dead_url() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    drop(listener);
-    format!("http://127.0.0.1:{port}")
 }
 
 /// Fast suspension for tests that wait for recovery; active checks off unless asked.

@@ -459,3 +459,23 @@ fn read_chunked(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<Vec<u8>
         buf.drain(..size + 2);
     }
 }
+
+/// The URL of a port on which nothing listens for the rest of the test run. A socket stays
+/// bound to it without listening, so connections are refused and no other test's listener
+/// (a gateway or backend on an ephemeral port, in this process or another) is given the
+/// port: a port that was merely freed could be, and the "dead" endpoint would then answer.
+pub fn dead_url() -> String {
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("a socket");
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    socket.bind(&any.into()).expect("an ephemeral port");
+    let port = socket
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .expect("a bound address")
+        .port();
+    // Held until the process exits (one descriptor per dead endpoint of a test).
+    std::mem::forget(socket);
+    format!("http://127.0.0.1:{port}")
+}
