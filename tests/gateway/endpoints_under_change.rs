@@ -740,10 +740,14 @@ fn a_snapshot_not_built_from_the_serving_one_is_refused_and_routing_stays_true()
         })
     );
     assert_eq!(gateway.server().shared().generation(), generation + 1);
-    assert!(eventually(Duration::from_secs(30), || clients[0]
-        .get("/a/probe")
-        .status
-        == 200));
+    // Each shard adopts the published snapshot on its own turn: every client's shard must
+    // have it before the rounds.
+    for client in &mut clients {
+        assert!(eventually(Duration::from_secs(30), || client
+            .get("/a/probe")
+            .status
+            == 200));
+    }
     for round in 0..3 {
         for client in &mut clients {
             assert_eq!(backend_of(client, "/a/x"), "a", "round {round}");
