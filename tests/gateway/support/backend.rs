@@ -130,6 +130,9 @@ impl Backend {
         name: &str,
         handler: impl Fn(&Received) -> Action + Send + Sync + 'static,
     ) -> io::Result<Backend> {
+        if addr.port() != 0 {
+            release_stopped_port(addr);
+        }
         let listener = TcpListener::bind(addr)?;
         let addr = listener.local_addr()?;
         listener.set_nonblocking(true)?;
@@ -200,8 +203,13 @@ impl Backend {
     }
 
     /// Stops listening and closes every connection (a killed backend).
+    /// Stops accepting and ends every connection. The port stays held (bound, not
+    /// listening) for the rest of the run, so the gateway's connections to it are refused
+    /// rather than reaching whichever test's listener would otherwise be given the freed
+    /// port; `start_on` the same address takes it back.
     pub fn stop(mut self) {
         self.shutdown();
+        hold_stopped_port(self.addr);
     }
 
     fn shutdown(&mut self) {
@@ -458,6 +466,32 @@ fn read_chunked(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<Vec<u8>
         body.extend_from_slice(&buf[..size]);
         buf.drain(..size + 2);
     }
+}
+
+/// Ports of stopped backends, held by a bound socket that does not listen.
+static STOPPED_PORTS: Mutex<Vec<(SocketAddr, socket2::Socket)>> = Mutex::new(Vec::new());
+
+fn hold_stopped_port(addr: SocketAddr) {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )
+    .expect("a socket");
+    // The stopped backend's closed connections leave TIME_WAIT entries on the port, which
+    // a bind without SO_REUSEADDR would refuse; with it, a bind to port 0 elsewhere is
+    // still never given the port (the kernel's search does not relax the conflict).
+    socket.set_reuse_address(true).expect("SO_REUSEADDR");
+    if socket.bind(&addr.into()).is_ok() {
+        STOPPED_PORTS.lock().unwrap().push((addr, socket));
+    }
+}
+
+fn release_stopped_port(addr: SocketAddr) {
+    STOPPED_PORTS
+        .lock()
+        .unwrap()
+        .retain(|(held, _)| *held != addr);
 }
 
 /// The URL of a port on which nothing listens for the rest of the test run. A socket stays
