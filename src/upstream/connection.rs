@@ -31,6 +31,9 @@ pub struct UpstreamConnection {
     pub watch: Option<IdleWatch>,
     /// Its socket was made non-blocking for a spliced body (once per connection).
     pub nonblocking: bool,
+    /// The last response it carried had its body spliced: the next head is read in a
+    /// small read, which leaves more of a large body in the socket to be spliced.
+    pub last_body_spliced: bool,
 }
 
 /// The upstream connections one shard has open, in use or pooled. Each connection counts

@@ -72,8 +72,20 @@ fn bodies_of_every_size_arrive_intact_in_either_relay_over_one_reused_upstream_c
         );
         let mut client = gateway.client();
         let mut total = 0;
+        // The second round asks for each size right after a spliced body, when the head is
+        // read in the smaller read (`splice::HEAD_READ_AFTER_SPLICE`).
+        const AFTER_SPLICED: usize = 64 * 1024;
         for round in 0..2 {
             for size in SIZES {
+                if round == 1 {
+                    let response = client.get(&format!("/svc/size/{AFTER_SPLICED}"));
+                    assert_eq!(
+                        response.body.len(),
+                        AFTER_SPLICED,
+                        "{relay}, before {size} B"
+                    );
+                    total += AFTER_SPLICED as u64;
+                }
                 let response = client.get(&format!("/svc/size/{size}"));
                 assert_eq!(response.status, 200, "{relay}, {size} B");
                 assert_eq!(
@@ -155,6 +167,39 @@ fn a_head_longer_than_one_read_arrives_whole_and_at_most_one_read_of_the_body_is
     assert!(
         spliced >= bodies - paths.len() as u64 * HEAD_READ && spliced <= bodies,
         "{spliced} of {bodies} B spliced; at most one read's worth of each went with its head"
+    );
+    assert_eq!(backend.connections(), 1, "every response ended cleanly");
+}
+
+/// A connection whose last body was spliced reads the next head in 4 KiB rather than
+/// 16 KiB (an endpoint that sent one large body most likely sends another), so at most 4 KiB
+/// of each following body is copied.
+#[test]
+fn after_a_spliced_body_the_next_head_read_copies_at_most_4_kib_of_the_body() {
+    const BODY: usize = 96 * 1024;
+    const FIRST_HEAD_READ: u64 = 16 * 1024;
+    const HEAD_READ_AFTER_SPLICE: u64 = 4 * 1024;
+    const LARGE: usize = 4;
+    let backend = Backend::start("large", |r| match r.target.as_str() {
+        "/done" => Action::ok("done"),
+        _ => Action::ok(pattern(BODY)),
+    });
+    let gateway = Gateway::start_with(&open_api(&[backend.url("")], "load_balance"), SPLICE, 1);
+    let mut client = gateway.client();
+    for _ in 0..LARGE {
+        let response = client.get("/svc/large");
+        assert!(response.body == pattern(BODY), "a body arrived altered");
+    }
+    // Read after a follow-up on the same connection: the relay counts a splice after the
+    // call returns, and the shard reads the next request only after that.
+    assert_eq!(client.get("/svc/done").body, b"done");
+    let spliced = spliced_bytes(&gateway);
+    let bodies = (LARGE * BODY) as u64;
+    let floor = bodies - FIRST_HEAD_READ - (LARGE as u64 - 1) * HEAD_READ_AFTER_SPLICE;
+    assert!(
+        spliced >= floor && spliced <= bodies,
+        "{spliced} of {bodies} B spliced, expected at least {floor}: the heads after the first \
+         large body were read in 4 KiB"
     );
     assert_eq!(backend.connections(), 1, "every response ended cleanly");
 }

@@ -97,7 +97,7 @@ impl<S: super::ClientIo> ClientConnection<S> {
                     // An upstream that answers early often closes without reading the rest;
                     // its answer may be waiting. Anything else is a broken request.
                     return match self
-                        .read_response_head(gateway, &mut conn.stream, head_deadline, None)
+                        .read_response_head(gateway, conn, head_deadline, None)
                         .await
                     {
                         Ok(()) => Ok(()),
@@ -107,7 +107,7 @@ impl<S: super::ClientIo> ClientConnection<S> {
                 BodySent::Client(error) => return Err(AttemptError::Client(error)),
             }
         }
-        self.read_response_head(gateway, &mut conn.stream, head_deadline, watch)
+        self.read_response_head(gateway, conn, head_deadline, watch)
             .await
     }
 
@@ -187,7 +187,7 @@ impl<S: super::ClientIo> ClientConnection<S> {
     pub(super) async fn read_response_head(
         &mut self,
         gateway: &GatewayConfig,
-        conn: &mut UpstreamStream,
+        connection: &mut UpstreamConnection,
         deadline: Instant,
         watch: Option<(UpstreamId, u32)>,
     ) -> Result<(), AttemptError> {
@@ -201,11 +201,13 @@ impl<S: super::ClientIo> ClientConnection<S> {
         let mut received_any = !self.rbuf.is_empty();
         // Where a large body may be spliced, the head's reads leave the body in the socket
         // (relay.rs).
+        let last_body_spliced = connection.last_body_spliced;
+        let conn = &mut connection.stream;
         let head_read_limit = if gateway.upstream.body_relay == BodyRelay::Splice
             && matches!(conn, TcpOrTls::Plain(_))
             && self.down.stream.plain_tcp().is_some()
         {
-            splice::HEAD_READ
+            splice::head_read(last_body_spliced)
         } else {
             usize::MAX
         };

@@ -479,6 +479,7 @@ impl<S: super::ClientIo> ClientConnection<S> {
                         watch_when_idle: gateway.upstream.reuse_check == ReuseCheck::Watch,
                         watch: None,
                         nonblocking: false,
+                        last_body_spliced: false,
                     },
                     None => return AttemptResult::Failed(UpstreamError::Connect),
                 }

@@ -141,6 +141,7 @@ impl<S: super::ClientIo> ClientConnection<S> {
         if sent.is_err() {
             return false;
         }
+        let mut spliced = false;
         if !done && gateway.upstream.body_relay == BodyRelay::Splice {
             let left = match &decoder {
                 Some(ResponseDecoder::Length(d)) if d.remaining() >= splice::SPLICE_MIN => {
@@ -159,6 +160,7 @@ impl<S: super::ClientIo> ClientConnection<S> {
                     Some(Ok(())) => {
                         done = true;
                         stray = false;
+                        spliced = true;
                     }
                     Some(Err(end)) => {
                         // A body delimited by the close ends this way; any other end is
@@ -219,6 +221,7 @@ impl<S: super::ClientIo> ClientConnection<S> {
             }
         }
         if self.resp.keep_alive && !stray && self.request_sent {
+            conn.last_body_spliced = spliced;
             self.ctx.pool.borrow_mut().put(conn, crate::clock::now());
         }
         keep_client

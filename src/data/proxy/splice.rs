@@ -34,10 +34,26 @@ pub(super) const SPLICE_MIN: u64 = 16 * 1024;
 /// How much of a response a head read takes where the body may be spliced: the body bytes
 /// that come with the head are copied through user space, the rest stays in the socket to
 /// be spliced, and a longer head takes more reads. One ordinary read: a smaller one
-/// (4 KiB was measured) copies less of a 64 KiB body (5 % less CPU per request) but makes
-/// every response of 4 to 20 KiB take a second read and write (15 % more CPU per 4 KiB
-/// request, bench/RESULTS.md).
+/// ([`HEAD_READ_AFTER_SPLICE`]) copies less of a 64 KiB body (5 % less CPU per request)
+/// but makes every response of 4 to 20 KiB take a second read and write (15 % more CPU
+/// per 4 KiB request, bench/RESULTS.md).
 pub(super) const HEAD_READ: usize = READ_CHUNK;
+
+/// The head read on a connection whose last body was spliced: an endpoint that sent one
+/// large body most likely sends the next (one resource, one kind of answer), so the
+/// smaller read is a good bet there, and a wrong one costs one extra read, once, before
+/// the connection learns again.
+pub(super) const HEAD_READ_AFTER_SPLICE: usize = 4 * 1024;
+
+/// How much a head read takes where the body may be spliced, given how the connection's
+/// last body went.
+pub(super) fn head_read(last_body_spliced: bool) -> usize {
+    if last_body_spliced {
+        HEAD_READ_AFTER_SPLICE
+    } else {
+        HEAD_READ
+    }
+}
 
 /// What a pipe is asked to hold (more per call for large bodies). A pipe counts its space
 /// in pages, one per piece of a socket buffer, so it may hold fewer bytes than this.
