@@ -357,6 +357,17 @@ fn backend_sending_more_than_it_announced_is_never_pooled_or_served_to_the_next_
                 "/extra" => peer.write(
                     b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nsmuggled",
                 ),
+                // The same after a body large enough to be spliced: the splice stops at the
+                // announced length and leaves the extra bytes in the socket.
+                "/extra-large" => {
+                    let mut response =
+                        format!("HTTP/1.1 200 OK\r\nContent-Length: {LARGE}\r\n\r\n").into_bytes();
+                    response.extend(std::iter::repeat_n(b'L', LARGE));
+                    response.extend_from_slice(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nsmuggled",
+                    );
+                    peer.write(&response)
+                }
                 // The extra response arrives a little after the real one.
                 "/late" => {
                     let ok = peer.reply_ok(b"ok");
@@ -370,13 +381,28 @@ fn backend_sending_more_than_it_announced_is_never_pooled_or_served_to_the_next_
             }
         }
     });
-    // Both ways of checking a pooled connection before reuse.
-    for reuse_check in ["peek", "watch"] {
-        let yaml = format!("upstream:\n  reuse_check: {reuse_check}\n");
-        let gateway = gateway_for(&backend, None, &yaml);
-        desynchronised_connections_are_never_reused(&gateway, &backend, reuse_check);
+    // Both ways of checking a pooled connection before reuse, with either body relay.
+    for relay in ["copy", "splice"] {
+        for reuse_check in ["peek", "watch"] {
+            let yaml = format!("upstream:\n  reuse_check: {reuse_check}\n  body_relay: {relay}\n");
+            let gateway = gateway_for(&backend, None, &yaml);
+            desynchronised_connections_are_never_reused(
+                &gateway,
+                &backend,
+                &format!("{relay}, {reuse_check}"),
+            );
+            let spliced = gateway.shard_sum(|m| m.spliced_body_bytes.get());
+            assert_eq!(
+                spliced > 0,
+                relay == "splice",
+                "{relay}, {reuse_check}: the large body was spliced only by the splice relay ({spliced} B)"
+            );
+        }
     }
 }
+
+/// A body the splice relay splices (more than 16 KiB beyond the head's read).
+const LARGE: usize = 64 * 1024;
 
 fn desynchronised_connections_are_never_reused(
     gateway: &Gateway,
@@ -384,9 +410,17 @@ fn desynchronised_connections_are_never_reused(
     reuse_check: &str,
 ) {
     let mut client = gateway.client();
-    for path in ["/svc/extra", "/svc/late"] {
+    for path in ["/svc/extra", "/svc/extra-large", "/svc/late"] {
         let connections = backend.connections();
-        assert_eq!(client.get(path).text(), "ok", "{path}");
+        let response = client.get(path);
+        if path.ends_with("large") {
+            assert!(
+                response.body.len() == LARGE && response.body.iter().all(|&b| b == b'L'),
+                "{reuse_check} {path}: the announced body, nothing more"
+            );
+        } else {
+            assert_eq!(response.text(), "ok", "{reuse_check} {path}");
+        }
         thread::sleep(Duration::from_millis(300));
         for i in 0..3 {
             let target = format!("/next{i}");
