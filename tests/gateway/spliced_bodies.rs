@@ -204,6 +204,68 @@ fn after_a_spliced_body_the_next_head_read_copies_at_most_4_kib_of_the_body() {
     assert_eq!(backend.connections(), 1, "every response ended cleanly");
 }
 
+/// After a spliced body the head is read 4 KiB at a time: interim responses and a final
+/// head that together span several such reads still arrive whole and in order, and the
+/// body behind them is spliced.
+#[test]
+fn interim_responses_longer_than_the_small_head_read_arrive_whole_after_a_spliced_body() {
+    const BODY: usize = 96 * 1024;
+    let link = format!("</{}.css>; rel=preload", "a".repeat(3000));
+    let backend = ScriptedBackend::start(move |peer| {
+        while let Some(request) = peer.read_request() {
+            let mut out = Vec::new();
+            if request.target.ends_with("/hints") {
+                for _ in 0..2 {
+                    out.extend_from_slice(
+                        format!("HTTP/1.1 103 Early Hints\r\nLink: {link}\r\n\r\n").as_bytes(),
+                    );
+                }
+            }
+            out.extend_from_slice(
+                format!("HTTP/1.1 200 OK\r\nX-Link: {link}\r\nContent-Length: {BODY}\r\n\r\n")
+                    .as_bytes(),
+            );
+            out.extend_from_slice(&pattern(BODY));
+            if !peer.write(&out) {
+                return;
+            }
+        }
+    });
+    let gateway = Gateway::start_with(&open_api(&[backend.url("")], "load_balance"), SPLICE, 1);
+    let mut client = gateway.client();
+    let large = client.get("/svc/large");
+    assert!(
+        large.body == pattern(BODY),
+        "the first body arrived altered"
+    );
+    for round in 0..2 {
+        client.send(b"GET /svc/hints HTTP/1.1\r\nHost: h\r\n\r\n");
+        let mut statuses = Vec::new();
+        let last = loop {
+            let response = client.read_any_response(false).unwrap();
+            statuses.push(response.status);
+            if response.status >= 200 {
+                break response;
+            }
+        };
+        assert_eq!(statuses, [103, 103, 200], "round {round}");
+        assert!(
+            last.header("x-link").is_some_and(|v| v.len() > 3000),
+            "round {round}: the final head arrived whole"
+        );
+        assert!(
+            last.body == pattern(BODY),
+            "round {round}: the body arrived altered"
+        );
+    }
+    assert_eq!(client.get("/svc/done").body.len(), BODY);
+    assert!(
+        spliced_bytes(&gateway) >= 3 * (BODY as u64 - 16 * 1024),
+        "the bodies behind the interim responses were spliced"
+    );
+    assert_eq!(backend.connections(), 1, "every response ended cleanly");
+}
+
 #[test]
 fn a_backend_closing_mid_body_closes_the_client_connection_after_what_arrived() {
     const SENT: usize = 200 * 1024;
