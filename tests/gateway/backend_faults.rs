@@ -299,14 +299,7 @@ fn interim_responses_before_the_final_one() {
     );
     assert_eq!(client.read_any_response(false).unwrap().status, 100);
     client.send(&vec![b'b'; 70_000]);
-    let mut statuses = Vec::new();
-    let last = loop {
-        let response = client.read_any_response(false).unwrap();
-        statuses.push(response.status);
-        if response.status >= 200 {
-            break response;
-        }
-    };
+    let (statuses, last) = client.read_through_interim();
     assert_eq!(statuses, [103, 102, 103, 200]);
     assert_eq!(last.text(), "final 70000");
 

@@ -240,14 +240,7 @@ fn interim_responses_longer_than_the_small_head_read_arrive_whole_after_a_splice
     );
     for round in 0..2 {
         client.send(b"GET /svc/hints HTTP/1.1\r\nHost: h\r\n\r\n");
-        let mut statuses = Vec::new();
-        let last = loop {
-            let response = client.read_any_response(false).unwrap();
-            statuses.push(response.status);
-            if response.status >= 200 {
-                break response;
-            }
-        };
+        let (statuses, last) = client.read_through_interim();
         assert_eq!(statuses, [103, 103, 200], "round {round}");
         assert!(
             last.header("x-link").is_some_and(|v| v.len() > 3000),

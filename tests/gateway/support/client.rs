@@ -114,6 +114,19 @@ impl Client {
         }
     }
 
+    /// Reads interim responses up to the final one: every status in order, and the final
+    /// response.
+    pub fn read_through_interim(&mut self) -> (Vec<u16>, Response) {
+        let mut statuses = Vec::new();
+        loop {
+            let response = self.read_any_response(false).expect("a response");
+            statuses.push(response.status);
+            if response.status >= 200 {
+                return (statuses, response);
+            }
+        }
+    }
+
     /// Reads the next response, interim ones included.
     pub fn read_any_response(&mut self, head_request: bool) -> io::Result<Response> {
         let (status, headers, head_len) = loop {
