@@ -259,6 +259,107 @@ fn interim_responses_longer_than_the_small_head_read_arrive_whole_after_a_splice
     assert_eq!(backend.connections(), 1, "every response ended cleanly");
 }
 
+/// `tcpi_data_segs_in` or `tcpi_data_segs_out` of a socket (`struct tcp_info`, Linux 4.6+):
+/// how many segments carrying data it has received or sent.
+fn data_segments(socket: &impl std::os::fd::AsRawFd, sent: bool) -> u32 {
+    const DATA_SEGS_IN: usize = 152;
+    let offset = if sent { DATA_SEGS_IN + 4 } else { DATA_SEGS_IN };
+    let mut info = [0u8; 256];
+    let mut len = info.len() as libc::socklen_t;
+    // SAFETY: TCP_INFO writes at most `len` bytes into `info` and stores the length it wrote.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    assert!(
+        rc == 0 && len as usize >= offset + 4,
+        "TCP_INFO without data segment counts"
+    );
+    u32::from_ne_bytes(info[offset..offset + 4].try_into().unwrap())
+}
+
+/// Where the body's bytes are waiting in the upstream's socket when the head has been read,
+/// the head goes out corked behind them: head, first body bytes and the spliced bytes reach
+/// the client as one segment, one wake-up of the client, not the head first and the body
+/// after it. The backend's response is one segment too (a send buffer that takes it in one
+/// piece), so anything more on the client's side is the gateway's doing.
+#[test]
+fn a_spliced_response_whose_body_has_arrived_reaches_the_client_in_one_segment() {
+    const BODY: usize = 40 * 1024;
+    const ROUNDS: usize = 3;
+    let sent_segments = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let backend_segments = sent_segments.clone();
+    let backend = ScriptedBackend::start(move |peer| {
+        let buffer: libc::c_int = 4 << 20;
+        // SAFETY: SO_SNDBUF reads one c_int from a live socket's option value.
+        unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(peer.stream()),
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUF,
+                (&buffer as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+        while let Some(request) = peer.read_request() {
+            let size = match request.target.rsplit('/').next() {
+                Some("warm") => 1 << 20,
+                Some("small") => 10,
+                _ => BODY,
+            };
+            let mut out = format!("HTTP/1.1 200 OK\r\nContent-Length: {size}\r\n\r\n").into_bytes();
+            out.extend_from_slice(&pattern(size));
+            let before = data_segments(peer.stream(), true);
+            if !peer.write(&out) {
+                return;
+            }
+            if size == BODY {
+                let after = data_segments(peer.stream(), true);
+                backend_segments.lock().unwrap().push(after - before);
+            }
+        }
+    });
+    let gateway = Gateway::start_with(&open_api(&[backend.url("")], "load_balance"), SPLICE, 1);
+    let mut client = gateway.client();
+    // A new connection's segments are at most half the peer's first window (32 KiB): a
+    // large body first opens both connections' windows. The small one after it makes the
+    // next head read a full 16 KiB again, the later ones 4 KiB: both kinds of head read.
+    assert_eq!(client.get("/svc/warm").body.len(), 1 << 20);
+    assert_eq!(client.get("/svc/small").body.len(), 10);
+    let mut received = Vec::new();
+    for round in 0..ROUNDS {
+        let before = data_segments(&client.stream, false);
+        let response = client.get("/svc/body");
+        assert!(
+            response.body == pattern(BODY),
+            "round {round}: the body arrived altered"
+        );
+        received.push(data_segments(&client.stream, false) - before);
+    }
+    // The backend counts a response after writing it, and reads the next request after
+    // that: once this one is answered, every count is in.
+    assert_eq!(client.get("/svc/small").body.len(), 10);
+    assert_eq!(
+        *sent_segments.lock().unwrap(),
+        [1; ROUNDS],
+        "the backend sent each response in one segment"
+    );
+    assert_eq!(
+        received, [1; ROUNDS],
+        "each response reached the client in one segment"
+    );
+    assert_eq!(backend.connections(), 1, "every response ended cleanly");
+    assert!(
+        spliced_bytes(&gateway) >= (ROUNDS * (BODY - 16 * 1024)) as u64,
+        "the bodies were spliced"
+    );
+}
+
 #[test]
 fn a_backend_closing_mid_body_closes_the_client_connection_after_what_arrived() {
     const SENT: usize = 200 * 1024;

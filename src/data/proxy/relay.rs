@@ -124,24 +124,9 @@ impl<S: super::ClientIo> ClientConnection<S> {
             stray = head_len < self.rbuf.len();
         }
         self.record.bytes += (self.out.len() + body_end - head_len) as u64;
-        let sent = match self.down.stream.plain_tcp() {
-            Some(client) if body_end > head_len => {
-                gather::write_head_and_body(
-                    client,
-                    &mut self.out,
-                    &mut self.rbuf,
-                    head_len..body_end,
-                    &mut self.iov,
-                    self.timer.arm_in(client_io),
-                )
-                .await
-            }
-            _ => self.send_out(client_io).await,
-        };
-        if sent.is_err() {
-            return false;
-        }
-        let mut spliced = false;
+        // A body to be spliced: its pipe, filled with what the upstream has sent already,
+        // and what is left of it in the upstream's socket.
+        let mut to_splice = None;
         if !done && gateway.upstream.body_relay == BodyRelay::Splice {
             let left = match &decoder {
                 Some(ResponseDecoder::Length(d)) if d.remaining() >= splice::SPLICE_MIN => {
@@ -150,26 +135,57 @@ impl<S: super::ClientIo> ClientConnection<S> {
                 Some(ResponseDecoder::UntilClose) => Some(None),
                 _ => None,
             };
-            if let Some(length) = left {
-                match self
-                    .splice_body(&mut conn, length, upstream_idle, client_io)
-                    .await
-                {
-                    // Not spliceable after all (TLS, HTTP/2, no pipe): copied below.
-                    None => {}
-                    Some(Ok(())) => {
-                        done = true;
-                        stray = false;
-                        spliced = true;
+            // Not spliceable after all (TLS, HTTP/2, no pipe): copied below.
+            to_splice = left.and_then(|length| self.prepare_splice(&mut conn, length));
+        }
+        let mut body_from = head_len;
+        if let (Some((pipe, _)), Some(client)) = (&to_splice, self.down.stream.plain_tcp()) {
+            if pipe.holds_bytes() {
+                let corked = splice::send_corked(client, &self.out, &self.rbuf[head_len..body_end]);
+                let from_head = corked.min(self.out.len());
+                self.out.drain(..from_head);
+                body_from += corked - from_head;
+            }
+        }
+        let sent = match self.down.stream.plain_tcp() {
+            Some(client) if body_end > body_from => {
+                gather::write_head_and_body(
+                    client,
+                    &mut self.out,
+                    &mut self.rbuf,
+                    body_from..body_end,
+                    &mut self.iov,
+                    self.timer.arm_in(client_io),
+                )
+                .await
+            }
+            _ if self.out.is_empty() => Ok(()),
+            _ => self.send_out(client_io).await,
+        };
+        if sent.is_err() {
+            if let Some((pipe, _)) = to_splice {
+                self.ctx.pipes.give_back(pipe);
+            }
+            return false;
+        }
+        let mut spliced = false;
+        if let Some((pipe, length)) = to_splice {
+            match self
+                .splice_body(&conn, pipe, length, upstream_idle, client_io)
+                .await
+            {
+                Ok(()) => {
+                    done = true;
+                    stray = false;
+                    spliced = true;
+                }
+                Err(end) => {
+                    // A body delimited by the close ends this way; any other end is
+                    // mid-body, and closing the client connection is the honest signal.
+                    if !(length.is_none() && matches!(end, SpliceEnd::UpstreamClosed)) {
+                        log::debug!("spliced response body broke off: {end}");
                     }
-                    Some(Err(end)) => {
-                        // A body delimited by the close ends this way; any other end is
-                        // mid-body, and closing the client connection is the honest signal.
-                        if !(length.is_none() && matches!(end, SpliceEnd::UpstreamClosed)) {
-                            log::debug!("spliced response body broke off: {end}");
-                        }
-                        return false;
-                    }
+                    return false;
                 }
             }
         }
@@ -227,15 +243,15 @@ impl<S: super::ClientIo> ClientConnection<S> {
         keep_client
     }
 
-    /// Splices the rest of the body (`length` bytes, or until the upstream closes) when
-    /// both sockets are plain TCP. `None` when it cannot be spliced; nothing was read then.
-    async fn splice_body(
+    /// Readies the rest of the body (`length` bytes, or until the upstream closes) to be
+    /// spliced when both sockets are plain TCP: both non-blocking, and a pipe holding what
+    /// the upstream has sent already, with what is left after it. `None` when it cannot be
+    /// spliced; nothing was read then.
+    fn prepare_splice(
         &mut self,
         conn: &mut UpstreamConnection,
-        length: Option<u64>,
-        upstream_idle: Duration,
-        client_io: Duration,
-    ) -> Option<Result<(), SpliceEnd>> {
+        mut length: Option<u64>,
+    ) -> Option<(splice::Pipe, Option<u64>)> {
         let TcpOrTls::Plain(upstream) = &conn.stream else {
             return None;
         };
@@ -249,6 +265,26 @@ impl<S: super::ClientIo> ClientConnection<S> {
             self.down.nonblocking = true;
         }
         let mut pipe = self.ctx.pipes.take()?;
+        splice::fill_now(upstream, &mut pipe, &mut length);
+        Some((pipe, length))
+    }
+
+    /// Splices what `pipe` holds and the rest of the body (`length` bytes, or until the
+    /// upstream closes) to the client, readied by [`Self::prepare_splice`].
+    async fn splice_body(
+        &mut self,
+        conn: &UpstreamConnection,
+        mut pipe: splice::Pipe,
+        length: Option<u64>,
+        upstream_idle: Duration,
+        client_io: Duration,
+    ) -> Result<(), SpliceEnd> {
+        let (TcpOrTls::Plain(upstream), Some(client)) =
+            (&conn.stream, self.down.stream.plain_tcp())
+        else {
+            // prepare_splice readies plain TCP sockets only.
+            return Err(SpliceEnd::Client(std::io::ErrorKind::Unsupported.into()));
+        };
         let ends = SpliceEnds {
             upstream,
             client,
@@ -262,7 +298,7 @@ impl<S: super::ClientIo> ClientConnection<S> {
         })
         .await;
         self.ctx.pipes.give_back(pipe);
-        Some(result)
+        result
     }
 }
 

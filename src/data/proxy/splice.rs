@@ -15,6 +15,10 @@
 //! The pipe is emptied before it is filled again: a would-block on the way in then always
 //! means the upstream has sent nothing yet, and on the way out that the client's socket is
 //! full.
+//!
+//! The pipe is filled once before the response head is written ([`fill_now`]), so that the
+//! head can go out corked ([`send_corked`]) and cross to the client in one segment with the
+//! body's first bytes.
 
 use std::cell::RefCell;
 use std::io;
@@ -95,6 +99,18 @@ impl Pipe {
             held: 0,
         })
     }
+
+    pub(super) fn holds_bytes(&self) -> bool {
+        self.held > 0
+    }
+
+    /// How much one splice into the pipe asks for: all of what is left of the body, or
+    /// the pipe's capacity when that is less (or the body runs until the close).
+    fn room_for(&self, length: Option<u64>) -> usize {
+        length.map_or(self.capacity, |left| {
+            usize::try_from(left).map_or(self.capacity, |left| left.min(self.capacity))
+        })
+    }
 }
 
 /// A shard's empty pipes. A pipe still holding bytes of a relay that broke off is closed
@@ -166,8 +182,59 @@ pub(super) struct SpliceEnds<'a> {
     pub client_io: Duration,
 }
 
+/// Moves into `pipe` what the upstream's socket holds now, at most `length` (`None`: until
+/// the upstream closes; `length` is lowered by what moved). Never waits: nothing there yet,
+/// or a failure, moves nothing, and [`relay`] meets it on its first step. Filling the pipe
+/// before the head is written lets the head go out corked ([`send_corked`]), in the same
+/// segment as the first spliced bytes.
+pub(super) fn fill_now(upstream: &TcpStream, pipe: &mut Pipe, length: &mut Option<u64>) {
+    if let Ok(moved @ 1..) = splice(
+        upstream.as_raw_fd(),
+        pipe.write.as_raw_fd(),
+        pipe.room_for(*length),
+    ) {
+        pipe.held += moved;
+        if let Some(left) = length {
+            *left -= moved as u64;
+        }
+    }
+}
+
+/// Writes `head` then `body` to the client's socket with `MSG_MORE`, without waiting, and
+/// returns how many bytes it took (0 when it would block or failed: the caller's ordinary
+/// write then sends them, and meets any failure). Only where spliced bytes follow at once:
+/// the kernel holds a corked segment until a write without `MSG_MORE` (the splice out of a
+/// pipe that then runs empty) pushes it, so head and body cross loopback as one segment and
+/// wake the client once, not twice.
+pub(super) fn send_corked(client: &TcpStream, head: &[u8], body: &[u8]) -> usize {
+    let mut iov = [
+        libc::iovec {
+            iov_base: head.as_ptr() as *mut libc::c_void,
+            iov_len: head.len(),
+        },
+        libc::iovec {
+            iov_base: body.as_ptr() as *mut libc::c_void,
+            iov_len: body.len(),
+        },
+    ];
+    // SAFETY: a zeroed msghdr is valid (no name, no control data); its iovecs point into
+    // `head` and `body`, which outlive the call.
+    let sent = unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = iov.as_mut_ptr();
+        msg.msg_iovlen = iov.len();
+        libc::sendmsg(
+            client.as_raw_fd(),
+            &msg,
+            libc::MSG_MORE | libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    usize::try_from(sent).unwrap_or(0)
+}
+
 /// Moves `length` bytes (`None`: until the upstream closes) from the upstream to the client
-/// through `pipe`, telling `sent` each time the client's socket took some.
+/// through `pipe`, first what the pipe holds already, telling `sent` each time the client's
+/// socket took some. `length` counts what is still in the upstream's socket, not the pipe.
 pub(super) async fn relay(
     ends: &SpliceEnds<'_>,
     pipe: &mut Pipe,
@@ -177,28 +244,7 @@ pub(super) async fn relay(
 ) -> Result<(), SpliceEnd> {
     let from = ends.upstream.as_raw_fd();
     let to = ends.client.as_raw_fd();
-    while length != Some(0) {
-        let want = length.map_or(pipe.capacity, |left| {
-            usize::try_from(left).map_or(pipe.capacity, |left| left.min(pipe.capacity))
-        });
-        let moved = match splice(from, pipe.write.as_raw_fd(), want) {
-            Ok(0) => return Err(SpliceEnd::UpstreamClosed),
-            Ok(moved) => moved,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                let readable = pin!(ends.upstream.readable(false));
-                match race(readable, timer.arm_in(ends.upstream_idle)).await {
-                    None => return Err(SpliceEnd::UpstreamTimedOut),
-                    Some(Err(e)) => return Err(SpliceEnd::Upstream(e)),
-                    Some(Ok(())) => continue,
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(SpliceEnd::Upstream(e)),
-        };
-        pipe.held += moved;
-        if let Some(left) = &mut length {
-            *left -= moved as u64;
-        }
+    loop {
         while pipe.held > 0 {
             match splice(pipe.read.as_raw_fd(), to, pipe.held) {
                 Ok(0) => return Err(SpliceEnd::Client(io::ErrorKind::WriteZero.into())),
@@ -218,8 +264,28 @@ pub(super) async fn relay(
                 Err(e) => return Err(SpliceEnd::Client(e)),
             }
         }
+        if length == Some(0) {
+            return Ok(());
+        }
+        let moved = match splice(from, pipe.write.as_raw_fd(), pipe.room_for(length)) {
+            Ok(0) => return Err(SpliceEnd::UpstreamClosed),
+            Ok(moved) => moved,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let readable = pin!(ends.upstream.readable(false));
+                match race(readable, timer.arm_in(ends.upstream_idle)).await {
+                    None => return Err(SpliceEnd::UpstreamTimedOut),
+                    Some(Err(e)) => return Err(SpliceEnd::Upstream(e)),
+                    Some(Ok(())) => continue,
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(SpliceEnd::Upstream(e)),
+        };
+        pipe.held += moved;
+        if let Some(left) = &mut length {
+            *left -= moved as u64;
+        }
     }
-    Ok(())
 }
 
 fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {

@@ -93,6 +93,63 @@ fn relays_exactly_the_length_and_leaves_the_next_response_in_the_socket() {
     });
 }
 
+/// The order of a corked response: what the upstream sent already goes into the pipe, the
+/// head goes out corked, and the relay empties the pipe first and then moves only what was
+/// left of the length, leaving the next response in the upstream's socket.
+#[test]
+fn a_pipe_filled_before_the_head_is_emptied_behind_it_and_only_the_rest_is_moved() {
+    on_both_drivers(|| async {
+        let (mut upstream, upstream_peer) = tcp_pair().await;
+        let (client, client_peer) = tcp_pair().await;
+        let body = pattern(300 * 1024 + 7);
+        let mut sent = body.clone();
+        sent.extend_from_slice(b"NEXT");
+        let (head, first) = (b"HEAD\r\n\r\n", &body[..1000]);
+        let ends = ends(&upstream, &client, Duration::from_secs(60));
+        let reader = read(client_peer, head.len() + body.len(), None);
+        let mut peer = upstream_peer;
+        // The rest of the body is in the socket before the head goes out, as it is when a
+        // backend's one write carries both.
+        peer.write_all(&sent[first.len()..]).unwrap();
+        let pipes = PipePool::default();
+        let mut pipe = pipes.take().unwrap();
+        let mut left = Some((body.len() - first.len()) as u64);
+        let mut filled = false;
+        for _ in 0..6000 {
+            fill_now(&upstream, &mut pipe, &mut left);
+            if pipe.holds_bytes() {
+                filled = true;
+                break;
+            }
+            monoio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(filled, "the bytes in the socket were moved into the pipe");
+        let left_after_fill = left.unwrap();
+        assert!(left_after_fill < (body.len() - first.len()) as u64);
+        assert_eq!(send_corked(&client, head, first), head.len() + first.len());
+        let mut relayed = 0;
+        relay(&ends, &mut pipe, left, &mut Timer::default(), |n| {
+            relayed += n
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            relayed,
+            (body.len() - first.len()) as u64,
+            "the pipe's bytes and the rest, nothing more"
+        );
+        let (_, got, _) = reader.join().unwrap();
+        assert_eq!(&got[..head.len()], head);
+        assert!(
+            got[head.len()..] == body[..],
+            "the body follows the head in order"
+        );
+        let (n, next) = upstream.read(Vec::with_capacity(16)).await;
+        assert_eq!((n.unwrap(), &next[..]), (4, &b"NEXT"[..]));
+        drop(peer);
+    });
+}
+
 #[test]
 fn a_body_delimited_by_the_close_ends_with_the_upstream_close() {
     on_both_drivers(|| async {
