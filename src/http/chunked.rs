@@ -152,6 +152,17 @@ impl ChunkedDecoder {
         }
     }
 
+    /// The rest of the current chunk's payload went past the decoder (spliced from socket to
+    /// socket, never seen): it counts as scanned, and the chunk's CRLF comes next. Returns how
+    /// many bytes that was (0 outside chunk data, where nothing changes).
+    pub fn skip_payload(&mut self) -> u64 {
+        let State::Data { remaining } = self.state else {
+            return 0;
+        };
+        self.state = State::DataCr;
+        remaining
+    }
+
     /// Bytes of the trailer section scanned so far (the field lines and the final empty line,
     /// not the last chunk's size line): the last this many bytes of a pass-through body.
     pub fn trailer_section_len(&self) -> usize {
@@ -672,5 +683,38 @@ mod tests {
         assert_eq!(decoder.chunk_remaining(), 0, "the chunk's data is complete");
         decoder.scan(b"\r\n1").unwrap();
         assert_eq!(decoder.chunk_remaining(), 0, "size line not finished");
+    }
+
+    #[test]
+    fn skipped_payload_leaves_the_chunk_crlf_and_the_rest_of_the_framing_checked() {
+        let mut decoder = ChunkedDecoder::default();
+        decoder.scan(b"10\r\nabc").unwrap();
+        assert_eq!(decoder.skip_payload(), 13);
+        assert_eq!(
+            decoder.skip_payload(),
+            0,
+            "nothing left of the chunk to skip"
+        );
+        let scan = decoder.scan(b"\r\n0\r\n\r\n").unwrap();
+        assert!(scan.done);
+
+        let mut decoder = ChunkedDecoder::default();
+        decoder.scan(b"10\r\n").unwrap();
+        decoder.skip_payload();
+        assert_eq!(
+            decoder.scan(b"X\r\n0\r\n\r\n").unwrap_err(),
+            ChunkError::MissingDataCrlf,
+            "the byte after the skipped payload must be the chunk's CR"
+        );
+
+        let mut decoder = ChunkedDecoder::default();
+        decoder.scan(b"1").unwrap();
+        assert_eq!(decoder.skip_payload(), 0, "inside a size line");
+        assert_eq!(
+            decoder.scan(b"0\r\n").unwrap().consumed,
+            3,
+            "the size line goes on"
+        );
+        assert_eq!(decoder.chunk_remaining(), 16);
     }
 }

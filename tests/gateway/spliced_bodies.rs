@@ -585,3 +585,228 @@ fn a_backend_frozen_mid_body_closes_the_client_connection_at_the_idle_timeout() 
     assert!(spliced_bytes(&gateway) > 0, "the tail went by splice");
     assert_eq!(gateway.client().get("/svc/again").status, 200);
 }
+
+/// Chunk sizes around the splice minimum (16 KiB) and the read after a spliced chunk
+/// (4 KiB): small chunks between long ones, a long chunk that the read after a splice cuts
+/// into, a chunk that stays just short of the minimum after that read, and a 1 MiB one.
+const CHUNKS: [usize; 9] = [
+    100,
+    40 * 1024,
+    20,
+    200 * 1024,
+    16 * 1024 - 1,
+    20 * 1024 + 5,
+    16 * 1024 + 3 * 1024,
+    1 << 20,
+    3,
+];
+
+/// Chunk `i`'s payload: a pattern of its own, so that bytes from the wrong chunk show.
+fn chunk_payload(i: usize, size: usize) -> Vec<u8> {
+    pattern(size)
+        .into_iter()
+        .map(|b| b ^ (i as u8 + 1))
+        .collect()
+}
+
+/// The chunked body of [`CHUNKS`] as the backend frames it (each size line carries an
+/// extension, and a trailer follows), and its payload.
+fn chunked_body() -> (Vec<u8>, Vec<u8>) {
+    let (mut raw, mut payload) = (Vec::new(), Vec::new());
+    for (i, size) in CHUNKS.into_iter().enumerate() {
+        let data = chunk_payload(i, size);
+        raw.extend_from_slice(format!("{size:x};n={i}\r\n").as_bytes());
+        raw.extend_from_slice(&data);
+        raw.extend_from_slice(b"\r\n");
+        payload.extend_from_slice(&data);
+    }
+    raw.extend_from_slice(b"0\r\nX-Sum: 42\r\n\r\n");
+    (raw, payload)
+}
+
+const CHUNKED_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+
+/// `/whole` sends the response in one write; `/paced` sends every size line, payload and
+/// CRLF in its own write a moment apart, so that the relay waits for each; `/done` ends.
+fn chunked_backend() -> ScriptedBackend {
+    ScriptedBackend::start(|peer| {
+        let (raw, _) = chunked_body();
+        while let Some(request) = peer.read_request() {
+            let sent = if request.target.ends_with("/whole") {
+                peer.write(&[CHUNKED_HEAD, &raw].concat())
+            } else if request.target.ends_with("/paced") {
+                let mut sent = peer.write(CHUNKED_HEAD);
+                for (i, size) in CHUNKS.into_iter().enumerate() {
+                    for piece in [
+                        format!("{size:x};n={i}\r\n").into_bytes(),
+                        chunk_payload(i, size),
+                        b"\r\n".to_vec(),
+                    ] {
+                        std::thread::sleep(Duration::from_millis(2));
+                        sent = sent && peer.write(&piece);
+                    }
+                }
+                sent && peer.write(b"0\r\nX-Sum: 42\r\n\r\n")
+            } else {
+                peer.reply_ok(b"done")
+            };
+            if !sent {
+                return;
+            }
+        }
+    })
+}
+
+/// A chunked body passed through: its long chunks' payload is spliced, and the framing
+/// around it (size lines with their extensions, CRLFs, the trailer) is read, checked and
+/// relayed as it came, whether it all arrived at once or piece by piece; the upstream
+/// connection is reused after it. Copying relays the same bytes.
+#[test]
+fn a_chunked_body_has_its_long_chunks_spliced_and_its_framing_relayed_as_it_came() {
+    let (raw, payload) = chunked_body();
+    let long: usize = CHUNKS.iter().filter(|&&size| size >= 16 * 1024).sum();
+    for relay in ["copy", "splice"] {
+        let backend = chunked_backend();
+        let gateway = Gateway::start_with(
+            &open_api(&[backend.url("")], "load_balance"),
+            &format!("upstream:\n  body_relay: {relay}\n"),
+            1,
+        );
+        let mut client = gateway.client();
+        for path in ["/svc/whole", "/svc/paced", "/svc/whole"] {
+            let response = client.get(path);
+            assert_eq!(response.status, 200, "{relay} {path}");
+            assert_eq!(response.header("transfer-encoding"), Some("chunked"));
+            assert!(
+                response.body == payload,
+                "{relay} {path}: the payload arrived altered ({} of {} B)",
+                response.body.len(),
+                payload.len()
+            );
+        }
+        // The framing as it came, byte for byte, on a connection that ends after it.
+        let mut closing = gateway.client();
+        closing.send(b"GET /svc/whole HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
+        let received = closing.read_to_close();
+        assert!(
+            body_of_200(&received) == &raw[..],
+            "{relay}: the chunked framing was not relayed as it came"
+        );
+        // Counts are in once the next request on the connection is answered.
+        assert_eq!(client.get("/svc/done").body, b"done");
+        let spliced = spliced_bytes(&gateway);
+        if relay == "copy" {
+            assert_eq!(spliced, 0);
+        } else {
+            // Of each body, at most one 68 KiB read's worth of a long chunk is copied
+            // (after a read that did not end in a splice), and the rest of the long chunks
+            // goes by splice; framing and short chunks never do.
+            let bodies = 4 * long as u64;
+            let floor = 4 * (long as u64 - 2 * 68 * 1024);
+            assert!(
+                spliced >= floor && spliced <= bodies,
+                "{spliced} B spliced of {bodies} B of long chunks (at least {floor} expected)"
+            );
+        }
+        assert_eq!(
+            backend.connections(),
+            1,
+            "{relay}: every body ended cleanly, so one upstream connection served them all"
+        );
+    }
+}
+
+/// Framing that breaks after a spliced chunk, or a chunk cut short while spliced: the client
+/// gets what arrived and then the connection's close, never a body that looks complete, and
+/// the upstream connection is not reused.
+#[test]
+fn broken_framing_around_a_spliced_chunk_closes_both_connections_after_what_arrived() {
+    const LONG: usize = 64 * 1024;
+    let long = || chunk_payload(0, LONG);
+    let cases: [(&str, Vec<u8>); 4] = [
+        (
+            "no-crlf",
+            [b"10000\r\n".to_vec(), long(), b"XY0\r\n\r\n".to_vec()].concat(),
+        ),
+        (
+            "bad-size",
+            [b"10000\r\n".to_vec(), long(), b"\r\nzz\r\n".to_vec()].concat(),
+        ),
+        (
+            "bare-lf",
+            [
+                b"10000\r\n".to_vec(),
+                long(),
+                b"\r\n10\n".to_vec(),
+                vec![b'a'; 16],
+            ]
+            .concat(),
+        ),
+        // 256 KiB announced, 64 KiB sent, then the close.
+        ("cut", [b"40000\r\n".to_vec(), long()].concat()),
+    ];
+    let scripts = cases.clone();
+    let backend = ScriptedBackend::start(move |peer| {
+        while let Some(request) = peer.read_request() {
+            match scripts
+                .iter()
+                .find(|(name, _)| request.target.ends_with(name))
+            {
+                Some((name, body)) => {
+                    peer.write(&[CHUNKED_HEAD, body].concat());
+                    if *name == "cut" {
+                        return;
+                    }
+                }
+                None => {
+                    peer.reply_ok(b"again");
+                }
+            }
+        }
+    });
+    let gateway = Gateway::start_with(&open_api(&[backend.url("")], "load_balance"), SPLICE, 1);
+    for (i, (name, sent)) in cases.iter().enumerate() {
+        let mut client = gateway.client();
+        client.send(format!("GET /svc/{name} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes());
+        let received = client.read_to_close();
+        let body = body_of_200(&received);
+        // Relayed up to the fault: the long chunk and its size line, and for the broken
+        // framing at most the bytes read with the fault (never the final chunk's end).
+        assert!(
+            body.len() >= "10000\r\n".len() + LONG && sent.starts_with(body),
+            "{name}: {} B relayed, not a prefix of what was sent with the chunk in it",
+            body.len()
+        );
+        assert!(!body.ends_with(b"0\r\n\r\n"), "{name}: looks complete");
+        assert_eq!(gateway.client().get("/svc/again").body, b"again", "{name}");
+        assert_eq!(
+            backend.connections(),
+            i + 2,
+            "{name}: the broken connection was not reused; the next request opened another"
+        );
+    }
+    // Of each long chunk, at most the first head read's 16 KiB were copied.
+    assert!(spliced_bytes(&gateway) >= (cases.len() * (LONG - 17 * 1024)) as u64);
+}
+
+/// An HTTP/1.0 client gets a chunked body de-chunked, which is copied: the whole payload,
+/// ended by the close, and nothing spliced.
+#[test]
+fn a_chunked_body_de_chunked_for_an_http_1_0_client_is_copied_whole() {
+    let (_, payload) = chunked_body();
+    let backend = chunked_backend();
+    let gateway = Gateway::start_with(&open_api(&[backend.url("")], "load_balance"), SPLICE, 1);
+    for path in ["/svc/whole", "/svc/paced"] {
+        let mut client = gateway.client();
+        client.send(format!("GET {path} HTTP/1.0\r\nHost: h\r\n\r\n").as_bytes());
+        let received = client.read_to_close();
+        let head_end = received.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        let head = String::from_utf8_lossy(&received[..head_end]).to_ascii_lowercase();
+        assert!(!head.contains("transfer-encoding"), "{path}: {head}");
+        assert!(
+            received[head_end..] == payload[..],
+            "{path}: the de-chunked payload arrived altered"
+        );
+    }
+    assert_eq!(spliced_bytes(&gateway), 0);
+}

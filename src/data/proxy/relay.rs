@@ -124,90 +124,61 @@ impl<S: super::ClientIo> ClientConnection<S> {
             stray = head_len < self.rbuf.len();
         }
         self.record.bytes += (self.out.len() + body_end - head_len) as u64;
-        // A body to be spliced: its pipe, filled with what the upstream has sent already,
-        // and what is left of it in the upstream's socket.
-        let mut to_splice = None;
-        if !done && gateway.upstream.body_relay == BodyRelay::Splice {
-            let left = match &decoder {
-                Some(ResponseDecoder::Length(d)) if d.remaining() >= splice::SPLICE_MIN => {
-                    Some(Some(d.remaining()))
-                }
-                Some(ResponseDecoder::UntilClose) => Some(None),
-                _ => None,
-            };
-            // Not spliceable after all (TLS, HTTP/2, no pipe): copied below.
-            to_splice = left.and_then(|length| self.prepare_splice(&mut conn, length));
-        }
-        let mut body_from = head_len;
-        if let (Some((pipe, _)), Some(client)) = (&to_splice, self.down.stream.plain_tcp()) {
-            if pipe.holds_bytes() {
-                let corked = splice::send_corked(client, &self.out, &self.rbuf[head_len..body_end]);
-                let from_head = corked.min(self.out.len());
-                self.out.drain(..from_head);
-                body_from += corked - from_head;
-            }
-        }
-        let sent = match self.down.stream.plain_tcp() {
-            Some(client) if body_end > body_from => {
-                gather::write_head_and_body(
-                    client,
-                    &mut self.out,
-                    &mut self.rbuf,
-                    body_from..body_end,
-                    &mut self.iov,
-                    self.timer.arm_in(client_io),
-                )
-                .await
-            }
-            _ if self.out.is_empty() => Ok(()),
-            _ => self.send_out(client_io).await,
+        let splicing = gateway.upstream.body_relay == BodyRelay::Splice;
+        // What is spliced next (the rest of the body, or of the current chunk): its pipe,
+        // filled with what the upstream has sent already, and what is left in the socket.
+        let mut to_splice = match &decoder {
+            Some(decoder) if splicing && !done => self.prepare_splice(&mut conn, decoder),
+            _ => None,
         };
-        if sent.is_err() {
-            if let Some((pipe, _)) = to_splice {
-                self.ctx.pipes.give_back(pipe);
-            }
+        if self
+            .send_ahead_of(to_splice.as_ref(), head_len..body_end, client_io)
+            .await
+            .is_err()
+        {
+            self.give_back(to_splice);
             return false;
         }
         let mut spliced = false;
-        if let Some((pipe, length)) = to_splice {
-            match self
-                .splice_body(&conn, pipe, length, upstream_idle, client_io)
-                .await
-            {
-                Ok(()) => {
-                    done = true;
-                    stray = false;
-                    spliced = true;
-                }
-                Err(end) => {
+        let mut read_limit = BODY_READ;
+        while !done {
+            let Some(decoder) = &mut decoder else { break };
+            if let Some((pipe, left)) = to_splice.take() {
+                if let Err(end) = self
+                    .splice_body(&conn, pipe, left, upstream_idle, client_io)
+                    .await
+                {
                     // A body delimited by the close ends this way; any other end is
                     // mid-body, and closing the client connection is the honest signal.
-                    if !(length.is_none() && matches!(end, SpliceEnd::UpstreamClosed)) {
+                    if !(left.is_none() && matches!(end, SpliceEnd::UpstreamClosed)) {
                         log::debug!("spliced response body broke off: {end}");
                     }
                     return false;
                 }
+                spliced = true;
+                done = decoder.spliced();
+                stray = false;
+                // What follows a spliced chunk is its CRLF and the next size line: a small
+                // read takes them and leaves a large next chunk in the socket to splice.
+                read_limit = splice::HEAD_READ_AFTER_SPLICE;
+                continue;
             }
-        }
-        while !done {
-            let Some(decoder) = &mut decoder else { break };
             self.rbuf.clear();
-            match io::read_more(
-                &mut conn.stream,
-                &mut self.rbuf,
-                BODY_READ,
-                self.timer.arm_in(upstream_idle),
-            )
-            .await
-            {
-                Ok(_) => {}
-                Err(IoError::Closed) if matches!(decoder, ResponseDecoder::UntilClose) => {
-                    return false
-                }
-                // Mid-body failure: closing the client connection is the only honest signal
-                // (never a truncated response that looks complete).
-                Err(_) => return false,
-            }
+            let read = {
+                let read = std::pin::pin!(io::read_more_untimed(
+                    &mut conn.stream,
+                    &mut self.rbuf,
+                    BODY_READ,
+                    read_limit
+                ));
+                io::race(read, self.timer.arm_in(upstream_idle)).await
+            };
+            // A mid-body failure, or the close that ends a body delimited by it: the client
+            // connection closes either way (never a truncated response that looks complete).
+            let Some(Ok(_)) = read else {
+                return false;
+            };
+            read_limit = BODY_READ;
             let scan = match decoder.relay_in_place(&mut self.rbuf, &mut self.out) {
                 Ok(scan) => scan,
                 Err(_) => return false,
@@ -216,23 +187,22 @@ impl<S: super::ClientIo> ClientConnection<S> {
             stray = scan.done && scan.consumed < self.rbuf.len();
             let forward =
                 decoder.pass_trailers(&mut self.trailers, &mut self.rbuf, 0, scan.consumed);
-            self.record.bytes += if decoder.dechunks() {
-                self.out.len()
+            // De-chunked, the body is in `out`; passed as it is, in `rbuf[..forward]`.
+            let (passed, in_place) = if decoder.dechunks() {
+                (self.out.len(), 0..0)
             } else {
-                forward
-            } as u64;
-            let sent = if decoder.dechunks() {
-                self.send_out(client_io).await
-            } else {
-                io::write_range(
-                    &mut self.down.stream,
-                    &mut self.rbuf,
-                    0..forward,
-                    self.timer.arm_in(client_io),
-                )
-                .await
+                (forward, 0..forward)
             };
-            if sent.is_err() {
+            self.record.bytes += passed as u64;
+            if splicing && !done {
+                to_splice = self.prepare_splice(&mut conn, decoder);
+            }
+            if self
+                .send_ahead_of(to_splice.as_ref(), in_place, client_io)
+                .await
+                .is_err()
+            {
+                self.give_back(to_splice);
                 return false;
             }
         }
@@ -243,15 +213,16 @@ impl<S: super::ClientIo> ClientConnection<S> {
         keep_client
     }
 
-    /// Readies the rest of the body (`length` bytes, or until the upstream closes) to be
-    /// spliced when both sockets are plain TCP: both non-blocking, and a pipe holding what
-    /// the upstream has sent already, with what is left after it. `None` when it cannot be
+    /// Readies what `decoder` says can be spliced next (the rest of a long body, or of a long
+    /// chunk) when both sockets are plain TCP: both non-blocking, and a pipe holding what the
+    /// upstream has sent already, with what is left after it. `None` when nothing is to be
     /// spliced; nothing was read then.
     fn prepare_splice(
         &mut self,
         conn: &mut UpstreamConnection,
-        mut length: Option<u64>,
+        decoder: &ResponseDecoder,
     ) -> Option<(splice::Pipe, Option<u64>)> {
+        let mut length = decoder.spliceable()?;
         let TcpOrTls::Plain(upstream) = &conn.stream else {
             return None;
         };
@@ -267,6 +238,60 @@ impl<S: super::ClientIo> ClientConnection<S> {
         let mut pipe = self.ctx.pipes.take()?;
         splice::fill_now(upstream, &mut pipe, &mut length);
         Some((pipe, length))
+    }
+
+    /// A pipe readied for a splice that will not happen (the write before it failed).
+    fn give_back(&self, to_splice: Option<(splice::Pipe, Option<u64>)>) {
+        if let Some((pipe, _)) = to_splice {
+            self.ctx.pipes.give_back(pipe);
+        }
+    }
+
+    /// Writes `out` (emptied) and then `rbuf[body]` to the client. When a pipe is to be
+    /// spliced right behind them and holds bytes already, they go corked: the splice that
+    /// follows carries them in its segment, one transmission and one wake-up of the client
+    /// instead of two.
+    async fn send_ahead_of(
+        &mut self,
+        to_splice: Option<&(splice::Pipe, Option<u64>)>,
+        mut body: std::ops::Range<usize>,
+        client_io: Duration,
+    ) -> Result<(), IoError> {
+        if let (Some((pipe, _)), Some(client)) = (to_splice, self.down.stream.plain_tcp()) {
+            if pipe.holds_bytes() && !(self.out.is_empty() && body.is_empty()) {
+                let corked = splice::send_corked(client, &self.out, &self.rbuf[body.clone()]);
+                let from_head = corked.min(self.out.len());
+                self.out.drain(..from_head);
+                body.start += corked - from_head;
+            }
+        }
+        let sent = match self.down.stream.plain_tcp() {
+            Some(client) if !self.out.is_empty() && !body.is_empty() => {
+                gather::write_head_and_body(
+                    client,
+                    &mut self.out,
+                    &mut self.rbuf,
+                    body,
+                    &mut self.iov,
+                    self.timer.arm_in(client_io),
+                )
+                .await
+            }
+            _ => {
+                if !self.out.is_empty() {
+                    self.send_out(client_io).await?;
+                }
+                io::write_range(
+                    &mut self.down.stream,
+                    &mut self.rbuf,
+                    body,
+                    self.timer.arm_in(client_io),
+                )
+                .await
+            }
+        };
+        self.out.clear();
+        sent
     }
 
     /// Splices what `pipe` holds and the rest of the body (`length` bytes, or until the
@@ -313,6 +338,33 @@ enum ResponseDecoder {
 impl ResponseDecoder {
     fn dechunks(&self) -> bool {
         matches!(self, ResponseDecoder::Chunked(_, true))
+    }
+
+    /// What can be spliced next: `Some(Some(n))`, the next `n` bytes (the rest of a body of
+    /// known length, or of the current chunk's payload, passed through); `Some(None)`, all
+    /// of it until the upstream closes. Parts shorter than [`splice::SPLICE_MIN`] are copied,
+    /// and so is a body de-chunked for an HTTP/1.0 client. The framing around a spliced
+    /// chunk (its CRLF, the size lines, the trailers) is still read and checked.
+    fn spliceable(&self) -> Option<Option<u64>> {
+        let left = match self {
+            ResponseDecoder::Length(d) => d.remaining(),
+            ResponseDecoder::Chunked(d, false) => d.chunk_remaining(),
+            ResponseDecoder::Chunked(_, true) => return None,
+            ResponseDecoder::UntilClose => return Some(None),
+        };
+        (left >= splice::SPLICE_MIN).then_some(Some(left))
+    }
+
+    /// What [`Self::spliceable`] offered went past the decoder; returns whether the body is
+    /// complete (a chunk's framing goes on).
+    fn spliced(&mut self) -> bool {
+        match self {
+            ResponseDecoder::Chunked(d, _) => {
+                d.skip_payload();
+                false
+            }
+            ResponseDecoder::Length(_) | ResponseDecoder::UntilClose => true,
+        }
     }
 
     /// A chunked body passed through leaves its trailer section filtered (BEHAVIOUR.md §4):

@@ -1,9 +1,12 @@
 //! Zero-copy relay of a response body (`upstream.body_relay: splice`): from the upstream
 //! socket into a pipe and from the pipe to the client's socket with `splice(2)`, so the
 //! kernel moves page references instead of the gateway copying every byte out of one socket
-//! and into the other. Only where both sides are plain TCP and the body is framed by its
-//! length or by the upstream's close: a chunked body's framing must be read to be checked,
-//! and TLS needs the bytes in user space.
+//! and into the other. Only where both sides are plain TCP (TLS needs the bytes in user
+//! space): a body framed by its length or by the upstream's close, and the payload of each
+//! long chunk of a chunked body passed through. A chunk's size line announces how many
+//! payload bytes follow, so those can be spliced unseen; the framing around them (the CRLF,
+//! the next size line, the trailers) is read and checked in user space as when copying, by a
+//! small read after each spliced chunk that leaves a long next chunk in the socket.
 //!
 //! The calls are made directly, not through the ring: io_uring issues every splice from an
 //! io-wq worker thread (docs/design-notes.md), two thread hand-offs per step. A direct
