@@ -35,6 +35,11 @@ target down, so only the counts mean something, not the rates. shardgate's socke
 through io_uring: its count is io_uring_enter calls, each of which submits and reaps many
 operations.
 
+Opt-in (--scenarios chunked): the closed loop of `plain` for the bodies of 64 KiB and more,
+sent chunked by the origin (nginx's SSI filter over the same files: 32 KiB chunks), which is
+how a streamed or filtered body reaches a proxy; with `body_relay: splice` shardgate splices
+each chunk's payload and checks the framing around it.
+
 Usage: bench/compare.py [--rounds N] [--duration S] [--scenarios plain,https,h2,...]
                         [--bodies 64,4096,65536] [--conns N] [--out DIR] [--no-build]
                         [--variant NAME=BINARY]... [--upstream NAME=KEY:VALUE]...
@@ -211,7 +216,10 @@ def write_origin(tmp, port_list, name, access_log=None):
     for size, path in BODY_PATHS.items():
         (root / path.lstrip("/")).write_bytes(b"x" * size)
     servers = "\n".join(
-        f"  server {{ listen 127.0.0.1:{p}; root {root}; location / {{ default_type text/plain; }} }}"
+        f"  server {{ listen 127.0.0.1:{p}; root {root}; location / {{ default_type text/plain; }}"
+        # The same files chunked, as nginx streams a filtered body: 32 KiB chunks (its
+        # default output buffers).
+        f" location /chunked/ {{ alias {root}/; default_type text/plain; ssi on; ssi_types *; }} }}"
         for p in port_list)
     log_line = f"access_log {access_log} timed;" if access_log else "access_log off;"
     conf = tmp / f"{name}.conf"
@@ -543,9 +551,10 @@ def median(values):
 
 # ---------------------------------------------------------------- scenarios
 
-def plain(targets, args, tmp, results):
-    for body in args.bodies:
-        path = BODY_PATHS[body]
+def plain(targets, args, tmp, results, scenario="plain", prefix="", open_loop=True):
+    bodies = args.bodies if scenario == "plain" else [b for b in args.bodies if b >= 65536]
+    for body in bodies:
+        path = prefix + BODY_PATHS[body]
         closed = {t: [] for t in targets}
         for r in range(args.rounds):
             names = list(targets)
@@ -554,7 +563,10 @@ def plain(targets, args, tmp, results):
                 url = f"http://127.0.0.1:{PORTS[t]}{path}"
                 m = measure(t, targets[t], url, args.duration, args.conns, tmp / f"c-{t}.json")
                 closed[t].append(m)
-                log(f"  closed body={body} round={r + 1} {t:10} {m['rps']:9.0f} rps {m['cpu_us_per_req']:6.2f} us/req box {m['box_us_per_req']:6.1f} us/req errors {m['errors']}")
+                log(f"  closed {scenario} body={body} round={r + 1} {t:10} {m['rps']:9.0f} rps {m['cpu_us_per_req']:6.2f} us/req box {m['box_us_per_req']:6.1f} us/req errors {m['errors']}")
+        if not open_loop:
+            results.append((scenario, body, None, closed, None))
+            continue
         rate = 0.5 * median([m["rps"] for m in closed["nginx"]])
         opened = {t: [] for t in targets}
         for r in range(args.rounds):
@@ -923,8 +935,10 @@ def report(results, targets, machine):
     add = lines.append
     add(f"machine: {machine}")
     for scenario, body, rate, a, b in results:
-        if scenario in ("plain", "https"):
-            title = f"{scenario} body={body} B" if scenario == "plain" else "https body=64 B (TLS termination)"
+        if scenario in ("plain", "https", "chunked"):
+            title = {"plain": f"plain body={body} B",
+                     "chunked": f"chunked body={body} B (the origin's 32 KiB chunks, closed loop)",
+                     "https": "https body=64 B (TLS termination)"}[scenario]
             add(f"\n### {title}")
             add("| target | rps (median) | proxy CPU us/req | user share | CPU vs nginx | CPU vs L4 floor | box CPU us/req | box vs nginx | rps vs nginx | errors |"
                 + (" p50 us | p99 us | p99.9 us |" if b else ""))
@@ -1099,6 +1113,8 @@ def main():
         started = time.time()
         if "plain" in scenarios:
             plain(targets, args, tmp, results)
+        if "chunked" in scenarios:
+            plain(targets, args, tmp, results, scenario="chunked", prefix="/chunked", open_loop=False)
         if "https" in scenarios:
             https(http_targets(targets), args, tmp, results)
         if "jwt" in scenarios:
