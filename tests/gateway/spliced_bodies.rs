@@ -810,3 +810,40 @@ fn a_chunked_body_de_chunked_for_an_http_1_0_client_is_copied_whole() {
     }
     assert_eq!(spliced_bytes(&gateway), 0);
 }
+
+#[test]
+fn a_backend_frozen_inside_a_spliced_chunk_closes_the_client_connection_at_the_idle_timeout() {
+    const SENT: usize = 200 * 1024;
+    let backend = ScriptedBackend::start(|peer| {
+        let Some(request) = peer.read_request() else {
+            return;
+        };
+        if request.target.ends_with("/again") {
+            peer.reply_ok(b"again");
+            return;
+        }
+        let mut response =
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n100000\r\n".to_vec();
+        response.extend_from_slice(&pattern(SENT));
+        peer.write(&response);
+        // Frozen inside a 1 MiB chunk, until the gateway gives up.
+        let _ = peer.read_request();
+    });
+    let gateway = Gateway::start_with(
+        &open_api(&[backend.url("")], "load_balance"),
+        &format!("{SPLICE}timeouts:\n  upstream_idle_ms: 400\n"),
+        1,
+    );
+    let mut client = gateway.client();
+    client.send(b"GET /svc/frozen HTTP/1.1\r\nHost: h\r\n\r\n");
+    let received = client.read_to_close();
+    let mut arrived = b"100000\r\n".to_vec();
+    arrived.extend_from_slice(&pattern(SENT));
+    assert!(
+        received.ends_with(&arrived),
+        "what arrived was relayed as it came ({} B in all), then the connection closed",
+        received.len()
+    );
+    assert!(spliced_bytes(&gateway) > 0, "the chunk went by splice");
+    assert_eq!(gateway.client().get("/svc/again").status, 200);
+}
