@@ -811,6 +811,9 @@ fn a_chunked_body_de_chunked_for_an_http_1_0_client_is_copied_whole() {
     assert_eq!(spliced_bytes(&gateway), 0);
 }
 
+/// A backend that sends part of a spliced chunk and then neither sends nor closes: as for a
+/// body of known length, what arrived is relayed and the client connection closes at
+/// `timeouts.upstream_idle_ms`.
 #[test]
 fn a_backend_frozen_inside_a_spliced_chunk_closes_the_client_connection_at_the_idle_timeout() {
     const SENT: usize = 200 * 1024;
@@ -846,4 +849,161 @@ fn a_backend_frozen_inside_a_spliced_chunk_closes_the_client_connection_at_the_i
     );
     assert!(spliced_bytes(&gateway) > 0, "the chunk went by splice");
     assert_eq!(gateway.client().get("/svc/again").status, 200);
+}
+
+/// After a spliced chunk, each next size line arrives in two parts a moment apart, so the
+/// read after the splice ends inside the framing: the read after that one is small too, and
+/// the long chunk behind the size line is spliced rather than copied by a full read.
+#[test]
+fn a_size_line_split_after_a_spliced_chunk_leaves_the_next_long_chunk_to_splice() {
+    const LONG: usize = 64 * 1024;
+    const COUNT: usize = 4;
+    let backend = ScriptedBackend::start(|peer| {
+        while let Some(request) = peer.read_request() {
+            let sent = if request.target.ends_with("/split") {
+                let mut sent =
+                    peer.write(&[CHUNKED_HEAD, b"10000\r\n", &chunk_payload(0, LONG)].concat());
+                for i in 1..COUNT {
+                    sent = sent && peer.write(b"\r\n1");
+                    std::thread::sleep(Duration::from_millis(50));
+                    sent = sent && peer.write(&[b"0000\r\n", &chunk_payload(i, LONG)[..]].concat());
+                }
+                sent && peer.write(b"\r\n0\r\n\r\n")
+            } else {
+                peer.reply_ok(b"done")
+            };
+            if !sent {
+                return;
+            }
+        }
+    });
+    let gateway = Gateway::start_with(&open_api(&[backend.url("")], "load_balance"), SPLICE, 1);
+    let mut client = gateway.client();
+    let response = client.get("/svc/split");
+    assert_eq!(response.status, 200);
+    let payload: Vec<u8> = (0..COUNT).flat_map(|i| chunk_payload(i, LONG)).collect();
+    assert!(
+        response.body == payload,
+        "the payload arrived altered ({} of {} B)",
+        response.body.len(),
+        payload.len()
+    );
+    // Counts are in once the next request on the connection is answered.
+    assert_eq!(client.get("/svc/done").body, b"done");
+    // The first chunk loses at most the head read (16 KiB) to copying, every later one at
+    // most the 4 KiB read after its size line; a full read after the split would copy the
+    // whole chunk.
+    let floor = (LONG - 16 * 1024 - 8) + (COUNT - 1) * (LONG - 4 * 1024 - 8);
+    let spliced = spliced_bytes(&gateway);
+    assert!(
+        spliced >= floor as u64 && spliced <= payload.len() as u64,
+        "{spliced} B spliced of {} B, at least {floor} expected",
+        payload.len()
+    );
+    assert_eq!(backend.connections(), 1);
+}
+
+/// A chunked body spliced chunk by chunk is in flight (its client reads nothing yet) when a
+/// reload turns splicing off: the body finishes whole on the snapshot it began under, still
+/// spliced, and the chunked bodies after it, on the same client connection and on others,
+/// are copied and relayed byte for byte.
+#[test]
+fn a_reload_that_stops_splicing_mid_chunked_body_finishes_it_whole_and_copies_the_next() {
+    const CHUNK: usize = 1 << 20;
+    const COUNT: usize = 32;
+    let pending = || {
+        let mut raw = Vec::new();
+        for i in 0..COUNT {
+            raw.extend_from_slice(format!("{CHUNK:x}\r\n").as_bytes());
+            raw.extend_from_slice(&chunk_payload(i, CHUNK));
+            raw.extend_from_slice(b"\r\n");
+        }
+        raw.extend_from_slice(b"0\r\n\r\n");
+        raw
+    };
+    let backend = ScriptedBackend::start(move |peer| {
+        while let Some(request) = peer.read_request() {
+            let sent = if request.target.ends_with("/pending") {
+                peer.write(&[CHUNKED_HEAD, &pending()].concat())
+            } else if request.target.ends_with("/done") {
+                peer.reply_ok(b"done")
+            } else {
+                peer.write(&[CHUNKED_HEAD, &chunked_body().0].concat())
+            };
+            if !sent {
+                return;
+            }
+        }
+    });
+    let gateway = Gateway::start_with(&open_api(&[backend.url("")], "load_balance"), SPLICE, 1);
+    let (raw, payload) = chunked_body();
+    let mut other = gateway.client();
+    assert!(other.get("/svc/whole").body == payload);
+    assert_eq!(other.get("/svc/done").body, b"done");
+    let before = spliced_bytes(&gateway);
+    assert!(before > 0, "the first body was spliced");
+
+    let mut in_flight = gateway.client();
+    in_flight.send(b"GET /svc/pending HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert!(eventually(Duration::from_secs(30), || backend
+        .requests()
+        .iter()
+        .any(|r| r.target.ends_with("/pending"))));
+    let dir = gateway.dir.path();
+    std::fs::write(
+        dir.join("apis/0-first.yaml"),
+        open_api(&[backend.url("")], "load_balance")
+            .replace("title: svc", "title: other")
+            .replace("/svc", "/other"),
+    )
+    .unwrap();
+    let config = std::fs::read_to_string(gateway.config_path()).unwrap();
+    std::fs::write(
+        gateway.config_path(),
+        config.replace("body_relay: splice", "body_relay: copy"),
+    )
+    .unwrap();
+    gateway.reload();
+    let mut probe = gateway.client();
+    assert!(
+        eventually(Duration::from_secs(30), || probe.get("/other/done").status
+            == 200),
+        "the new snapshot is served"
+    );
+
+    let response = in_flight.read_response(false).expect("the body in flight");
+    let sent: Vec<u8> = (0..COUNT).flat_map(|i| chunk_payload(i, CHUNK)).collect();
+    assert!(
+        digest(&response.body) == digest(&sent),
+        "the body in flight finished whole ({} of {} B)",
+        response.body.len(),
+        sent.len()
+    );
+    // The relay counts a splice after the call returns; the next request on the same
+    // connection is read only after that.
+    assert_eq!(in_flight.get("/svc/done").body, b"done");
+    let spliced = spliced_bytes(&gateway);
+    assert!(
+        spliced - before >= (COUNT * (CHUNK - 68 * 1024)) as u64,
+        "the body in flight kept splicing under its snapshot ({} B)",
+        spliced - before
+    );
+    assert!(in_flight.get("/svc/whole").body == payload);
+    for path in ["/svc/whole", "/other/whole"] {
+        let mut closing = gateway.client();
+        closing.send(
+            format!("GET {path} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n").as_bytes(),
+        );
+        assert!(
+            body_of_200(&closing.read_to_close()) == &raw[..],
+            "{path}: the chunked framing was not relayed as it came"
+        );
+    }
+    assert!(other.get("/other/whole").body == payload);
+    assert_eq!(other.get("/svc/done").body, b"done");
+    assert_eq!(
+        spliced_bytes(&gateway),
+        spliced,
+        "nothing spliced after the reload"
+    );
 }
