@@ -72,12 +72,17 @@ impl<S: super::ClientIo> ClientConnection<S> {
             ResponseBody::UntilClose => Some(ResponseDecoder::UntilClose),
         };
         // The body's first bytes go out with the head, in one write: from where they are
-        // (`rbuf[head_len..body_end]`, one `writev`) to a plain client when they pass as they
-        // are and are many, copied behind the head otherwise (TLS and HTTP/2 streams copy
-        // them anyway).
-        let gather = self.rbuf.len() - head_len >= gather::GATHER_MIN
-            && decoder.as_ref().is_some_and(|d| !d.dechunks())
-            && self.down.stream.plain_tcp().is_some();
+        // (`rbuf[head_len..body_end]`, one `writev`, or one corked `sendmsg` ahead of a
+        // splice) to a plain client when they pass as they are and are many or the rest of
+        // the body will be spliced, copied behind the head otherwise (TLS and HTTP/2 streams
+        // copy them anyway).
+        let splicing = gateway.upstream.body_relay == BodyRelay::Splice;
+        let with_head = self.rbuf.len() - head_len;
+        let gather = self.down.stream.plain_tcp().is_some()
+            && decoder.as_ref().is_some_and(|d| {
+                !d.dechunks()
+                    && (with_head >= gather::GATHER_MIN || (splicing && d.spliced_after(with_head)))
+            });
         let mut body_end = head_len;
         let mut done = decoder.is_none();
         let mut stray;
@@ -124,7 +129,6 @@ impl<S: super::ClientIo> ClientConnection<S> {
             stray = head_len < self.rbuf.len();
         }
         self.record.bytes += (self.out.len() + body_end - head_len) as u64;
-        let splicing = gateway.upstream.body_relay == BodyRelay::Splice;
         // What is spliced next (the rest of the body, or of the current chunk): its pipe,
         // filled with what the upstream has sent already, and what is left in the socket.
         let mut to_splice = match &decoder {
@@ -355,6 +359,19 @@ impl ResponseDecoder {
             ResponseDecoder::UntilClose => return Some(None),
         };
         (left >= splice::SPLICE_MIN).then_some(Some(left))
+    }
+
+    /// Whether the body's rest will be spliced once the `with_head` bytes that came with
+    /// the head are relayed (a chunked body's next chunk is not known before they are
+    /// scanned).
+    fn spliced_after(&self, with_head: usize) -> bool {
+        match self {
+            ResponseDecoder::Length(d) => {
+                d.remaining().saturating_sub(with_head as u64) >= splice::SPLICE_MIN
+            }
+            ResponseDecoder::UntilClose => true,
+            ResponseDecoder::Chunked(..) => false,
+        }
     }
 
     /// What [`Self::spliceable`] offered went past the decoder; returns whether the body is
