@@ -162,7 +162,10 @@ impl<S: super::ClientIo> ClientConnection<S> {
                 spliced = true;
                 done = decoder.spliced();
                 stray = false;
-                read_limit = decoder.read_after_splice();
+                // What follows a spliced chunk is its CRLF and the next size line: a small
+                // read takes them and leaves a large next chunk in the socket to splice. Only
+                // that one read is small (bench/RESULTS.md, "The reads after a spliced chunk").
+                read_limit = splice::HEAD_READ_AFTER_SPLICE;
                 continue;
             }
             self.rbuf.clear();
@@ -180,14 +183,10 @@ impl<S: super::ClientIo> ClientConnection<S> {
             let Some(Ok(_)) = read else {
                 return false;
             };
+            read_limit = BODY_READ;
             let scan = match decoder.relay_in_place(&mut self.rbuf, &mut self.out) {
                 Ok(scan) => scan,
                 Err(_) => return false,
-            };
-            read_limit = if spliced {
-                decoder.read_after_splice()
-            } else {
-                BODY_READ
             };
             done = scan.done;
             stray = scan.done && scan.consumed < self.rbuf.len();
@@ -384,21 +383,6 @@ impl ResponseDecoder {
             }
             ResponseDecoder::Length(_) | ResponseDecoder::UntilClose => true,
         }
-    }
-
-    /// How much the next read of a body takes once one of its chunks was spliced: a body
-    /// that had one long chunk most likely has more, so the read stops at the end of the
-    /// current (short) chunk's payload plus a size line's worth, and a long next chunk stays
-    /// in the socket to be spliced in its turn, also when a read ended inside the framing.
-    fn read_after_splice(&self) -> usize {
-        let left = match self {
-            ResponseDecoder::Chunked(d, false) => d.chunk_remaining(),
-            _ => return BODY_READ,
-        };
-        usize::try_from(left)
-            .unwrap_or(usize::MAX)
-            .saturating_add(splice::HEAD_READ_AFTER_SPLICE)
-            .min(BODY_READ)
     }
 
     /// A chunked body passed through leaves its trailer section filtered (BEHAVIOUR.md §4):
