@@ -483,6 +483,32 @@ fn fetch_whole(client: &mut Client, path: &str, from: &str) {
     );
 }
 
+/// Reloads `gateway` with `body_relay: copy` and a definition `/other` (endpoint `url`) whose
+/// file sorts first, so that it takes the lowest dense endpoint ids, and waits until the new
+/// snapshot serves `/other`.
+fn reload_with_an_api_sorting_first_and_copying(gateway: &Gateway, url: String) {
+    std::fs::write(
+        gateway.dir.path().join("apis/0-first.yaml"),
+        open_api(&[url], "load_balance")
+            .replace("title: svc", "title: other")
+            .replace("/svc", "/other"),
+    )
+    .unwrap();
+    let config = std::fs::read_to_string(gateway.config_path()).unwrap();
+    std::fs::write(
+        gateway.config_path(),
+        config.replace("body_relay: splice", "body_relay: copy"),
+    )
+    .unwrap();
+    gateway.reload();
+    let mut probe = gateway.client();
+    assert!(
+        eventually(Duration::from_secs(30), || probe.get("/other/probe").status
+            != 404),
+        "the new snapshot is served"
+    );
+}
+
 /// Keep-alive clients whose sockets (and pooled upstream connections) were made non-blocking
 /// by spliced bodies, and one spliced body in flight, across a reload that renumbers the
 /// endpoints (a definition that sorts first takes B's dense id) and turns splicing off: the
@@ -503,27 +529,7 @@ fn a_reload_that_renumbers_endpoints_and_stops_splicing_mid_body_keeps_every_bod
     in_flight.send(b"GET /svc/pending HTTP/1.1\r\nHost: h\r\n\r\n");
     assert!(eventually(Duration::from_secs(30), || b.request_count() == 5));
 
-    let dir = gateway.dir.path();
-    std::fs::write(
-        dir.join("apis/0-first.yaml"),
-        open_api(&[a.url("/a")], "load_balance")
-            .replace("title: svc", "title: other")
-            .replace("/svc", "/other"),
-    )
-    .unwrap();
-    let config = std::fs::read_to_string(gateway.config_path()).unwrap();
-    std::fs::write(
-        gateway.config_path(),
-        config.replace("body_relay: splice", "body_relay: copy"),
-    )
-    .unwrap();
-    gateway.reload();
-    let mut probe = gateway.client();
-    assert!(
-        eventually(Duration::from_secs(30), || probe.get("/other/probe").status
-            != 404),
-        "the new snapshot is served"
-    );
+    reload_with_an_api_sorting_first_and_copying(&gateway, a.url("/a"));
     let response = in_flight.read_response(false).expect("the body in flight");
     assert!(
         digest(&response.body) == digest(&body_of("b", "/svc/pending")),
@@ -897,27 +903,7 @@ fn a_reload_that_stops_splicing_mid_chunked_body_finishes_it_whole_and_copies_th
         .requests()
         .iter()
         .any(|r| r.target.ends_with("/pending"))));
-    let dir = gateway.dir.path();
-    std::fs::write(
-        dir.join("apis/0-first.yaml"),
-        open_api(&[backend.url("")], "load_balance")
-            .replace("title: svc", "title: other")
-            .replace("/svc", "/other"),
-    )
-    .unwrap();
-    let config = std::fs::read_to_string(gateway.config_path()).unwrap();
-    std::fs::write(
-        gateway.config_path(),
-        config.replace("body_relay: splice", "body_relay: copy"),
-    )
-    .unwrap();
-    gateway.reload();
-    let mut probe = gateway.client();
-    assert!(
-        eventually(Duration::from_secs(30), || probe.get("/other/done").status
-            == 200),
-        "the new snapshot is served"
-    );
+    reload_with_an_api_sorting_first_and_copying(&gateway, backend.url(""));
 
     let response = in_flight.read_response(false).expect("the body in flight");
     let sent: Vec<u8> = (0..COUNT).flat_map(|i| chunk_payload(i, CHUNK)).collect();
