@@ -559,8 +559,27 @@ fn a_reload_that_renumbers_endpoints_and_stops_splicing_mid_body_keeps_every_bod
 /// gets what arrived, then the close, at `timeouts.upstream_idle_ms`; the shard serves on.
 #[test]
 fn a_backend_frozen_mid_body_closes_the_client_connection_at_the_idle_timeout() {
-    const SENT: usize = 200 * 1024;
-    let backend = ScriptedBackend::start(|peer| {
+    let (gateway, _backend, received) =
+        fetch_from_backend_frozen_after(b"HTTP/1.1 200 OK\r\nContent-Length: 1048576\r\n\r\n");
+    let body = body_of_200(&received);
+    assert!(
+        body == &pattern(FROZEN_AFTER)[..],
+        "what arrived was relayed ({} B), then the connection closed",
+        body.len()
+    );
+    assert!(spliced_bytes(&gateway) > 0, "the tail went by splice");
+    assert_eq!(gateway.client().get("/svc/again").status, 200);
+}
+
+/// What a frozen backend sends of its body before it freezes.
+const FROZEN_AFTER: usize = 200 * 1024;
+
+/// Asks `/svc/frozen` of a gateway (`upstream_idle_ms: 400`, splicing) whose backend sends
+/// `head` and [`FROZEN_AFTER`] bytes of the pattern and then neither sends nor closes until
+/// the gateway gives up (`/again` is answered): the gateway, the backend, and what the client
+/// got before the close.
+fn fetch_from_backend_frozen_after(head: &'static [u8]) -> (Gateway, ScriptedBackend, Vec<u8>) {
+    let backend = ScriptedBackend::start(move |peer| {
         let Some(request) = peer.read_request() else {
             return;
         };
@@ -568,10 +587,8 @@ fn a_backend_frozen_mid_body_closes_the_client_connection_at_the_idle_timeout() 
             peer.reply_ok(b"again");
             return;
         }
-        let mut response = b"HTTP/1.1 200 OK\r\nContent-Length: 1048576\r\n\r\n".to_vec();
-        response.extend_from_slice(&pattern(SENT));
-        peer.write(&response);
-        // Frozen: waits for a request that never comes, until the gateway gives up.
+        peer.write(&[head, &pattern(FROZEN_AFTER)].concat());
+        // Frozen: waits for a request that never comes.
         let _ = peer.read_request();
     });
     let gateway = Gateway::start_with(
@@ -582,14 +599,7 @@ fn a_backend_frozen_mid_body_closes_the_client_connection_at_the_idle_timeout() 
     let mut client = gateway.client();
     client.send(b"GET /svc/frozen HTTP/1.1\r\nHost: h\r\n\r\n");
     let received = client.read_to_close();
-    let body = body_of_200(&received);
-    assert!(
-        body == &pattern(SENT)[..],
-        "what arrived was relayed ({} B), then the connection closed",
-        body.len()
-    );
-    assert!(spliced_bytes(&gateway) > 0, "the tail went by splice");
-    assert_eq!(gateway.client().get("/svc/again").status, 200);
+    (gateway, backend, received)
 }
 
 /// Chunk sizes around the splice minimum (16 KiB) and the read after a spliced chunk
@@ -822,32 +832,10 @@ fn a_chunked_body_de_chunked_for_an_http_1_0_client_is_copied_whole() {
 /// `timeouts.upstream_idle_ms`.
 #[test]
 fn a_backend_frozen_inside_a_spliced_chunk_closes_the_client_connection_at_the_idle_timeout() {
-    const SENT: usize = 200 * 1024;
-    let backend = ScriptedBackend::start(|peer| {
-        let Some(request) = peer.read_request() else {
-            return;
-        };
-        if request.target.ends_with("/again") {
-            peer.reply_ok(b"again");
-            return;
-        }
-        let mut response =
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n100000\r\n".to_vec();
-        response.extend_from_slice(&pattern(SENT));
-        peer.write(&response);
-        // Frozen inside a 1 MiB chunk, until the gateway gives up.
-        let _ = peer.read_request();
-    });
-    let gateway = Gateway::start_with(
-        &open_api(&[backend.url("")], "load_balance"),
-        &format!("{SPLICE}timeouts:\n  upstream_idle_ms: 400\n"),
-        1,
+    let (gateway, _backend, received) = fetch_from_backend_frozen_after(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n100000\r\n",
     );
-    let mut client = gateway.client();
-    client.send(b"GET /svc/frozen HTTP/1.1\r\nHost: h\r\n\r\n");
-    let received = client.read_to_close();
-    let mut arrived = b"100000\r\n".to_vec();
-    arrived.extend_from_slice(&pattern(SENT));
+    let arrived = [&b"100000\r\n"[..], &pattern(FROZEN_AFTER)].concat();
     assert!(
         received.ends_with(&arrived),
         "what arrived was relayed as it came ({} B in all), then the connection closed",
