@@ -76,7 +76,10 @@ impl<S: super::ClientIo> ClientConnection<S> {
         // splice) to a plain client when they pass as they are and are many or the rest of
         // the body will be spliced, copied behind the head otherwise (TLS and HTTP/2 streams
         // copy them anyway).
-        let splicing = gateway.upstream.body_relay == BodyRelay::Splice;
+        // Splicing needs both sockets plain TCP (`prepare_splice` readies no other).
+        let splicing = gateway.upstream.body_relay == BodyRelay::Splice
+            && matches!(conn.stream, TcpOrTls::Plain(_))
+            && self.down.stream.plain_tcp().is_some();
         let with_head = self.rbuf.len() - head_len;
         let gather = self.down.stream.plain_tcp().is_some()
             && decoder.as_ref().is_some_and(|d| {
