@@ -40,6 +40,10 @@ sent chunked by the origin (nginx's SSI filter over the same files: 32 KiB chunk
 how a streamed or filtered body reaches a proxy; with `body_relay: splice` shardgate splices
 each chunk's payload and checks the framing around it.
 
+Opt-in (--scenarios trickle): the same closed loop, with the origin writing each body 2 KiB
+at a time (nginx with sendfile off and 2 KiB output buffers, every write its own segment):
+with `body_relay: splice` shardgate splices each piece as it comes.
+
 Usage: bench/compare.py [--rounds N] [--duration S] [--scenarios plain,https,h2,...]
                         [--bodies 64,4096,65536] [--conns N] [--out DIR] [--no-build]
                         [--variant NAME=BINARY]... [--upstream NAME=KEY:VALUE]...
@@ -219,7 +223,11 @@ def write_origin(tmp, port_list, name, access_log=None):
         f"  server {{ listen 127.0.0.1:{p}; root {root}; location / {{ default_type text/plain; }}"
         # The same files chunked, as nginx streams a filtered body: 32 KiB chunks (its
         # default output buffers).
-        f" location /chunked/ {{ alias {root}/; default_type text/plain; ssi on; ssi_types *; }} }}"
+        f" location /chunked/ {{ alias {root}/; default_type text/plain; ssi on; ssi_types *; }}"
+        # The same files in 2 KiB writes, each its own segment: a backend that streams its
+        # body in small pieces (an application server flushing as it goes).
+        f" location /trickle/ {{ alias {root}/; default_type text/plain; sendfile off;"
+        f" output_buffers 1 2k; postpone_output 0; tcp_nodelay on; }} }}"
         for p in port_list)
     log_line = f"access_log {access_log} timed;" if access_log else "access_log off;"
     conf = tmp / f"{name}.conf"
@@ -935,9 +943,10 @@ def report(results, targets, machine):
     add = lines.append
     add(f"machine: {machine}")
     for scenario, body, rate, a, b in results:
-        if scenario in ("plain", "https", "chunked"):
+        if scenario in ("plain", "https", "chunked", "trickle"):
             title = {"plain": f"plain body={body} B",
                      "chunked": f"chunked body={body} B (the origin's 32 KiB chunks, closed loop)",
+                     "trickle": f"trickle body={body} B (the origin's 2 KiB writes, closed loop)",
                      "https": "https body=64 B (TLS termination)"}[scenario]
             add(f"\n### {title}")
             add("| target | rps (median) | proxy CPU us/req | user share | CPU vs nginx | CPU vs L4 floor | box CPU us/req | box vs nginx | rps vs nginx | errors |"
@@ -1115,6 +1124,8 @@ def main():
             plain(targets, args, tmp, results)
         if "chunked" in scenarios:
             plain(targets, args, tmp, results, scenario="chunked", prefix="/chunked", open_loop=False)
+        if "trickle" in scenarios:
+            plain(targets, args, tmp, results, scenario="trickle", prefix="/trickle", open_loop=False)
         if "https" in scenarios:
             https(http_targets(targets), args, tmp, results)
         if "jwt" in scenarios:

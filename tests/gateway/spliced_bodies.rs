@@ -929,3 +929,83 @@ fn a_reload_that_stops_splicing_mid_chunked_body_finishes_it_whole_and_copies_th
         "nothing spliced after the reload"
     );
 }
+
+/// How a trickling backend sends a body: 1 KiB at a time, each piece its own segment, with a
+/// pause between pieces, so that the relay waits for every piece.
+fn trickle(peer: &mut support::hostile::Peer, bytes: &[u8]) -> bool {
+    peer.stream().set_nodelay(true).unwrap();
+    for piece in bytes.chunks(1024) {
+        if !peer.write(piece) {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    true
+}
+
+/// The size of the trickled bodies below.
+const TRICKLED: usize = 256 * 1024;
+
+/// A backend that trickles its bodies (a body of known length, the payload of a long chunk,
+/// a body delimited by the close): the relay splices them piece by piece, each piece after
+/// a wait for the upstream, and every body arrives whole; the bodies of known length and the
+/// chunked one leave the upstream connection reusable. Splicing a trickle stays cheaper for
+/// the gateway than copying it (bench/RESULTS.md, "A trickling upstream").
+#[test]
+fn bodies_that_trickle_in_are_spliced_piece_by_piece_and_arrive_whole() {
+    let backend = ScriptedBackend::start(|peer| {
+        while let Some(request) = peer.read_request() {
+            let sent = if request.target.ends_with("/length") {
+                let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {TRICKLED}\r\n\r\n");
+                peer.write(head.as_bytes()) && trickle(peer, &pattern(TRICKLED))
+            } else if request.target.ends_with("/chunked") {
+                let size_line = format!("{TRICKLED:x}\r\n");
+                peer.write(&[CHUNKED_HEAD, size_line.as_bytes()].concat())
+                    && trickle(peer, &pattern(TRICKLED))
+                    && peer.write(b"\r\n5\r\nhello\r\n0\r\n\r\n")
+            } else if request.target.ends_with("/until-close") {
+                peer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
+                trickle(peer, &pattern(TRICKLED));
+                return;
+            } else {
+                peer.reply_ok(b"done")
+            };
+            if !sent {
+                return;
+            }
+        }
+    });
+    let gateway = Gateway::start_with(&open_api(&[backend.url("")], "load_balance"), SPLICE, 1);
+    let mut client = gateway.client();
+    let response = client.get("/svc/length");
+    assert_eq!(response.status, 200);
+    assert!(
+        response.body == pattern(TRICKLED),
+        "the trickled body arrived whole"
+    );
+    let mut chunked = pattern(TRICKLED);
+    chunked.extend_from_slice(b"hello");
+    let response = client.get("/svc/chunked");
+    assert_eq!(response.header("transfer-encoding"), Some("chunked"));
+    assert!(
+        response.body == chunked,
+        "the trickled chunk arrived whole, framed"
+    );
+    // The relay counts a splice after the call returns, by when the client may have read
+    // it; the next request on the connection is read only after that.
+    assert_eq!(client.get("/svc/done").body, b"done");
+    assert!(
+        spliced_bytes(&gateway) >= 2 * (TRICKLED - 17 * 1024) as u64,
+        "the trickles went by splice: {} B",
+        spliced_bytes(&gateway)
+    );
+    assert_eq!(
+        backend.connections(),
+        1,
+        "one upstream connection carried them"
+    );
+
+    let mut closing = gateway.client();
+    closing.send(b"GET /svc/until-close HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert!(body_of_200(&closing.read_to_close()) == pattern(TRICKLED));
+}
