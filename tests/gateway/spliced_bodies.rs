@@ -1005,7 +1005,13 @@ fn bodies_that_trickle_in_are_spliced_piece_by_piece_and_arrive_whole() {
         "one upstream connection carried them"
     );
 
+    let before = spliced_bytes(&gateway);
     let mut closing = gateway.client();
     closing.send(b"GET /svc/until-close HTTP/1.1\r\nHost: h\r\n\r\n");
     assert!(body_of_200(&closing.read_to_close()) == pattern(TRICKLED));
+    // The client connection closes only after the relay's last splice was counted.
+    assert!(
+        spliced_bytes(&gateway) - before >= (TRICKLED - 17 * 1024) as u64,
+        "the trickle delimited by the close went by splice"
+    );
 }
