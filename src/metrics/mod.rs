@@ -172,6 +172,11 @@ pub struct ShardMetrics {
     pub access_log_dropped: Counter,
     /// Response body bytes moved by `splice(2)` rather than copied (`upstream.body_relay`).
     pub spliced_body_bytes: Counter,
+    /// Large body buffers lent now (published by the shard's control loop).
+    pub large_buffers_lent: Gauge,
+    /// Reads of a long body made with the ordinary buffer: the shard's large ones were all
+    /// lent.
+    pub large_buffer_refusals: Counter,
     /// Monotonic clock reads made through `crate::clock` on the shard's thread (set every
     /// control tick): per request, what one reading per task poll leaves.
     pub clock_reads: Gauge,
@@ -211,6 +216,8 @@ impl ShardMetrics {
             panics: Counter::default(),
             access_log_dropped: Counter::default(),
             spliced_body_bytes: Counter::default(),
+            large_buffers_lent: Gauge::default(),
+            large_buffer_refusals: Counter::default(),
             clock_reads: Gauge::default(),
             http2_connections: Counter::default(),
             http2_budget_exceeded: Counter::default(),
@@ -268,6 +275,7 @@ impl ShardMetrics {
             (&self.panics, &grown.panics),
             (&self.access_log_dropped, &grown.access_log_dropped),
             (&self.spliced_body_bytes, &grown.spliced_body_bytes),
+            (&self.large_buffer_refusals, &grown.large_buffer_refusals),
             (&self.http2_connections, &grown.http2_connections),
             (&self.http2_budget_exceeded, &grown.http2_budget_exceeded),
         ] {
@@ -285,6 +293,7 @@ impl ShardMetrics {
         grown
             .upstream_connections_open
             .add(self.upstream_connections_open.get());
+        grown.large_buffers_lent.set(self.large_buffers_lent.get());
         grown
     }
 

@@ -9,6 +9,7 @@ mod support;
 mod admin;
 mod backend_faults;
 mod cli_check;
+mod copied_bodies;
 mod cors;
 mod deploy_artifacts;
 mod differential;

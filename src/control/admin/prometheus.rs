@@ -218,7 +218,7 @@ pub fn render(shared: &Shared) -> String {
     drop(labels);
     shared.render_health_metrics(&mut out);
 
-    let scalars: [ShardSeries; 12] = [
+    let scalars: [ShardSeries; 14] = [
         (
             "shardgate_client_connections_open",
             "gauge",
@@ -284,6 +284,18 @@ pub fn render(shared: &Shared) -> String {
             "counter",
             "Response body bytes moved from upstream to client sockets by splice(2) instead of being copied (upstream.body_relay: splice).",
             |m| m.spliced_body_bytes.get() as i64,
+        ),
+        (
+            "shardgate_large_body_buffers_lent",
+            "gauge",
+            "256 KiB read buffers lent to responses whose long bodies are being copied, at most 64 per shard (published once a second).",
+            |m| m.large_buffers_lent.get(),
+        ),
+        (
+            "shardgate_large_body_buffer_refusals_total",
+            "counter",
+            "Reads of a long response body made with the ordinary 68 KiB buffer because every large buffer of the shard was lent.",
+            |m| m.large_buffer_refusals.get() as i64,
         ),
         (
             "shardgate_clock_reads_total",

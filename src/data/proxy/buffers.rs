@@ -9,8 +9,13 @@
 //! The list belongs to one shard (no lock, no atomic). After a burst it would otherwise keep
 //! the burst's peak forever; [`BufferPool::trim`], called about once a second, frees half of
 //! the buffers that stayed unused for the whole interval.
+//!
+//! Long bodies are copied through a larger buffer ([`LARGE_BUFFER_SIZE`]), lent against a
+//! per-shard budget ([`MAX_LARGE_LENT`]) so that many slow downloads at once cannot make every
+//! connection hold one: past the budget a body keeps its ordinary read buffer.
 
 use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 
 /// Capacity of a pooled buffer: one read of client or upstream bytes.
 pub const BUFFER_SIZE: usize = 16 * 1024;
@@ -23,11 +28,38 @@ const MAX_POOLED_CAPACITY: usize = super::relay::BODY_READ;
 /// Most buffers a shard keeps (16 MiB). Beyond that, a returned buffer is freed.
 const MAX_POOLED: usize = 1024;
 
+/// Capacity of the read buffer a long body is copied through: a 1 MiB body then takes 4
+/// reads and 4 writes where `BODY_READ` took 16 of each, and each ring operation saved is
+/// about as dear as copying several KiB (bench/RESULTS.md, "Long bodies copied in 256 KiB
+/// steps"). Envoy buffers up to 1 MiB per connection by default; nginx 64 KiB.
+pub const LARGE_BUFFER_SIZE: usize = 256 * 1024;
+
+/// Large buffers a shard lends at once (16 MiB): a bound on what slow readers of long
+/// bodies can hold, which the small buffers' pool does not need (they are lent to every
+/// request anyway).
+pub const MAX_LARGE_LENT: usize = 64;
+
 #[derive(Default)]
 pub struct BufferPool {
     free: RefCell<Vec<Vec<u8>>>,
     /// The fewest free buffers seen since the last trim: that many were not needed.
     low_water: Cell<usize>,
+    /// Spare large buffers, and the fewest seen since the last trim.
+    large: RefCell<Vec<Vec<u8>>>,
+    large_low_water: Cell<usize>,
+    /// Large buffers lent now: one per live [`LargeLease`].
+    large_lent: Rc<Cell<usize>>,
+}
+
+/// A large buffer's place in the shard's budget, held by the connection whose read buffer
+/// it is and given back when that buffer is parked or the connection ends.
+#[derive(Debug)]
+pub struct LargeLease(Rc<Cell<usize>>);
+
+impl Drop for LargeLease {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
 }
 
 impl BufferPool {
@@ -55,11 +87,40 @@ impl BufferPool {
             return;
         }
         let mut taken = std::mem::take(buf);
+        if capacity == LARGE_BUFFER_SIZE {
+            let mut large = self.large.borrow_mut();
+            if large.len() < MAX_LARGE_LENT {
+                taken.clear();
+                large.push(taken);
+            }
+            return;
+        }
         let mut free = self.free.borrow_mut();
         if (BUFFER_SIZE..=MAX_POOLED_CAPACITY).contains(&capacity) && free.len() < MAX_POOLED {
             taken.clear();
             free.push(taken);
         }
+    }
+
+    /// Swaps `buf`, which holds nothing that is still needed, for a large buffer, when the
+    /// shard has one to lend: its ordinary buffer goes back to the pool. The lease must live
+    /// as long as `buf` holds the large buffer (until it is parked).
+    pub fn lend_large(&self, buf: &mut Vec<u8>) -> Option<LargeLease> {
+        if self.large_lent.get() >= MAX_LARGE_LENT {
+            return None;
+        }
+        let mut large = self.large.borrow_mut();
+        let lent = large
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(LARGE_BUFFER_SIZE));
+        if large.len() < self.large_low_water.get() {
+            self.large_low_water.set(large.len());
+        }
+        drop(large);
+        let mut ordinary = std::mem::replace(buf, lent);
+        self.park(&mut ordinary);
+        self.large_lent.set(self.large_lent.get() + 1);
+        Some(LargeLease(Rc::clone(&self.large_lent)))
     }
 
     /// Frees half of the buffers that were not used since the last call.
@@ -70,6 +131,11 @@ impl BufferPool {
         free.truncate(keep);
         free.shrink_to(keep.max(16));
         self.low_water.set(free.len());
+        let mut large = self.large.borrow_mut();
+        let unused = self.large_low_water.get().min(large.len());
+        let keep = large.len() - unused.div_ceil(2);
+        large.truncate(keep);
+        self.large_low_water.set(large.len());
     }
 
     /// Frees every spare buffer at once (a connection storm has ended: its buffers would
@@ -79,11 +145,18 @@ impl BufferPool {
         let mut free = self.free.borrow_mut();
         *free = Vec::new();
         self.low_water.set(0);
+        *self.large.borrow_mut() = Vec::new();
+        self.large_low_water.set(0);
     }
 
     /// Buffers waiting in the pool.
     pub fn len(&self) -> usize {
         self.free.borrow().len()
+    }
+
+    /// Large buffers waiting in the pool, and lent now.
+    pub fn large(&self) -> (usize, usize) {
+        (self.large.borrow().len(), self.large_lent.get())
     }
 }
 
@@ -151,6 +224,60 @@ mod tests {
             pool.park(&mut buf);
         }
         assert_eq!(pool.len(), MAX_POOLED);
+    }
+
+    #[test]
+    fn large_buffers_are_lent_within_the_budget_and_come_back_through_park() {
+        let pool = BufferPool::default();
+        let mut bufs: Vec<Vec<u8>> = (0..MAX_LARGE_LENT + 1).map(|_| Vec::new()).collect();
+        let mut leases = Vec::new();
+        for buf in &mut bufs {
+            pool.fill(buf);
+            buf.extend_from_slice(b"a head already relayed");
+        }
+        for buf in &mut bufs {
+            if let Some(lease) = pool.lend_large(buf) {
+                leases.push(lease);
+            }
+        }
+        assert_eq!(leases.len(), MAX_LARGE_LENT, "lending stops at the budget");
+        assert_eq!(pool.large(), (0, MAX_LARGE_LENT));
+        assert_eq!(bufs[0].capacity(), LARGE_BUFFER_SIZE);
+        assert!(bufs[0].is_empty(), "a lent buffer comes empty");
+        assert_eq!(
+            bufs[MAX_LARGE_LENT].capacity(),
+            BUFFER_SIZE,
+            "past it, the ordinary one stays"
+        );
+        assert_eq!(
+            pool.len(),
+            MAX_LARGE_LENT,
+            "the swapped-out ordinary buffers are pooled"
+        );
+
+        // A connection that ends drops its buffer and its lease: the budget is freed either way.
+        let address = bufs[1].as_ptr();
+        bufs.remove(0);
+        leases.remove(0);
+        pool.park(&mut bufs[0]);
+        leases.remove(0);
+        assert_eq!(pool.large(), (1, MAX_LARGE_LENT - 2));
+        let mut next = Vec::new();
+        pool.fill(&mut next);
+        let lease = pool.lend_large(&mut next).expect("within the budget again");
+        assert_eq!(
+            next.as_ptr(),
+            address,
+            "a parked large buffer is lent again"
+        );
+        drop(lease);
+        pool.park(&mut next);
+        assert_eq!(pool.large(), (1, MAX_LARGE_LENT - 2));
+
+        // Unused spare large buffers go with the trims like the ordinary ones.
+        pool.trim();
+        pool.trim();
+        assert_eq!(pool.large().0, 0);
     }
 
     #[test]

@@ -277,6 +277,8 @@ pub(crate) struct ClientConnection<S> {
     target: Vec<u8>,
     /// Bytes read from the upstream.
     rbuf: Vec<u8>,
+    /// Held while `rbuf` is a large buffer (a long body is being copied).
+    large_read: Option<buffers::LargeLease>,
     resp: ResponseHead,
     /// A WebSocket handshake the upstream switched: the tunnel runs once the request loop ends.
     tunnel: Option<websocket::Tunnel>,
@@ -326,6 +328,7 @@ impl<S: ClientIo> ClientConnection<S> {
             log_target: Vec::new(),
             target: Vec::new(),
             rbuf: Vec::new(),
+            large_read: None,
             iov: None,
             resp: ResponseHead::with_header_capacity(INITIAL_HEADERS.min(limits.max_headers)),
             tunnel: None,
@@ -477,6 +480,7 @@ impl<S: ClientIo> ClientConnection<S> {
         let buffers = &self.ctx.buffers;
         buffers.park(&mut self.out);
         buffers.park(&mut self.rbuf);
+        self.large_read = None;
         self.down
             .wait_for_request(buffers, &mut self.timer, keepalive)
             .await

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use super::buffers::LARGE_BUFFER_SIZE;
 use super::gather;
 use super::io::{self, IoError};
 use super::splice::{self, SpliceEnd, SpliceEnds};
@@ -148,6 +149,7 @@ impl<S: super::ClientIo> ClientConnection<S> {
         }
         let mut spliced = false;
         let mut read_limit = BODY_READ;
+        let mut last_read = 0;
         while !done {
             let Some(decoder) = &mut decoder else { break };
             if let Some((pipe, left)) = to_splice.take() {
@@ -172,6 +174,15 @@ impl<S: super::ClientIo> ClientConnection<S> {
                 continue;
             }
             self.rbuf.clear();
+            if read_limit == BODY_READ && self.large_read.is_none() && decoder.is_long(last_read) {
+                self.large_read = self.ctx.buffers.lend_large(&mut self.rbuf);
+                if self.large_read.is_none() {
+                    self.ctx.with_metrics(|m| m.large_buffer_refusals.inc());
+                }
+            }
+            if self.large_read.is_some() && read_limit == BODY_READ {
+                read_limit = LARGE_BUFFER_SIZE;
+            }
             let read = {
                 let read = std::pin::pin!(io::read_more_untimed(
                     &mut conn.stream,
@@ -183,9 +194,10 @@ impl<S: super::ClientIo> ClientConnection<S> {
             };
             // A mid-body failure, or the close that ends a body delimited by it: the client
             // connection closes either way (never a truncated response that looks complete).
-            let Some(Ok(_)) = read else {
+            let Some(Ok(n)) = read else {
                 return false;
             };
+            last_read = n;
             read_limit = BODY_READ;
             let scan = match decoder.relay_in_place(&mut self.rbuf, &mut self.out) {
                 Ok(scan) => scan,
@@ -346,6 +358,20 @@ enum ResponseDecoder {
 impl ResponseDecoder {
     fn dechunks(&self) -> bool {
         matches!(self, ResponseDecoder::Chunked(_, true))
+    }
+
+    /// Whether the body is long enough to be copied through a large buffer: more of it is
+    /// left than one ordinary read takes, or (length unknown) the last read filled one. Not
+    /// a body de-chunked for an HTTP/1.0 client: its copy in `out` would grow as large and
+    /// leave the pool's sizes.
+    fn is_long(&self, last_read: usize) -> bool {
+        match self {
+            ResponseDecoder::Length(d) => d.remaining() > BODY_READ as u64,
+            ResponseDecoder::Chunked(_, true) => false,
+            ResponseDecoder::Chunked(_, false) | ResponseDecoder::UntilClose => {
+                last_read >= BODY_READ - HEAD_ROOM
+            }
+        }
     }
 
     /// What can be spliced next: `Some(Some(n))`, the next `n` bytes (the rest of a body of

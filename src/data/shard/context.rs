@@ -142,6 +142,9 @@ impl ShardContext {
                 .client_connections_open
                 .set(self.connections.open() as i64);
             metrics.clock_reads.set(crate::clock::reads() as i64);
+            metrics
+                .large_buffers_lent
+                .set(self.buffers.large().1 as i64);
         });
         let latency = self.latency.borrow();
         self.shared
